@@ -1,0 +1,52 @@
+"""The `auditor` command line: one module per verb in auditor/commands/ (after tvmc).
+
+Bad input raises AuditorError: one line on stderr, exit code 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import sys
+import tempfile
+import traceback
+
+import click
+import typer
+
+from auditor.commands import compile_all, doctor, results
+from auditor.errors import AuditorError, first_line
+
+app = typer.Typer(
+    add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+    help="Which model compiler runs your PyTorch block fastest, within the real-time deadline?",
+)
+app.command("compile-all")(compile_all.compile_all)
+app.command("doctor")(doctor.doctor)
+app.add_typer(results.app, name="results")
+
+
+def main(argv: list[str] | None = None) -> int:
+    command = typer.main.get_command(app)
+    try:
+        command.main(args=argv, prog_name="auditor", standalone_mode=False)
+    except AuditorError as e:
+        print(f"auditor: error: {e}", file=sys.stderr)
+        return e.exit_code
+    except click.exceptions.Exit as e:
+        return e.exit_code
+    except click.ClickException as e:
+        e.show()
+        return e.exit_code
+    except (click.exceptions.Abort, KeyboardInterrupt):
+        print("auditor: interrupted", file=sys.stderr)
+        return 130
+    except Exception as e:  # noqa: BLE001 - a bug: one line here, the traceback in a file
+        with tempfile.NamedTemporaryFile("w", prefix="auditor-crash-", suffix=".txt", delete=False) as f:
+            traceback.print_exc(file=f)
+        print(f"auditor: internal error: {type(e).__name__}: {first_line(e)} (traceback in {f.name})",
+              file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,105 @@
+"""`auditor compile-all MODEL`: every compiler variant on one model, side by side."""
+
+from __future__ import annotations
+
+import json
+import shlex
+import sys
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+from auditor import deadline
+from auditor.errors import AuditorError
+from auditor.pipeline import AuditSettings, ModelRequest, audit_variants, prepare
+from auditor.store import Store
+from auditor.summary import run_summary, table
+from auditor.timing import TimingSettings
+from compilers import registry
+from reports.run_page import write_run_page
+
+PHASES = ("compile", "measure", "check", "profile", "finished")
+
+
+def parse_compiler_specs(values: list[str]) -> list[registry.Variant]:
+    """`-c onnxruntime:graph_opt=basic,threads=2 -c torch-eager`, or `-c a,b` for bare names."""
+    if not values:
+        return registry.default_variants()
+    specs: list[str] = []
+    for value in values:
+        specs.extend(value.split(",") if ":" not in value else [value])
+    variants = []
+    for spec in filter(None, (s.strip() for s in specs)):
+        try:
+            variants.append(registry.parse_variant(spec))
+        except ValueError as e:
+            raise AuditorError(f"--compilers {spec!r}: {e}")
+    return variants
+
+
+def compile_all(
+    model: str = typer.Argument(..., help="model: .pt2, .pt/.ts (TorchScript), .onnx, or file.py:factory"),
+    compilers: list[str] = typer.Option(
+        [], "--compilers", "-c",
+        help="compiler variant, repeatable: NAME or NAME:key=value,... (default: every compiler's variants)"),
+    input_shape: list[str] = typer.Option([], "--input-shape", help="[name:]d0,d1,... (repeatable)"),
+    inputs: Path = typer.Option(None, "--inputs", help=".npz of input arrays (with --labels: a leading example axis)"),
+    labels: Path = typer.Option(None, "--labels", help=".npy of class labels for task accuracy"),
+    trust_pickle: bool = typer.Option(False, "--trust-pickle", help="allow unpickling a plain torch.save'd module"),
+    results_dir: Path = typer.Option(Path("auditor-results"), "--results-dir", "-o"),
+    runs: int = typer.Option(1000, min=1, help="timed runs"),
+    warmup: int = typer.Option(50, min=0, help="warm-up runs before timing"),
+    max_seconds: float = typer.Option(10.0, help="stop timing after this long (keeping >= 50 runs)"),
+    profile_runs: int = typer.Option(100, min=0, help="instrumented runs for per-op times (0: none)"),
+    block_size: int = typer.Option(deadline.BELA_BLOCK_SIZE, help="audio frames per block"),
+    sample_rate: float = typer.Option(deadline.BELA_SAMPLE_RATE, help="audio sample rate, Hz"),
+    deadline_us: float = typer.Option(None, help="deadline in µs (overrides block size / sample rate)"),
+    atol: float = typer.Option(1e-4, help="absolute tolerance against the reference"),
+    rtol: float = typer.Option(1e-3, help="relative tolerance (times the reference's max |value|)"),
+    device: str = typer.Option("local", help="where to measure"),
+    timeout: float = typer.Option(600.0, help="seconds one compiler variant may take"),
+    resume: bool = typer.Option(False, "--resume", help="reuse variants already measured for this model"),
+    as_json: bool = typer.Option(False, "--json", help="print results as JSON"),
+) -> None:
+    """Compile MODEL with every compiler variant, measure each, compare to the reference."""
+    variants = parse_compiler_specs(compilers)
+    settings = AuditSettings(
+        results_dir=results_dir,
+        timing=TimingSettings(warmup=warmup, runs=runs, max_seconds=max_seconds, min_runs=min(50, runs)),
+        profile_runs=profile_runs,
+        budget_us=deadline.budget_us(block_size, sample_rate, deadline_us),
+        atol=atol, rtol=rtol, device=device, timeout_s=timeout, resume=resume,
+    )
+    store = Store(results_dir)
+    stale = store.mark_dead_runs_interrupted()
+    console = Console(stderr=True)
+    if stale:
+        console.print(f"{stale} run(s) left unfinished by an earlier audit marked interrupted")
+    with console.status("loading, exporting and running the reference"):
+        prepared = prepare(ModelRequest(model, input_shape, inputs, labels, trust_pickle), store)
+    command = shlex.join(["auditor", *sys.argv[1:]])
+    with Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(),
+                  TextColumn("{task.fields[phase]}"), TimeElapsedColumn(), console=console) as bar:
+        tasks = {v.label: bar.add_task(v.label, total=len(PHASES), phase="queued") for v in variants}
+
+        def progress(label: str, phase: str) -> None:
+            done = len(PHASES) if phase in ("finished", "stored") else PHASES.index(phase) if phase in PHASES else None
+            bar.update(tasks[label], phase=phase, **({"completed": done} if done is not None else {}))
+
+        run_ids = audit_variants(prepared, variants, settings, store, command, progress)
+    summaries = [run_summary(store, store.run(r)) for r in run_ids]
+    pages = [write_run_page(store, r) for r in run_ids]
+    if as_json:
+        print(json.dumps({"model": prepared.model_source, "model_hash": prepared.bundle.model_hash,
+                          "budget_us": settings.budget_us, "runs": summaries,
+                          "reports": [str(p) for p in pages]}, indent=2, default=str))
+    else:
+        print(f"model {prepared.model_source} ({prepared.model_format}, hash {prepared.bundle.model_hash}); "
+              f"deadline {settings.budget_us:.1f} µs; device {device}")
+        print(table(summaries))
+        print(f"results: {store.path}; pages: {pages[0].parent if pages else '-'}")
+    store.close()
+    if not any(s["status"] in ("ok", "mismatch") for s in summaries):
+        raise typer.Exit(1)  # nothing at all could be measured

@@ -1,0 +1,39 @@
+"""`auditor doctor`: what this machine has: Python, torch, every compiler, perf, CPU."""
+
+from __future__ import annotations
+
+import json
+
+import typer
+from tabulate import tabulate
+
+from auditor.host import host_facts, package_version
+from compilers import registry
+from device_runner import perf
+
+
+def doctor(as_json: bool = typer.Option(False, "--json")) -> None:
+    """Versions and availability of everything auditor uses, with how to add what is missing."""
+    host = host_facts()
+    compilers = []
+    for name in registry.names():
+        cls = registry.get(name)
+        ok, detail = cls.available()
+        compilers.append({"compiler": name, "available": ok, "version": detail if ok else None,
+                          "reason": None if ok else detail, "install": None if ok else cls.install_hint,
+                          "per_op": cls.per_op_method, "accepts": list(cls.accepts)})
+    facts = {"host": host, "torch": package_version("torch"), "onnx": package_version("onnx"),
+             "compilers": compilers, "perf": perf.probe()}
+    if as_json:
+        print(json.dumps(facts, indent=2))
+        return
+    print(f"python {host['python']}  torch {facts['torch']}  onnx {facts['onnx']}")
+    print(f"cpu {host['cpu_model']} ({host['cores']} cores, {host['machine']}), kernel {host['kernel']}")
+    print(f"cpu flags: {' '.join(host['cpu_flags']) or 'unknown'}\n")
+    print(tabulate([[c["compiler"], "yes" if c["available"] else "NO", c["version"] or c["reason"],
+                     c["per_op"] or "—", ", ".join(c["accepts"]), c["install"] or ""] for c in compilers],
+                   headers=["compiler", "installed", "version / reason", "per-op timings", "takes", "to add"]))
+    p = facts["perf"]
+    print(f"\nperf: {p['version'] or 'unavailable'} (perf_event_paranoid={p['paranoid']}); {p['record']}")
+    if p["events"]:
+        print("perf stat events: " + ", ".join(f"{e} {s}" for e, s in p["events"].items()))

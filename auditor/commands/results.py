@@ -1,0 +1,82 @@
+"""`auditor results list|show|export`: read the store without measuring anything."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from pathlib import Path
+
+import typer
+
+from auditor.errors import AuditorError
+from auditor.store import Store
+from auditor.summary import SUMMARY_KEYS, run_detail, run_summary, table
+
+app = typer.Typer(no_args_is_help=True, help="Read stored results.")
+
+RESULTS_DIR = typer.Option(Path("auditor-results"), "--results-dir", "-o")
+
+
+def _open(results_dir: Path) -> Store:
+    if not (results_dir / Store.FILE).exists():
+        raise AuditorError(f"no results store in {results_dir} (run `auditor compile-all` first)")
+    return Store(results_dir)
+
+
+@app.command("list")
+def list_runs(results_dir: Path = RESULTS_DIR, limit: int = typer.Option(50, help="newest N runs"),
+              as_json: bool = typer.Option(False, "--json")) -> None:
+    """The newest runs, one line each."""
+    store = _open(results_dir)
+    summaries = [run_summary(store, row) for row in store.runs(limit)]
+    print(json.dumps(summaries, indent=2, default=str) if as_json else table(summaries))
+
+
+@app.command("show")
+def show(run_id: str = typer.Argument(..., help="run id (a unique prefix is enough)"),
+         results_dir: Path = RESULTS_DIR, as_json: bool = typer.Option(False, "--json")) -> None:
+    """One run in full: settings, statistics, accuracy, per-op table (--json adds raw samples)."""
+    store = _open(results_dir)
+    detail = run_detail(store, run_id)
+    if as_json:
+        print(json.dumps(detail, indent=2, default=str))
+        return
+    print(table([detail]))
+    print(f"\noptions {json.dumps(detail['options'])}; target {detail['target'].get('name')}; "
+          f"host {detail['host'].get('cpu_model')}; {len(detail['samples_ns'])} samples stored")
+    if detail["per_op"]:
+        a = detail["per_op_attribution"]
+        print(f"\nper-op ({a['method']}, {a['runs']} runs): sum {a['per_op_sum_us']:.1f} µs = "
+              f"{a['sum_to_whole']:.2f} x uninstrumented median {a['uninstrumented_whole_us']:.1f} µs; "
+              f"instrumented whole {a['instrumented_whole_us'] or 0:.1f} µs")
+        from tabulate import tabulate
+        print(tabulate([[o["kernel"], o["op_type"], ", ".join(o["onnx_nodes"]) or "(inserted)", o["calls"],
+                         f"{o['mean_us']:.2f}", f"{100 * (o['share'] or 0):.1f}%"] for o in detail["per_op"]],
+                       headers=["kernel", "op", "ONNX nodes", "calls", "mean µs", "share"]))
+
+
+@app.command("export")
+def export(results_dir: Path = RESULTS_DIR,
+           as_json: bool = typer.Option(False, "--json", help="JSON with every run in full"),
+           as_csv: bool = typer.Option(False, "--csv", help="CSV, one summary row per run"),
+           output: Path = typer.Option(None, "--output", help="write to this file instead of stdout")) -> None:
+    """Every run, as JSON (full detail) or CSV (summaries)."""
+    if as_json == as_csv:
+        raise AuditorError("choose one of --json or --csv")
+    store = _open(results_dir)
+    if as_json:
+        text = json.dumps([run_detail(store, row["run_id"]) for row in store.runs()], indent=2, default=str)
+    else:
+        buf = io.StringIO()
+        writer = csv.DictWriter(buf, fieldnames=[*SUMMARY_KEYS, "target", "options", "max_abs_err", "snr_db",
+                                                 "per_op_method", "per_op_sum_to_whole"])
+        writer.writeheader()
+        for row in store.runs():
+            s = run_summary(store, row)
+            writer.writerow({**s, "options": json.dumps(s["options"], sort_keys=True)})
+        text = buf.getvalue()
+    if output:
+        output.write_text(text)
+    else:
+        print(text, end="" if text.endswith("\n") else "\n")

@@ -1,0 +1,166 @@
+"""Export once: a loaded model -> its bundle of interchange files, plus reference outputs.
+
+The bundle lives in `<results>/models/<model_hash>/` and is reused by later audits of the
+same model (same file, same input shapes). The reference (torch eager, or ONNX's
+reference evaluator for a bare .onnx) is ground truth for every compiler's outputs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+
+from auditor.errors import AuditorError, first_line
+from auditor.inputs import InputSet
+from auditor.loaders import LoadedModel
+from auditor.quiet import captured_output
+from compilers.base import ModelBundle, TensorSpec
+from cost_model.graph import ensure_unique_node_names
+
+OPSET = 20
+
+
+def model_hash(model: LoadedModel, inputs: InputSet) -> str:
+    h = hashlib.sha256(model.content_hash().encode())
+    h.update(json.dumps([s.to_dict() for s in inputs.specs], sort_keys=True).encode())
+    return h.hexdigest()[:16]
+
+
+def reference_outputs(model: LoadedModel, example: list[np.ndarray]) -> list[np.ndarray]:
+    """Ground-truth outputs for one example. Bad shapes and unsupported ops end here."""
+    if model.is_torch:
+        import torch
+        from torch.utils._pytree import tree_flatten
+
+        tensors = [torch.from_numpy(np.ascontiguousarray(a)) for a in example]
+        try:
+            with torch.no_grad():
+                out = model.module(*tensors)
+        except Exception as e:
+            shapes = ", ".join(str(list(a.shape)) for a in example)
+            raise AuditorError(f"the model rejects inputs of shape {shapes}: {first_line(e)}")
+        leaves, _ = tree_flatten(out)
+        return [leaf.detach().cpu().numpy() for leaf in leaves if hasattr(leaf, "detach")]
+    from onnx.reference import ReferenceEvaluator
+
+    try:
+        evaluator = ReferenceEvaluator(model.onnx_model)
+        feed = {i.name: a for i, a in zip(model.inputs, example)}
+        return [np.asarray(o) for o in evaluator.run(None, feed)]
+    except Exception as e:
+        raise AuditorError(f"{model.source}: the ONNX reference evaluator cannot run it: {first_line(e)}")
+
+
+def _canonical_onnx(model, input_shapes: dict[str, list[int]], log: Path):
+    """Simplify (onnxsim), fix input shapes, name nodes, check and infer shapes."""
+    import onnx
+    import onnxsim
+
+    try:
+        with captured_output(log):
+            simplified, ok = onnxsim.simplify(model, overwrite_input_shapes=input_shapes)
+        if ok:
+            model = simplified
+    except Exception as e:  # a simplifier failure leaves the exported graph as it was
+        with open(log, "a") as f:
+            f.write(f"onnxsim failed, graph kept unsimplified: {first_line(e)}\n")
+    ensure_unique_node_names(model)
+    onnx.checker.check_model(model)
+    return onnx.shape_inference.infer_shapes(model, strict_mode=False)
+
+
+def _export_torch(model: LoadedModel, args, directory: Path, log: Path, bundle: ModelBundle):
+    import onnx
+    import torch
+
+    ep = None
+    if model.format != "torchscript":
+        try:
+            with captured_output(log):
+                ep = torch.export.export(model.module, tuple(args))
+            torch.export.save(ep, str(directory / "model.pt2"))
+            bundle.files["torch-export"] = "model.pt2"
+        except Exception as e:
+            bundle.problems["torch-export"] = f"torch.export failed: {first_line(e)}"
+    else:
+        shutil.copyfile(model.source, directory / "model.ts")
+        bundle.files["torchscript"] = "model.ts"
+    raw = directory / "exported.onnx"
+    try:
+        with captured_output(log):
+            if ep is not None:
+                torch.onnx.export(ep, tuple(args), str(raw), dynamo=True, external_data=False,
+                                  opset_version=OPSET, verbose=False)
+            else:  # TorchScript cannot go through torch.export: the TorchScript exporter
+                torch.onnx.export(model.module, tuple(args), str(raw), dynamo=False,
+                                  opset_version=OPSET)
+        return onnx.load(str(raw))
+    except Exception as e:
+        bundle.problems["onnx"] = f"ONNX export failed: {first_line(e)}"
+        return None
+
+
+def prepare_bundle(model: LoadedModel, inputs: InputSet, results_dir: Path) -> ModelBundle:
+    """Export the model's interchange files once; reuse them when already there."""
+    import onnx
+
+    digest = model_hash(model, inputs)
+    directory = results_dir / "models" / digest
+    if (directory / ModelBundle.META).exists():
+        return ModelBundle.load(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    log = directory / "export.log"
+    bundle = ModelBundle(digest, directory, list(inputs.specs), [])
+    args = inputs.timing_inputs
+    if model.is_torch:
+        import torch
+
+        tensors = [torch.from_numpy(np.ascontiguousarray(a)) for a in args]
+        graph = _export_torch(model, tensors, directory, log, bundle)
+    else:
+        graph = model.onnx_model
+    if graph is not None:
+        shapes = {s.name: list(s.shape) for s in inputs.specs}
+        if model.is_torch:  # exported input names differ from ours: rename ours to match
+            real = [i.name for i in graph.graph.input if i.name not in {t.name for t in graph.graph.initializer}]
+            bundle.inputs = [TensorSpec(n, s.shape, s.dtype) for n, s in zip(real, inputs.specs)]
+            shapes = {s.name: list(s.shape) for s in bundle.inputs}
+        try:
+            graph = _canonical_onnx(graph, shapes, log)
+            onnx.save(graph, str(directory / "model.onnx"))
+            bundle.files["onnx"] = "model.onnx"
+        except Exception as e:
+            if not model.is_torch:
+                raise AuditorError(f"{model.source}: the ONNX graph is not usable: {first_line(e)}")
+            bundle.problems["onnx"] = f"exported ONNX is invalid: {first_line(e)}"
+    bundle.outputs = _output_specs(graph if "onnx" in bundle.files else None, model, args)
+    bundle.save()
+    return bundle
+
+
+def _output_specs(graph, model: LoadedModel, example) -> list[TensorSpec]:
+    outs = reference_outputs(model, example)
+    names = [o.name for o in graph.graph.output] if graph is not None else []
+    if len(names) != len(outs):
+        names = [f"output_{i}" for i in range(len(outs))]
+    return [TensorSpec(n, o.shape, o.dtype.name) for n, o in zip(names, outs)]
+
+
+def write_reference(model: LoadedModel, inputs: InputSet, bundle: ModelBundle) -> Path:
+    """Inputs and reference outputs for every example, in `data-<digest>/` of the bundle."""
+    directory = bundle.directory / f"data-{inputs.digest()}"
+    if (directory / "reference.npz").exists():
+        return directory
+    directory.mkdir(exist_ok=True)
+    inputs.save(directory / "inputs.npz")
+    outputs = {}
+    for i, example in enumerate(inputs.examples):
+        for j, out in enumerate(reference_outputs(model, example)):
+            outputs[f"e{i}_{j}"] = out
+    np.savez(directory / "reference.tmp.npz", **outputs)
+    (directory / "reference.tmp.npz").rename(directory / "reference.npz")
+    return directory

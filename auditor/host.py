@@ -1,0 +1,45 @@
+"""Facts about the machine a run was measured on (stored with every run, shown by doctor)."""
+
+from __future__ import annotations
+
+import functools
+import os
+import platform
+from importlib import metadata
+
+
+def _cpuinfo() -> dict[str, str]:
+    info: dict[str, str] = {}
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                key, _, value = line.partition(":")
+                key = key.strip()
+                if key and key not in info:
+                    info[key] = value.strip()
+    except OSError:
+        pass
+    return info
+
+
+def package_version(dist: str) -> str | None:
+    try:
+        return metadata.version(dist)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+@functools.cache
+def host_facts() -> dict:
+    cpu = _cpuinfo()
+    return {
+        "hostname": platform.node(),
+        "machine": platform.machine(),
+        "kernel": platform.release(),
+        "os": platform.platform(),
+        "python": platform.python_version(),
+        "cpu_model": cpu.get("model name") or cpu.get("Hardware") or cpu.get("Processor") or "unknown",
+        "cpu_flags": (cpu.get("flags") or cpu.get("Features") or "").split(),
+        "cores": os.cpu_count(),
+        "cpu_mhz": cpu.get("cpu MHz"),
+    }

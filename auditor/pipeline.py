@@ -1,0 +1,200 @@
+"""compile-all: load -> reference -> export once -> one isolated worker per compiler variant.
+
+Each variant runs in its own process (`auditor.worker`) with a timeout; a crash, hang or
+kill is recorded against that run and the others go on. With `resume`, a variant whose
+measurement is already stored for the same model, inputs, options and device is reused.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import json
+import os
+import queue
+import signal
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from auditor.errors import AuditorError
+from auditor.export import prepare_bundle, write_reference
+from auditor.host import host_facts
+from auditor.inputs import build_inputs
+from auditor.loaders import load_model
+from auditor.store import Store
+from auditor.timing import TimingSettings
+from compilers import registry
+from compilers.base import TARGETS, options_key
+from cost_model.graph import node_table
+
+DEVICES = ("local",)
+
+
+@dataclass
+class AuditSettings:
+    results_dir: Path = Path("auditor-results")
+    timing: TimingSettings = field(default_factory=TimingSettings)
+    profile_runs: int = 100
+    budget_us: float = 16 / 44100 * 1e6
+    atol: float = 1e-4
+    rtol: float = 1e-3
+    device: str = "local"
+    target: str = "host"
+    timeout_s: float = 600.0
+    memory_interval_s: float = 0.005
+    resume: bool = False
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["results_dir"] = str(self.results_dir)
+        return d
+
+
+@dataclass
+class ModelRequest:
+    spec: str
+    input_shapes: list[str] = field(default_factory=list)
+    inputs_file: Path | None = None
+    labels_file: Path | None = None
+    trust_pickle: bool = False
+
+
+def _die_with_parent() -> None:
+    """Runs in the child before exec: SIGKILL it if the auditing process dies."""
+    libc = ctypes.CDLL("libc.so.6", use_errno=True)
+    libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+
+
+def _worker_env() -> dict[str, str]:
+    env = dict(os.environ)
+    env.setdefault("OMP_NUM_THREADS", "1")  # one core on the board; no idle OpenMP pools
+    root = str(Path(__file__).resolve().parent.parent)
+    env["PYTHONPATH"] = root + os.pathsep + env.get("PYTHONPATH", "")
+    return env
+
+
+def _read_phases(stream, q: queue.Queue) -> None:
+    for line in stream:
+        if line.startswith("phase "):
+            q.put(line.split(" ", 1)[1].strip())
+    q.put(None)
+
+
+def run_worker(job: dict, timeout_s: float, on_phase) -> tuple[int | None, bool]:
+    """Start the worker, follow its phases; returns (exit code or None, timed out)."""
+    workdir = Path(job["workdir"])
+    job_path = workdir / "job.json"
+    job_path.write_text(json.dumps(job, indent=2))
+    with open(workdir / "worker.stderr", "wb") as err:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "auditor.worker", str(job_path)],
+            stdout=subprocess.PIPE, stderr=err, text=True, env=_worker_env(),
+            preexec_fn=_die_with_parent, start_new_session=True,
+        )
+        phases: queue.Queue = queue.Queue()
+        reader = threading.Thread(target=_read_phases, args=(proc.stdout, phases), daemon=True)
+        reader.start()
+        end = time.monotonic() + timeout_s
+        while True:
+            try:
+                phase = phases.get(timeout=max(0.0, min(0.5, end - time.monotonic())))
+            except queue.Empty:
+                phase = ""
+            if phase is None or (phase == "" and proc.poll() is not None):
+                break
+            if phase:
+                on_phase(phase)
+            if time.monotonic() >= end:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+                return None, True
+        return proc.wait(), False
+
+
+def _failure_reason(code: int | None, timed_out: bool, workdir: Path, timeout_s: float) -> tuple[str, str]:
+    if timed_out:
+        return "timeout", f"no result within {timeout_s:.0f} s; worker killed"
+    tail = (workdir / "worker.stderr").read_text(errors="replace").strip().splitlines()
+    last = tail[-1][:200] if tail else ""
+    if code is not None and code < 0:
+        name = signal.Signals(-code).name
+        return "failed", f"worker died with {name}" + (f": {last}" if last else "")
+    return "failed", f"worker exited with code {code}" + (f": {last}" if last else "")
+
+
+@dataclass
+class Prepared:
+    model_source: str
+    model_format: str
+    bundle: object
+    data_dir: Path
+    inputs_digest: str
+    inputs_source: str
+
+
+def prepare(request: ModelRequest, store: Store) -> Prepared:
+    """Load, build inputs, export once and write the reference; store the graph."""
+    import onnx
+
+    model = load_model(request.spec, trust_pickle=request.trust_pickle)
+    inputs = build_inputs(model, request.input_shapes, request.inputs_file, request.labels_file)
+    bundle = prepare_bundle(model, inputs, store.dir)
+    data_dir = write_reference(model, inputs, bundle)
+    nodes = node_table(onnx.load(str(bundle.path("onnx")))) if "onnx" in bundle.files else []
+    store.add_model(bundle, str(model.source), model.format, nodes)
+    return Prepared(str(model.source), model.format, bundle, data_dir, inputs.digest(), inputs.source)
+
+
+def audit_variants(prepared: Prepared, variants: list[registry.Variant], settings: AuditSettings,
+                   store: Store, command: str, progress=None) -> list[str]:
+    """Measure each variant in its own worker; returns run ids (reused ones on resume)."""
+    if settings.device not in DEVICES:
+        raise AuditorError(f"unknown device {settings.device!r} (devices: {', '.join(DEVICES)})")
+    target = TARGETS[settings.target]
+    bundle = prepared.bundle
+    audit_id = store.new_audit(bundle.model_hash, command, settings.to_dict())
+    run_ids = []
+    for variant in variants:
+        options = variant.options
+        key = options_key(options)
+        if settings.resume:
+            done = store.completed_run(bundle.model_hash, prepared.inputs_digest, variant.compiler,
+                                       key, settings.device)
+            if done is not None:
+                run_ids.append(done["run_id"])
+                if progress:
+                    progress(variant.label, "stored")
+                continue
+        workdir_root = store.dir / "runs"
+        run_id = store.new_run(
+            audit_id=audit_id, model_hash=bundle.model_hash, inputs_digest=prepared.inputs_digest,
+            compiler=variant.compiler, variant=variant.label, options=options, options_key=key,
+            target=target.to_dict(), device=settings.device, emulated=False, host=host_facts(),
+            settings=settings.to_dict(), artifact_dir="",
+        )
+        workdir = workdir_root / run_id
+        workdir.mkdir(parents=True)
+        store.db.execute("UPDATE runs SET artifact_dir=? WHERE run_id=?", (str(workdir), run_id))
+        store.set_status(run_id, "pending", pid=os.getpid())
+        job = {
+            "run_id": run_id, "results_dir": str(store.dir), "workdir": str(workdir),
+            "bundle_dir": str(bundle.directory), "data_dir": str(prepared.data_dir),
+            "inputs_source": prepared.inputs_source, "compiler": variant.compiler,
+            "options": options, "target": settings.target, "timing": asdict(settings.timing),
+            "profile_runs": settings.profile_runs, "budget_us": settings.budget_us,
+            "tolerance": {"atol": settings.atol, "rtol": settings.rtol},
+            "memory_interval_s": settings.memory_interval_s,
+        }
+        code, timed_out = run_worker(
+            job, settings.timeout_s, lambda phase: progress and progress(variant.label, phase))
+        row = store.run(run_id)
+        if row["status"] in ("pending", "running"):
+            status, reason = _failure_reason(code, timed_out, workdir, settings.timeout_s)
+            store.set_status(run_id, status, reason)
+        run_ids.append(run_id)
+        if progress:
+            progress(variant.label, "finished")
+    return run_ids

@@ -1,0 +1,80 @@
+"""Run rows from the store as plain dicts (for JSON/CSV) and as terminal tables."""
+
+from __future__ import annotations
+
+import json
+import math
+
+from tabulate import tabulate
+
+from auditor.store import Store
+
+SUMMARY_KEYS = (
+    "run_id", "audit_id", "model_hash", "variant", "compiler", "compiler_version", "device",
+    "emulated", "status", "reason", "n", "mean_us", "p50_us", "p95_us", "p99_us", "max_us",
+    "min_us", "std_us", "jitter_us", "cov", "first_us", "budget_us", "over_budget_share",
+    "headroom_p99_us", "headroom_max_us", "verdict", "rss_avg_bytes", "rss_peak_bytes",
+    "ru_maxrss_bytes", "accuracy_passed", "task_accuracy", "compile_s", "started_at", "finished_at",
+)
+
+
+def _finite(value):
+    return None if isinstance(value, float) and not math.isfinite(value) else value
+
+
+def run_summary(store: Store, row) -> dict:
+    summary = {k: row[k] for k in SUMMARY_KEYS}
+    summary["emulated"] = bool(row["emulated"])
+    summary["options"] = json.loads(row["options"] or "{}")
+    summary["target"] = json.loads(row["target"] or "{}").get("name")
+    accuracy = store.rows("accuracy", row["run_id"])
+    errors = [a["max_abs_err"] for a in accuracy if a["max_abs_err"] is not None]
+    snrs = [a["snr_db"] for a in accuracy if a["snr_db"] is not None]
+    summary["max_abs_err"] = max(errors) if errors else None
+    summary["snr_db"] = _finite(min(snrs)) if snrs else None
+    attribution = store.attribution(row["run_id"])
+    summary["per_op_method"] = attribution["method"] if attribution else None
+    summary["per_op_sum_to_whole"] = attribution["sum_to_whole"] if attribution else None
+    return summary
+
+
+def run_detail(store: Store, run_id: str) -> dict:
+    row = store.run(run_id)
+    detail = run_summary(store, row)
+    detail["host"] = json.loads(row["host"] or "{}")
+    detail["settings"] = json.loads(row["settings"] or "{}")
+    detail["target"] = json.loads(row["target"] or "{}")
+    detail["runtime_memory"] = json.loads(row["runtime_memory"] or "{}")
+    detail["load_s"] = row["load_s"]
+    detail["samples_ns"] = [r["latency_ns"] for r in store.rows("samples", row["run_id"])]
+    detail["memory_samples"] = [[r["t_ms"], r["rss_bytes"]] for r in store.rows("memory_samples", row["run_id"])]
+    detail["accuracy"] = [{**dict(r), "snr_db": _finite(r["snr_db"])} for r in store.rows("accuracy", row["run_id"])]
+    attribution = store.attribution(row["run_id"])
+    detail["per_op_attribution"] = dict(attribution) if attribution else None
+    detail["per_op"] = [{**dict(r), "onnx_nodes": json.loads(r["onnx_nodes"])}
+                        for r in store.rows("op_timings", row["run_id"])]
+    return detail
+
+
+def _num(value, fmt="{:.1f}"):
+    return "—" if value is None else fmt.format(value)
+
+
+def table(summaries: list[dict]) -> str:
+    headers = ["variant", "status", "p50 µs", "p99 µs", "max µs", "jitter µs", "CoV",
+               "deadline", "max|err|", "SNR dB", "RSS MiB", "per-op sum/whole", "run"]
+    rows = []
+    for s in summaries:
+        deadline = f"{s['verdict']} ({100 * s['over_budget_share']:.1f}% over)" if s["verdict"] else "—"
+        per_op = (f"{s['per_op_sum_to_whole']:.2f} ({s['per_op_method']})"
+                  if s["per_op_sum_to_whole"] is not None else "—")
+        status = s["status"] + (" [emulated]" if s["emulated"] else "")
+        if s["status"] not in ("ok",) and s["reason"]:
+            status += f": {s['reason'][:70]}"
+        rows.append([
+            s["variant"], status, _num(s["p50_us"]), _num(s["p99_us"]), _num(s["max_us"]),
+            _num(s["jitter_us"]), _num(s["cov"], "{:.3f}"), deadline,
+            _num(s["max_abs_err"], "{:.2g}"), _num(s["snr_db"]),
+            _num(s["rss_peak_bytes"] and s["rss_peak_bytes"] / 2**20), per_op, s["run_id"],
+        ])
+    return tabulate(rows, headers=headers, tablefmt="simple")

@@ -1,0 +1,66 @@
+"""The timing loop and latency statistics. Nothing is dropped: the tail is the product."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+
+
+@dataclass
+class TimingSettings:
+    warmup: int = 50
+    runs: int = 1000
+    max_seconds: float = 10.0  # stop early (keeping >= min_runs) on slow models
+    min_runs: int = 50
+
+
+@dataclass
+class Timings:
+    first_ns: int  # the very first inference: cold start, kept apart
+    samples_ns: np.ndarray  # every timed run, in order
+    stopped_early: bool
+
+
+def time_calls(fn: Callable[[], object], settings: TimingSettings) -> Timings:
+    """First call, warm-up, then timed calls; each call timed alone with a monotonic clock."""
+    clock = time.perf_counter_ns
+    t0 = clock()
+    fn()
+    first = clock() - t0
+    for _ in range(settings.warmup):
+        fn()
+    samples = np.empty(settings.runs, dtype=np.int64)
+    deadline = clock() + int(settings.max_seconds * 1e9)
+    count = 0
+    while count < settings.runs:
+        t0 = clock()
+        fn()
+        t1 = clock()
+        samples[count] = t1 - t0
+        count += 1
+        if t1 > deadline and count >= settings.min_runs:
+            break
+    return Timings(first, samples[:count], count < settings.runs)
+
+
+def latency_stats(samples_ns: np.ndarray) -> dict[str, float]:
+    """Summary in microseconds: mean, p50, p95, p99, max, min, std, jitter (p99-p50), CoV."""
+    us = np.asarray(samples_ns, dtype=np.float64) / 1e3
+    p50, p95, p99 = np.percentile(us, [50, 95, 99])
+    mean = float(us.mean())
+    std = float(us.std(ddof=1)) if us.size > 1 else 0.0
+    return {
+        "n": int(us.size),
+        "mean_us": mean,
+        "p50_us": float(p50),
+        "p95_us": float(p95),
+        "p99_us": float(p99),
+        "max_us": float(us.max()),
+        "min_us": float(us.min()),
+        "std_us": std,
+        "jitter_us": float(p99 - p50),
+        "cov": std / mean if mean > 0 else 0.0,
+    }

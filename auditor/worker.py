@@ -1,0 +1,152 @@
+"""One compiler variant on one model, in its own process: compile, time, check, profile.
+
+The orchestrator starts `python -m auditor.worker JOB.json` per variant, so a segfault or
+hang here costs only this run. Every figure goes into the store as soon as it exists.
+Phases are announced on stdout (`phase NAME`) for the progress display, never while timing.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+import traceback
+from pathlib import Path
+
+import numpy as np
+
+from auditor import accuracy, deadline
+from auditor.errors import first_line
+from auditor.inputs import InputSet
+from auditor.memory import RssSampler
+from auditor.quiet import captured_output
+from auditor.store import Store
+from auditor.timing import TimingSettings, latency_stats, time_calls
+from compilers import registry
+from compilers.base import TARGETS, ModelBundle
+
+
+def _phase(name: str) -> None:
+    print(f"phase {name}", flush=True)
+
+
+def _reference(data_dir: Path, examples: int, outputs: int) -> list[list[np.ndarray]]:
+    with np.load(data_dir / "reference.npz") as z:
+        return [[z[f"e{i}_{j}"] for j in range(outputs)] for i in range(examples)]
+
+
+def run_job(job: dict) -> None:
+    store = Store(Path(job["results_dir"]))
+    run_id = job["run_id"]
+    workdir = Path(job["workdir"])
+    log = workdir / "worker.log"
+    stage = "setup"
+    try:
+        cls = registry.get(job["compiler"])
+        ok, detail = cls.available()
+        if not ok:
+            store.set_status(run_id, "skipped", detail)
+            return
+        compiler = cls()
+        bundle = ModelBundle.load(Path(job["bundle_dir"]))
+        target = TARGETS[job["target"]]
+        why_not = compiler.can_compile(bundle, target)
+        if why_not:
+            store.set_status(run_id, "skipped", why_not)
+            return
+        store.set_status(run_id, "running")
+        data_dir = Path(job["data_dir"])
+        inputs = InputSet.load(data_dir / "inputs.npz", bundle.inputs, job["inputs_source"])
+        reference = _reference(data_dir, len(inputs.examples), len(bundle.outputs))
+
+        stage = "compile"
+        _phase(stage)
+        t0 = time.perf_counter()
+        with captured_output(log):
+            artifact = compiler.compile(bundle, target, job["options"], workdir)
+        store.update_run(run_id, compile_s=time.perf_counter() - t0,
+                         compiler_version=artifact.compiler_version, kernel_map=artifact.kernel_map)
+
+        stage = "load"
+        t0 = time.perf_counter()
+        with captured_output(log):
+            runnable = compiler.load(artifact, bundle)
+        runnable.set_inputs(inputs.timing_inputs)
+        store.update_run(run_id, load_s=time.perf_counter() - t0)
+
+        stage = "measure"
+        _phase(stage)
+        settings = TimingSettings(**job["timing"])
+        with RssSampler(job["memory_interval_s"]) as sampler:
+            timings = time_calls(runnable.run, settings)
+        store.add_samples(run_id, timings.samples_ns)
+        store.add_memory_samples(run_id, sampler.samples)
+        stats = latency_stats(timings.samples_ns)
+        store.update_run(
+            run_id, first_us=timings.first_ns / 1e3, stopped_early=int(timings.stopped_early),
+            runtime_memory=runnable.memory_info(), **stats, **sampler.summary(),
+            **deadline.audit(timings.samples_ns, job["budget_us"]),
+        )
+
+        stage = "check outputs"
+        _phase("check")
+        actual = []
+        for example in inputs.examples:
+            runnable.set_inputs(example)
+            runnable.run()
+            actual.append(runnable.outputs())
+        tol = accuracy.Tolerance(**job["tolerance"])
+        if any(len(a) != len(bundle.outputs) for a in actual):
+            rows = [{"output": "*", "passed": False, "max_abs_err": None, "rmse": None, "snr_db": None,
+                     "reason": f"{len(actual[0])} outputs, reference has {len(bundle.outputs)}"}]
+        else:
+            rows = accuracy.compare_all(reference, actual, [o.name for o in bundle.outputs], tol)
+        store.add_accuracy(run_id, rows)
+        passed = all(r["passed"] for r in rows)
+        task = accuracy.task_accuracy(actual, inputs.labels) if inputs.labels is not None else None
+        store.update_run(run_id, accuracy_passed=int(passed), task_accuracy=task)
+
+        if job["profile_runs"] > 0 and cls.per_op_method:
+            stage = "per-op profile"
+            _phase("profile")
+            runnable.set_inputs(inputs.timing_inputs)
+            with captured_output(log):
+                profile = compiler.profile_ops(artifact, bundle, inputs.timing_inputs, job["profile_runs"])
+            if profile is not None:
+                whole = stats["p50_us"]
+                per_op_sum = profile.per_op_sum_us
+                attribution = {
+                    "method": profile.method, "runs": profile.runs, "per_op_sum_us": per_op_sum,
+                    "instrumented_whole_us": profile.instrumented_whole_us,
+                    "uninstrumented_whole_us": whole,
+                    "overhead_ratio": (profile.instrumented_whole_us / whole
+                                       if profile.instrumented_whole_us and whole else None),
+                    "sum_to_whole": per_op_sum / whole if whole else None,
+                    "notes": profile.notes,
+                }
+                ops = [{**op.__dict__, "share": op.mean_us / whole if whole else None}
+                       for op in profile.ops]
+                store.add_op_profile(run_id, attribution, ops)
+        runnable.close()
+        if passed:
+            store.set_status(run_id, "ok")
+        else:
+            bad = next(r for r in rows if not r["passed"])
+            store.set_status(run_id, "mismatch", f"output {bad['output']}: {bad['reason']}")
+    except Exception as e:  # noqa: BLE001 - any compiler failure is recorded, never raised
+        with open(log, "a") as f:
+            traceback.print_exc(file=f)
+        store.set_status(run_id, "failed", f"{stage}: {type(e).__name__}: {first_line(e)}")
+    finally:
+        store.close()
+
+
+def main() -> int:
+    job = json.loads(Path(sys.argv[1]).read_text())
+    run_job(job)
+    _phase("done")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

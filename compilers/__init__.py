@@ -1,0 +1,1 @@
+"""Compiler/runtime adapters behind one interface (`compilers.base`), found via `compilers.registry`."""

@@ -1,0 +1,70 @@
+"""Every compiler adapter by name, and parsing of `name[:key=value,...]` variant specs."""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+from typing import Any
+
+from compilers.base import Compiler
+
+# name -> "module:Class"; modules are imported lazily so a broken or heavy compiler
+# package never slows down or breaks the others.
+ADAPTERS: dict[str, str] = {
+    "torch-eager": "compilers.torch_eager:TorchEager",
+    "onnxruntime": "compilers.ort:OnnxRuntime",
+}
+
+
+def names() -> list[str]:
+    return list(ADAPTERS)
+
+
+def get(name: str) -> type[Compiler]:
+    if name not in ADAPTERS:
+        raise KeyError(f"unknown compiler {name!r} (known: {', '.join(ADAPTERS)})")
+    module, cls = ADAPTERS[name].split(":")
+    return getattr(importlib.import_module(module), cls)
+
+
+@dataclass(frozen=True)
+class Variant:
+    compiler: str
+    overrides: tuple[tuple[str, Any], ...]
+
+    @property
+    def options(self) -> dict[str, Any]:
+        return get(self.compiler).resolve_options(dict(self.overrides))
+
+    @property
+    def label(self) -> str:
+        return get(self.compiler).variant_label(self.options)
+
+
+def parse_variant(spec: str) -> Variant:
+    """`onnxruntime` or `onnxruntime:graph_opt=basic,threads=2` -> Variant (ValueError if bad)."""
+    name, _, rest = spec.strip().partition(":")
+    try:
+        cls = get(name)
+    except KeyError as e:
+        raise ValueError(e.args[0]) from None
+    overrides: dict[str, Any] = {}
+    for item in filter(None, (p.strip() for p in rest.split(","))):
+        key, eq, value = item.partition("=")
+        if not eq:
+            raise ValueError(f"{spec!r}: expected key=value, got {item!r}")
+        if key not in cls.options:
+            known = ", ".join(sorted(cls.options)) or "none"
+            raise ValueError(f"{name} has no option {key!r} (options: {known})")
+        overrides[key] = cls.options[key].parse(key, value)
+    return Variant(name, tuple(sorted(overrides.items())))
+
+
+def default_variants(compilers: list[str] | None = None) -> list[Variant]:
+    """The variants compile-all runs when the user names none: each compiler's presets."""
+    out = []
+    for name in compilers or names():
+        cls = get(name)
+        for preset in cls.default_variants:
+            out.append(Variant(name, tuple(sorted(preset.items()))))
+    return out

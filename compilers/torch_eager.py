@@ -1,0 +1,66 @@
+"""torch eager on the CPU: the reference runtime, timed like every other compiler."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from compilers.base import Artifact, Compiler, OptionSpec, Runnable
+
+
+class TorchRunnable(Runnable):
+    def __init__(self, module, threads: int):
+        import torch
+
+        torch.set_num_threads(threads)
+        torch.set_grad_enabled(False)  # this process only times inference
+        self.torch = torch
+        self.module = module
+        self._args: tuple = ()
+        self._out = None
+
+    def set_inputs(self, arrays):
+        self._args = tuple(self.torch.from_numpy(np.ascontiguousarray(a)) for a in arrays)
+
+    def run(self):
+        self._out = self.module(*self._args)
+
+    def outputs(self):
+        from torch.utils._pytree import tree_flatten
+
+        leaves, _ = tree_flatten(self._out)
+        return [leaf.detach().numpy().copy() for leaf in leaves if hasattr(leaf, "detach")]
+
+
+class TorchEager(Compiler):
+    name = "torch-eager"
+    description = "PyTorch eager mode (the reference), CPU"
+    accepts = ("torch-export", "torchscript")
+    options = {"threads": OptionSpec(1, "torch.set_num_threads (the board has one core)")}
+    install_hint = "pip install torch==2.13.0"
+
+    @classmethod
+    def available(cls):
+        try:
+            import torch
+        except Exception as e:  # noqa: BLE001
+            return False, f"torch does not import: {e}"
+        return True, torch.__version__
+
+    def compile(self, bundle, target, options, workdir):
+        import torch
+
+        fmt = next(f for f in self.accepts if f in bundle.formats())
+        return Artifact(
+            compiler=self.name, compiler_version=torch.__version__, target=target,
+            options=options, directory=workdir, files={fmt: str(bundle.path(fmt))},
+            notes=[f"runs the bundle's {fmt} program unchanged"],
+        )
+
+    def load(self, artifact, bundle):
+        import torch
+
+        if "torch-export" in artifact.files:
+            module = torch.export.load(artifact.files["torch-export"]).module()
+        else:
+            module = torch.jit.load(artifact.files["torchscript"], map_location="cpu").eval()
+        return TorchRunnable(module, artifact.options["threads"])

@@ -1,0 +1,1 @@
+"""Static ONNX graph features, kernel grouping and per-op regression (kept as separate pieces)."""

@@ -1,0 +1,1 @@
+"""HTML (and later JSON) reports rendered from the results store."""
