@@ -19,7 +19,7 @@ from auditor.inputs import InputSet
 from auditor.loaders import LoadedModel
 from auditor.quiet import captured_output
 from compilers.base import ModelBundle, TensorSpec
-from cost_model.graph import ensure_unique_node_names
+from cost_model.graph import FX_NODE_KEY, ensure_unique_node_names, exporter_fx_name
 
 OPSET = 20
 
@@ -60,6 +60,7 @@ def _canonical_onnx(model, input_shapes: dict[str, list[int]], log: Path):
     import onnx
     import onnxsim
 
+    origins = {n.name: exporter_fx_name(n) for n in model.graph.node if n.name}
     try:
         with captured_output(log):
             simplified, ok = onnxsim.simplify(model, overwrite_input_shapes=input_shapes)
@@ -69,6 +70,9 @@ def _canonical_onnx(model, input_shapes: dict[str, list[int]], log: Path):
         with open(log, "a") as f:
             f.write(f"onnxsim failed, graph kept unsimplified: {first_line(e)}\n")
     ensure_unique_node_names(model)
+    for node in model.graph.node:  # onnxsim drops metadata: carry each node's torch origin
+        if origins.get(node.name):
+            node.metadata_props.add(key=FX_NODE_KEY, value=origins[node.name])
     onnx.checker.check_model(model)
     return onnx.shape_inference.infer_shapes(model, strict_mode=False)
 

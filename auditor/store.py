@@ -20,7 +20,7 @@ from auditor.errors import AuditorError, first_line
 SCHEMA_VERSION = 1
 
 # Terminal states a --resume does not redo (a failed or interrupted run is tried again).
-DONE_STATES = ("ok", "mismatch")
+DONE_STATES = ("ok", "mismatch", "compiled")
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -29,7 +29,7 @@ CREATE TABLE IF NOT EXISTS models (
     files TEXT, problems TEXT, bundle_dir TEXT, created_at REAL);
 CREATE TABLE IF NOT EXISTS onnx_nodes (
     model_hash TEXT, node_index INTEGER, name TEXT, op_type TEXT, domain TEXT,
-    inputs TEXT, outputs TEXT, input_shapes TEXT, output_shapes TEXT, attrs TEXT,
+    inputs TEXT, outputs TEXT, input_shapes TEXT, output_shapes TEXT, attrs TEXT, fx_node TEXT,
     PRIMARY KEY (model_hash, name));
 CREATE TABLE IF NOT EXISTS audits (
     audit_id TEXT PRIMARY KEY, model_hash TEXT, command TEXT, settings TEXT, started_at REAL);
@@ -124,10 +124,10 @@ class Store:
                  _json(bundle.problems), str(bundle.directory), time.time()),
             )
             self.db.executemany(
-                "INSERT OR IGNORE INTO onnx_nodes VALUES (?,?,?,?,?,?,?,?,?,?)",
+                "INSERT OR IGNORE INTO onnx_nodes VALUES (?,?,?,?,?,?,?,?,?,?,?)",
                 [(bundle.model_hash, n["index"], n["name"], n["op_type"], n["domain"],
                   _json(n["inputs"]), _json(n["outputs"]), _json(n["input_shapes"]),
-                  _json(n["output_shapes"]), _json(n["attrs"])) for n in nodes],
+                  _json(n["output_shapes"]), _json(n["attrs"]), n["fx_node"]) for n in nodes],
             )
 
     def new_audit(self, model_hash: str, command: str, settings: dict) -> str:

@@ -66,6 +66,10 @@ def run_job(job: dict) -> None:
             artifact = compiler.compile(bundle, target, job["options"], workdir)
         store.update_run(run_id, compile_s=time.perf_counter() - t0,
                          compiler_version=artifact.compiler_version, kernel_map=artifact.kernel_map)
+        if not target.is_host:  # a cross-compiled artifact: kept, measured only on its device
+            store.set_status(run_id, "compiled", f"artifact for {target.name} kept in {workdir}; "
+                             "it runs on a device of that architecture, not on local")
+            return
 
         stage = "load"
         t0 = time.perf_counter()

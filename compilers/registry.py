@@ -12,7 +12,12 @@ from compilers.base import Compiler
 # package never slows down or breaks the others.
 ADAPTERS: dict[str, str] = {
     "torch-eager": "compilers.torch_eager:TorchEager",
+    "torchscript": "compilers.torchscript_jit:TorchScriptJit",
     "onnxruntime": "compilers.ort:OnnxRuntime",
+    "tvm": "compilers.tvm_relax:TvmRelax",
+    "sofie": "compilers.sofie_cpp:Sofie",
+    "litert": "compilers.litert_tflite:LiteRT",
+    "executorch": "compilers.executorch_pte:ExecuTorch",
 }
 
 
@@ -21,10 +26,33 @@ def names() -> list[str]:
 
 
 def get(name: str) -> type[Compiler]:
+    """The adapter class; an adapter whose module cannot import becomes an unavailable stand-in."""
     if name not in ADAPTERS:
         raise KeyError(f"unknown compiler {name!r} (known: {', '.join(ADAPTERS)})")
     module, cls = ADAPTERS[name].split(":")
-    return getattr(importlib.import_module(module), cls)
+    try:
+        return getattr(importlib.import_module(module), cls)
+    except Exception as e:  # noqa: BLE001 - a broken adapter must not take the others down
+        return _broken(name, f"adapter {module} does not import: {type(e).__name__}: {e}")
+
+
+def _broken(adapter_name: str, reason: str) -> type[Compiler]:
+    class Broken(Compiler):
+        name = adapter_name
+        description = reason
+        accepts = ()
+
+        @classmethod
+        def available(cls):
+            return False, reason
+
+        def compile(self, bundle, target, options, workdir):
+            raise RuntimeError(reason)
+
+        def load(self, artifact, bundle):
+            raise RuntimeError(reason)
+
+    return Broken
 
 
 @dataclass(frozen=True)

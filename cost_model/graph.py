@@ -13,6 +13,36 @@ import onnx
 from onnx import helper, numpy_helper
 
 
+# Metadata key on canonical ONNX nodes: the torch FX node (torch.export graph) it came from.
+FX_NODE_KEY = "auditor.fx_node"
+
+
+def fx_node_of(node) -> str | None:
+    for prop in node.metadata_props:
+        if prop.key == FX_NODE_KEY:
+            return prop.value
+    return None
+
+
+def exporter_fx_name(node) -> str | None:
+    """The FX node name torch's ONNX exporter recorded ('%linear_1 : ...' -> 'linear_1')."""
+    for prop in node.metadata_props:
+        if prop.key == "pkg.torch.onnx.fx_node" and prop.value.startswith("%"):
+            return prop.value[1:].split(" ", 1)[0]
+    return None
+
+
+def fx_node_map(model: onnx.ModelProto) -> dict[str, list[str]]:
+    """FX node name -> canonical ONNX node names it became (how torch-side compilers,
+    which see the torch.export graph, join their kernels to the ONNX graph)."""
+    mapping: dict[str, list[str]] = {}
+    for node in model.graph.node:
+        fx = fx_node_of(node)
+        if fx:
+            mapping.setdefault(fx, []).append(node.name)
+    return mapping
+
+
 def _shape_of(value_info) -> list[int | str] | None:
     tt = value_info.type.tensor_type
     if not tt.HasField("shape"):
@@ -56,6 +86,7 @@ def node_table(model: onnx.ModelProto) -> list[dict[str, Any]]:
                 "input_shapes": [shapes.get(n) for n in node.input],
                 "output_shapes": [shapes.get(n) for n in node.output],
                 "attrs": {a.name: _attr_value(a) for a in node.attribute},
+                "fx_node": fx_node_of(node),
             }
         )
     return rows
