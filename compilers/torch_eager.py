@@ -31,12 +31,23 @@ class TorchRunnable(Runnable):
         return [leaf.detach().numpy().copy() for leaf in leaves if hasattr(leaf, "detach")]
 
 
+def _fx_map(bundle):
+    if "onnx" not in bundle.formats():
+        return {}
+    import onnx
+
+    from cost_model.graph import fx_node_map
+
+    return fx_node_map(onnx.load(str(bundle.path("onnx"))))
+
+
 class TorchEager(Compiler):
     name = "torch-eager"
     description = "PyTorch eager mode (the reference), CPU"
     accepts = ("torch-export", "torchscript")
     options = {"threads": OptionSpec(1, "torch.set_num_threads (the board has one core)")}
     install_hint = "pip install torch==2.13.0"
+    per_op_method = "fx-node-timer"
 
     @classmethod
     def available(cls):
@@ -50,10 +61,15 @@ class TorchEager(Compiler):
         import torch
 
         fmt = next(f for f in self.accepts if f in bundle.formats())
+        kernel_map = {}
+        if fmt == "torch-export":
+            from compilers.fx_timing import fx_kernel_map
+
+            kernel_map = fx_kernel_map(torch.export.load(str(bundle.path(fmt))).module(), _fx_map(bundle))
         return Artifact(
             compiler=self.name, compiler_version=torch.__version__, target=target,
             options=options, directory=workdir, files={fmt: str(bundle.path(fmt))},
-            notes=[f"runs the bundle's {fmt} program unchanged"],
+            kernel_map=kernel_map, notes=[f"runs the bundle's {fmt} program unchanged"],
         )
 
     def load(self, artifact, bundle):
@@ -64,3 +80,14 @@ class TorchEager(Compiler):
         else:
             module = torch.jit.load(artifact.files["torchscript"], map_location="cpu").eval()
         return TorchRunnable(module, artifact.options["threads"])
+
+    def profile_ops(self, artifact, bundle, inputs, runs):
+        if "torch-export" not in artifact.files:
+            return None  # a TorchScript module has no FX graph to time node by node
+        import torch
+
+        from compilers.fx_timing import profile_fx
+
+        module = torch.export.load(artifact.files["torch-export"]).module()
+        args = tuple(torch.from_numpy(np.ascontiguousarray(a)) for a in inputs)
+        return profile_fx(module, args, runs, artifact.kernel_map)

@@ -1,0 +1,59 @@
+"""libtorch's TorchScript interpreter: the model traced, frozen and optimised for inference.
+
+This is what a C++ program linking libtorch would run (torch.jit.load + forward), here
+driven from Python. The user's own TorchScript archive is used as is when that is what
+they gave; otherwise the torch.export program is traced.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from compilers.base import Artifact, Compiler, OptionSpec
+from compilers.torch_eager import TorchRunnable
+
+
+class TorchScriptJit(Compiler):
+    name = "torchscript"
+    description = "libtorch TorchScript interpreter (traced, frozen, optimize_for_inference), CPU"
+    accepts = ("torchscript", "torch-export")
+    options = {
+        "threads": OptionSpec(1, "torch.set_num_threads (the board has one core)"),
+        "optimize": OptionSpec(True, "torch.jit.freeze + optimize_for_inference"),
+    }
+    install_hint = "pip install torch==2.13.0"
+
+    @classmethod
+    def available(cls):
+        try:
+            import torch
+        except Exception as e:  # noqa: BLE001
+            return False, f"torch does not import: {e}"
+        return True, torch.__version__
+
+    def compile(self, bundle, target, options, workdir):
+        import torch
+
+        torch.set_grad_enabled(False)
+        if "torchscript" in bundle.formats():
+            scripted = torch.jit.load(str(bundle.path("torchscript")), map_location="cpu").eval()
+            origin = "the user's TorchScript archive"
+        else:
+            module = torch.export.load(str(bundle.path("torch-export"))).module()
+            args = tuple(torch.from_numpy(np.zeros(s.shape, dtype=s.dtype)) for s in bundle.inputs)
+            scripted = torch.jit.trace(module, args, check_trace=False)
+            origin = "torch.jit.trace of the torch.export program"
+        if options["optimize"]:
+            scripted = torch.jit.optimize_for_inference(torch.jit.freeze(scripted.eval()))
+        path = workdir / "model.torchscript.pt"
+        scripted.save(str(path))
+        return Artifact(
+            compiler=self.name, compiler_version=torch.__version__, target=target, options=options,
+            directory=workdir, files={"torchscript": path.name}, notes=[origin],
+        )
+
+    def load(self, artifact, bundle):
+        import torch
+
+        module = torch.jit.load(str(artifact.path("torchscript")), map_location="cpu")
+        return TorchRunnable(module, artifact.options["threads"])
