@@ -1,0 +1,53 @@
+# Two commands from a fresh Debian 12 machine: `make demo` and `make test`.
+# Both install what they need: Debian packages (apt-get, when missing) and the Python venv.
+
+VENV    := .venv
+PY      := $(VENV)/bin/python
+PIP     := $(VENV)/bin/pip
+AUDITOR := $(VENV)/bin/auditor
+PYTHON  ?= python3
+
+# perf for profiles and `doctor`; OpenBLAS for SOFIE's generated C++; the ARMv7 cross
+# toolchain for board targets.
+APT_PACKAGES := linux-perf libopenblas-dev g++-arm-linux-gnueabihf
+
+# torch and litert-torch must be resolved together in the first pip step: in one step with
+# the rest pip reports the set unresolvable (see README).
+PIP_STEP1 := torch==2.13.0 litert-torch==0.10.0 "ai-edge-litert[model-utils]==2.3.0"
+EXTRAS    := tvm,executorch,sofie,dataset,test
+
+.PHONY: demo test deps apt examples clean
+
+demo: deps examples
+	$(AUDITOR) doctor
+	$(AUDITOR) compile-all examples/mlp.pt2 --block-size 16 --sample-rate 44100
+	$(AUDITOR) compile-all examples/conv1d.pt2 --block-size 16 --sample-rate 44100
+	$(AUDITOR) results list --limit 20
+
+test: deps
+	$(PY) -m pytest -q
+
+deps: apt $(VENV)/.installed
+
+apt:
+	@missing=""; for p in $(APT_PACKAGES); do \
+	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "install ok installed" || missing="$$missing $$p"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+	  echo "apt-get install:$$missing"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; \
+	fi
+
+$(VENV)/.installed: pyproject.toml Makefile
+	$(PYTHON) -m venv $(VENV) || (apt-get update -qq && apt-get install -y -qq python3-venv && $(PYTHON) -m venv $(VENV))
+	$(PIP) install -q $(PIP_STEP1)
+	$(PIP) install -q -e ".[$(EXTRAS)]"
+	touch $@
+
+examples: deps examples/mlp.pt2 examples/conv1d.pt2
+
+examples/mlp.pt2 examples/conv1d.pt2: examples/blocks.py examples/make_examples.py
+	$(PY) examples/make_examples.py
+
+clean:
+	rm -rf $(VENV) auditor-results examples/*.pt2
