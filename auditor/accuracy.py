@@ -25,16 +25,17 @@ def compare(reference: np.ndarray, actual: np.ndarray, tol: Tolerance) -> dict:
     out64 = out.astype(np.float64)
     finite_ref = np.isfinite(ref64)
     # Non-finite values must match the reference exactly (same NaN/inf positions and signs).
-    nonfinite_ok = np.array_equal(np.isnan(ref64), np.isnan(out64)) and np.array_equal(
-        ref64[np.isinf(ref64)], out64[np.isinf(ref64)]
-    ) and not np.isinf(out64[finite_ref]).any()
-    diff = np.abs(out64[finite_ref] - ref64[finite_ref])
+    nonfinite_ok = (np.array_equal(np.isnan(ref64), np.isnan(out64))
+                    and np.array_equal(ref64[np.isinf(ref64)], out64[np.isinf(ref64)])
+                    and bool(np.isfinite(out64[finite_ref]).all()))
+    both = finite_ref & np.isfinite(out64)  # error figures over the positions both have numbers
+    diff = np.abs(out64[both] - ref64[both])
     max_abs = float(diff.max()) if diff.size else 0.0
     rmse = float(np.sqrt(np.mean(diff**2))) if diff.size else 0.0
-    signal = float(np.sum(ref64[finite_ref] ** 2))
+    signal = float(np.sum(ref64[both] ** 2))
     noise = float(np.sum(diff**2))
     snr = math.inf if noise == 0 else (10 * math.log10(signal / noise) if signal > 0 else -math.inf)
-    scale = float(np.abs(ref64[finite_ref]).max()) if diff.size else 0.0
+    scale = float(np.abs(ref64[finite_ref]).max()) if finite_ref.any() else 0.0
     passed = bool(nonfinite_ok and max_abs <= tol.atol + tol.rtol * scale)
     reason = "" if passed else ("NaN/inf where the reference has none" if not nonfinite_ok
                                 else f"max abs error {max_abs:.3g} over tolerance")

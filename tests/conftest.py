@@ -1,0 +1,38 @@
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+AUDITOR = [sys.executable, "-m", "auditor"]
+
+
+def run_cli(*args, cwd=ROOT, timeout=300, check=False):
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    proc = subprocess.run([*AUDITOR, *map(str, args)], capture_output=True, text=True, cwd=cwd,
+                          timeout=timeout, env=env)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"auditor {args} exited {proc.returncode}:\n{proc.stderr}")
+    return proc
+
+
+@pytest.fixture
+def cli():
+    return run_cli
+
+
+@pytest.fixture(scope="session")
+def example_models(tmp_path_factory):
+    """examples/make_examples.py run into a temporary folder: mlp.pt2, conv1d.pt2."""
+    out = tmp_path_factory.mktemp("examples")
+    subprocess.run([sys.executable, str(ROOT / "examples" / "make_examples.py"), str(out)], check=True,
+                   capture_output=True)
+    return out
+
+
+def write_factory(path: Path, body: str, name: str = "make") -> str:
+    """A python factory file for tests; returns the 'file.py:make' spec."""
+    path.write_text("import torch\nfrom torch import nn\n\n" + body)
+    return f"{path}:{name}"

@@ -1,0 +1,92 @@
+import math
+import time
+
+import numpy as np
+import pytest
+
+from auditor import accuracy, deadline
+from auditor.memory import RssSampler
+from auditor.timing import TimingSettings, latency_stats, time_calls
+
+
+def test_latency_stats_exact_values():
+    samples_ns = np.arange(1, 101, dtype=np.int64) * 1000  # 1..100 µs
+    s = latency_stats(samples_ns)
+    assert s["n"] == 100
+    assert s["mean_us"] == pytest.approx(50.5)
+    assert s["p50_us"] == pytest.approx(50.5)
+    assert s["p99_us"] == pytest.approx(99.01)
+    assert s["max_us"] == 100 and s["min_us"] == 1
+    assert s["std_us"] == pytest.approx(np.std(np.arange(1, 101), ddof=1))
+    assert s["jitter_us"] == pytest.approx(99.01 - 50.5)
+    assert s["cov"] == pytest.approx(s["std_us"] / 50.5)
+
+
+def test_time_calls_counts_and_keeps_first_apart():
+    calls = []
+    t = time_calls(lambda: calls.append(1), TimingSettings(warmup=7, runs=40))
+    assert len(calls) == 1 + 7 + 40
+    assert t.samples_ns.shape == (40,) and (t.samples_ns > 0).all() and t.first_ns > 0
+    assert not t.stopped_early
+
+
+def test_time_calls_stops_at_time_limit_but_keeps_minimum():
+    t = time_calls(lambda: time.sleep(0.002), TimingSettings(warmup=0, runs=1000, max_seconds=0.05, min_runs=30))
+    assert t.stopped_early and 30 <= len(t.samples_ns) < 1000
+    assert np.median(t.samples_ns) >= 2_000_000
+
+
+def test_deadline_verdicts():
+    budget = deadline.budget_us(16, 44100)
+    assert budget == pytest.approx(362.811, abs=1e-3)
+    assert deadline.budget_us(16, 44100, deadline_us=100) == 100
+    fast = np.full(1000, 100_000)  # 100 µs
+    assert deadline.audit(fast, budget)["verdict"] == "meets"
+    tail = fast.copy()
+    tail[:5] = 400_000  # 0.5 % over: p99 fits, max does not
+    a = deadline.audit(tail, budget)
+    assert a["verdict"] == "tail-risk" and a["over_budget_share"] == pytest.approx(0.005)
+    assert a["headroom_max_us"] == pytest.approx(budget - 400)
+    slow = np.full(100, 500_000)
+    assert deadline.audit(slow, budget)["verdict"] == "misses"
+
+
+def test_accuracy_figures():
+    ref = np.array([1.0, -2.0, 3.0], dtype=np.float32)
+    same = accuracy.compare(ref, ref.copy(), accuracy.Tolerance())
+    assert same["passed"] and same["max_abs_err"] == 0 and math.isinf(same["snr_db"])
+    noisy = accuracy.compare(ref, ref + np.float32(0.1), accuracy.Tolerance(atol=0.2, rtol=0))
+    assert noisy["passed"] and noisy["max_abs_err"] == pytest.approx(0.1, rel=1e-5)
+    assert noisy["rmse"] == pytest.approx(0.1, rel=1e-5)
+    assert noisy["snr_db"] == pytest.approx(10 * math.log10(14 / 0.03), rel=1e-4)
+    assert not accuracy.compare(ref, ref + np.float32(0.1), accuracy.Tolerance(atol=0.01, rtol=0))["passed"]
+
+
+def test_nan_and_shape_never_pass():
+    ref = np.ones(4, np.float32)
+    bad = ref.copy()
+    bad[2] = np.nan
+    result = accuracy.compare(ref, bad, accuracy.Tolerance(atol=1e9))
+    assert not result["passed"] and "NaN" in result["reason"]
+    inf = ref.copy()
+    inf[0] = np.inf
+    assert not accuracy.compare(ref, inf, accuracy.Tolerance(atol=1e9))["passed"]
+    assert not accuracy.compare(ref, np.ones(5, np.float32), accuracy.Tolerance())["passed"]
+    nan_ref = np.array([np.nan, 1.0])
+    assert accuracy.compare(nan_ref, nan_ref.copy(), accuracy.Tolerance())["passed"]  # NaN where torch has NaN
+
+
+def test_task_accuracy():
+    outs = [[np.array([[0.1, 0.9]])], [np.array([[0.8, 0.2]])], [np.array([[0.3, 0.7]])]]
+    assert accuracy.task_accuracy(outs, np.array([1, 0, 0])) == pytest.approx(2 / 3)
+
+
+def test_rss_sampler_sees_allocation():
+    with RssSampler(0.001) as sampler:
+        block = np.ones(64 * 2**20 // 8)  # 64 MiB touched
+        time.sleep(0.05)
+        del block
+    s = sampler.summary()
+    assert s["rss_samples"] >= 10
+    assert s["rss_peak_bytes"] - min(b for _, b in sampler.samples) >= 50 * 2**20
+    assert s["ru_maxrss_bytes"] >= s["rss_peak_bytes"] * 0.99
