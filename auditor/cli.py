@@ -9,7 +9,6 @@ import sys
 import tempfile
 import traceback
 
-import click
 import typer
 
 from auditor.commands import compile_all, doctor, results
@@ -25,18 +24,15 @@ app.add_typer(results.app, name="results")
 
 
 def main(argv: list[str] | None = None) -> int:
-    command = typer.main.get_command(app)
     try:
-        command.main(args=argv, prog_name="auditor", standalone_mode=False)
+        # Standalone mode: Typer prints usage errors itself and exits 2 via SystemExit.
+        app(args=argv, prog_name="auditor", standalone_mode=True)
+    except SystemExit as e:
+        return e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
     except AuditorError as e:
         print(f"auditor: error: {e}", file=sys.stderr)
         return e.exit_code
-    except click.exceptions.Exit as e:
-        return e.exit_code
-    except click.ClickException as e:
-        e.show()
-        return e.exit_code
-    except (click.exceptions.Abort, KeyboardInterrupt):
+    except KeyboardInterrupt:
         print("auditor: interrupted", file=sys.stderr)
         return 130
     except Exception as e:  # noqa: BLE001 - a bug: one line here, the traceback in a file
@@ -46,7 +42,6 @@ def main(argv: list[str] | None = None) -> int:
               file=sys.stderr)
         return 1
     return 0
-
 
 if __name__ == "__main__":
     sys.exit(main())
