@@ -1,0 +1,112 @@
+"""compile-all end to end through the CLI, checked against what the store holds."""
+
+import csv
+import io
+import json
+import sqlite3
+
+import numpy as np
+import pytest
+
+from auditor.timing import latency_stats
+
+RUNS = 300
+
+
+@pytest.fixture(scope="module")
+def audit(tmp_path_factory, example_models):
+    from tests.conftest import run_cli
+
+    results = tmp_path_factory.mktemp("results")
+    proc = run_cli("compile-all", example_models / "conv1d.pt2", "-c", "torch-eager,onnxruntime",
+                   "--runs", RUNS, "--warmup", 20, "--profile-runs", 30, "--results-dir", results, "--json",
+                   check=True)
+    return results, json.loads(proc.stdout)
+
+
+def test_every_variant_measured_and_correct(audit):
+    results, report = audit
+    assert report["budget_us"] == pytest.approx(16 / 44100 * 1e6)
+    runs = {r["variant"]: r for r in report["runs"]}
+    assert set(runs) == {"torch-eager", "onnxruntime"}
+    for r in runs.values():
+        assert r["status"] == "ok", r["reason"]
+        assert r["n"] == RUNS and r["accuracy_passed"] == 1
+        assert r["max_abs_err"] < 1e-5
+        assert 0 < r["p50_us"] <= r["p99_us"] <= r["max_us"]
+        assert r["verdict"] in ("meets", "tail-risk", "misses") and r["first_us"] > 0
+        assert r["rss_peak_bytes"] >= r["rss_avg_bytes"] > 10 * 2**20
+        assert r["options"]["threads"] == 1 and r["device"] == "local" and r["emulated"] is False
+    assert runs["onnxruntime"]["compiler_version"] == __import__("onnxruntime").__version__
+
+
+def test_stored_samples_reproduce_the_statistics(audit, cli):
+    results, report = audit
+    for r in report["runs"]:
+        detail = json.loads(cli("results", "show", r["run_id"], "--results-dir", results, "--json",
+                                check=True).stdout)
+        assert len(detail["samples_ns"]) == RUNS
+        stats = latency_stats(np.array(detail["samples_ns"]))
+        for key in ("mean_us", "p50_us", "p99_us", "max_us", "jitter_us", "cov"):
+            assert detail[key] == pytest.approx(stats[key])
+        over = np.mean(np.array(detail["samples_ns"]) / 1e3 > detail["budget_us"])
+        assert detail["over_budget_share"] == pytest.approx(over)
+        assert len(detail["memory_samples"]) >= 1
+
+
+def test_per_op_rows_join_to_onnx_nodes(audit, cli):
+    results, report = audit
+    db = sqlite3.connect(results / "results.sqlite")
+    nodes = {name: op for name, op in db.execute("SELECT name, op_type FROM onnx_nodes")}
+    assert sorted(set(nodes.values())) == ["Conv", "Relu"]
+    for r in report["runs"]:
+        detail = json.loads(cli("results", "show", r["run_id"], "--results-dir", results, "--json",
+                                check=True).stdout)
+        a = detail["per_op_attribution"]
+        assert a["method"] in ("ort-profiler", "fx-node-timer") and a["runs"] == 30
+        assert a["uninstrumented_whole_us"] == pytest.approx(detail["p50_us"])
+        assert a["sum_to_whole"] == pytest.approx(a["per_op_sum_us"] / a["uninstrumented_whole_us"])
+        covered = {n for op in detail["per_op"] for n in op["onnx_nodes"]}
+        assert covered <= set(nodes), covered - set(nodes)
+        convs = {n for n, op in nodes.items() if op == "Conv"}
+        assert convs <= covered  # every Conv is attributed somewhere
+        assert all(op["mean_us"] >= 0 for op in detail["per_op"])
+        assert sum(op["mean_us"] for op in detail["per_op"]) == pytest.approx(a["per_op_sum_us"])
+
+
+def test_html_page_and_exports(audit, cli):
+    results, report = audit
+    for r, page in zip(report["runs"], report["reports"]):
+        html = open(page).read()
+        assert r["variant"] in html and "Per-operator time" in html and "<svg" in html
+        assert "http://" not in html.replace('xmlns="http://www.w3.org/2000/svg"', "")  # self-contained
+    listed = json.loads(cli("results", "list", "--results-dir", results, "--json", check=True).stdout)
+    assert {r["run_id"] for r in listed} == {r["run_id"] for r in report["runs"]}
+    rows = list(csv.DictReader(io.StringIO(cli("results", "export", "--csv", "--results-dir", results,
+                                               check=True).stdout)))
+    assert len(rows) == 2 and {row["status"] for row in rows} == {"ok"}
+    full = json.loads(cli("results", "export", "--json", "--results-dir", results, check=True).stdout)
+    assert all(len(run["samples_ns"]) == RUNS for run in full)
+
+
+def test_outputs_outside_tolerance_are_mismatches_never_passes(tmp_path, cli):
+    proc = cli("compile-all", "examples/blocks.py:mlp", "-c", "torch-eager,onnxruntime", "--runs", 50,
+               "--profile-runs", 0, "--atol", 0, "--rtol", 0, "--results-dir", tmp_path, "--json", check=True)
+    for r in json.loads(proc.stdout)["runs"]:
+        if r["max_abs_err"] > 0:
+            assert r["status"] == "mismatch" and "over tolerance" in r["reason"] and r["accuracy_passed"] == 0
+        else:
+            assert r["status"] == "ok"
+    statuses = {r["variant"]: r["status"] for r in json.loads(proc.stdout)["runs"]}
+    assert statuses["torch-eager"] == "ok"  # the reference itself is exact
+
+
+def test_bare_onnx_uses_onnx_reference_and_skips_torch(tmp_path, cli, audit):
+    results, _ = audit
+    onnx_file = next(results.glob("models/*/model.onnx"))
+    proc = cli("compile-all", onnx_file, "--runs", 50, "--results-dir", tmp_path, "--json",
+               "-c", "onnxruntime,torch-eager", check=True)
+    runs = {r["variant"]: r for r in json.loads(proc.stdout)["runs"]}
+    assert runs["onnxruntime"]["status"] == "ok" and runs["onnxruntime"]["max_abs_err"] < 1e-5
+    assert runs["torch-eager"]["status"] == "skipped"
+    assert "needs torch-export or torchscript" in runs["torch-eager"]["reason"]
