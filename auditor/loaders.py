@@ -36,6 +36,7 @@ class LoadedModel:
     onnx_model: Any = None  # onnx.ModelProto (format onnx)
     example_inputs: list[Any] | None = None  # tensors the model file carries
     entry: str = ""  # factory function name
+    identity: str = ""  # set when the model has no file of its own (zoo instances)
     notes: list[str] = field(default_factory=list)
 
     @property
@@ -43,6 +44,8 @@ class LoadedModel:
         return self.format != "onnx"
 
     def content_hash(self) -> str:
+        if self.identity:
+            return self.identity
         h = hashlib.sha256(self.source.read_bytes())
         h.update(self.entry.encode())
         return h.hexdigest()
@@ -234,7 +237,20 @@ def split_model_spec(spec: str) -> tuple[Path, str]:
     return Path(spec), ""
 
 
+def load_zoo(spec: str) -> LoadedModel:
+    from auditor import zoo
+
+    fam, params = zoo.parse_spec(spec)
+    module, args = zoo.build(fam, params)
+    inputs = [InputInfo(f"input_{i}", tuple(t.shape), str(t.dtype).removeprefix("torch."))
+              for i, t in enumerate(args)]
+    return LoadedModel(Path(zoo.spec_string(fam.name, params)), "zoo", inputs, module=module,
+                       example_inputs=args, identity=zoo.identity(fam.name, params))
+
+
 def load_model(spec: str, trust_pickle: bool = False) -> LoadedModel:
+    if spec.startswith("zoo:"):
+        return load_zoo(spec)
     path, entry = split_model_spec(spec)
     if not path.exists():
         raise AuditorError(f"{path}: no such file")
