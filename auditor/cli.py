@@ -11,7 +11,7 @@ import traceback
 
 import typer
 
-from auditor.commands import compile_all, doctor, results
+from auditor.commands import compile_all, doctor, results, zoo
 from auditor.errors import AuditorError, first_line
 
 app = typer.Typer(
@@ -21,6 +21,7 @@ app = typer.Typer(
 app.command("compile-all")(compile_all.compile_all)
 app.command("doctor")(doctor.doctor)
 app.add_typer(results.app, name="results")
+app.add_typer(zoo.app, name="zoo")
 
 
 def main(argv: list[str] | None = None) -> int:
