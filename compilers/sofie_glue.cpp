@@ -1,0 +1,177 @@
+// C ABI around one SOFIE-generated model header, filled in by compilers/sofie_cpp.py.
+//
+// The adapter replaces the @...@ placeholders (header, namespace, the doInfer call, the
+// tensor sizes) and builds this file into a shared library (host, loaded with ctypes) or,
+// with sofie_runner.cpp, into a static executable for a device. Define SOFIE_GLUE_PROFILE
+// when the header was generated with Options::kProfile; SOFIE_GLUE_OPENBLAS / _BLIS to set
+// the BLAS thread count; SOFIE_GLUE_ZERO_POOL to zero the intermediate pool before each
+// inference.
+
+#include "@HEADER@"
+
+#include <dlfcn.h>
+
+#include <algorithm>
+#include <cstddef>
+#include <cstdint>
+#include <exception>
+#include <iterator>
+#include <map>
+#include <string>
+#include <vector>
+
+namespace sofie_model = @NAMESPACE@;
+
+// The BLAS symbol SOFIE's code calls, under another C++ name so it does not clash with
+// the declaration inside the generated header; used only to ask where it was bound.
+extern "C" void sofie_glue_sgemm_symbol() __asm__("sgemm_");
+
+#if defined(SOFIE_GLUE_OPENBLAS)
+extern "C" void openblas_set_num_threads(int);
+#elif defined(SOFIE_GLUE_BLIS)
+extern "C" void bli_thread_set_num_threads(long);
+#endif
+
+namespace {
+
+std::string g_error;
+
+struct Handle {
+   explicit Handle(const char *weights) : session(weights) {}
+   sofie_model::Session session;
+   std::string error;
+   bool failed = false;
+#if defined(SOFIE_GLUE_PROFILE)
+   std::vector<std::string> names;  // snapshot of the profiled operators' names
+#endif
+};
+
+// fIntermediateMemoryPool exists in the SOFIE versions seen so far; 0 when it does not.
+template <class S>
+auto pool_bytes(const S &s, int) -> decltype(s.fIntermediateMemoryPool.size())
+{
+   return s.fIntermediateMemoryPool.size();
+}
+template <class S>
+std::size_t pool_bytes(const S &, long)
+{
+   return 0;
+}
+
+const std::size_t kInputBytes[] = {@INPUT_BYTES@};
+const std::size_t kOutputBytes[] = {@OUTPUT_BYTES@};
+
+}  // namespace
+
+extern "C" {
+
+const char *sofie_last_error() { return g_error.c_str(); }
+
+int sofie_num_inputs() { return @NUM_INPUTS@; }
+int sofie_num_outputs() { return @NUM_OUTPUTS@; }
+std::size_t sofie_input_bytes(int i) { return kInputBytes[i]; }
+std::size_t sofie_output_bytes(int i) { return kOutputBytes[i]; }
+
+void sofie_set_threads(int threads)
+{
+#if defined(SOFIE_GLUE_OPENBLAS)
+   openblas_set_num_threads(threads);
+#elif defined(SOFIE_GLUE_BLIS)
+   bli_thread_set_num_threads(threads);
+#else
+   (void)threads;
+#endif
+}
+
+// The file the BLAS routine sgemm_ was bound to (what this build really calls).
+const char *sofie_blas_library()
+{
+   Dl_info info;
+   if (dladdr(reinterpret_cast<void *>(&sofie_glue_sgemm_symbol), &info) && info.dli_fname)
+      return info.dli_fname;
+   return "";
+}
+
+void *sofie_create(const char *weights_path)
+{
+   try {
+      return new Handle(weights_path);
+   } catch (const std::exception &e) {
+      g_error = e.what();
+   } catch (...) {
+      g_error = "unknown exception in Session constructor";
+   }
+   return nullptr;
+}
+
+void sofie_destroy(void *h) { delete static_cast<Handle *>(h); }
+
+// One inference: inputs and outputs are caller-owned buffers, in SOFIE's doInfer order.
+void sofie_infer(void *h, const void *const *in, void *const *out)
+{
+   Handle &handle = *static_cast<Handle *>(h);
+   try {
+#if defined(SOFIE_GLUE_ZERO_POOL)
+      // Opt-in work-around: give every inference a zeroed intermediate pool, as the first
+      // one gets (SOFIE's dilated Conv reads pool bytes it never writes).
+      std::fill(handle.session.fIntermediateMemoryPool.begin(),
+                handle.session.fIntermediateMemoryPool.end(), 0);
+#endif
+      sofie_model::doInfer(handle.session, @CALL_ARGS@);
+   } catch (const std::exception &e) {
+      handle.failed = true;
+      handle.error = e.what();
+   } catch (...) {
+      handle.failed = true;
+      handle.error = "unknown exception in doInfer";
+   }
+}
+
+// Non-empty when an inference failed since the handle was created.
+const char *sofie_error(void *h)
+{
+   Handle &handle = *static_cast<Handle *>(h);
+   return handle.failed ? handle.error.c_str() : "";
+}
+
+std::size_t sofie_intermediate_bytes(void *h)
+{
+   return pool_bytes(static_cast<Handle *>(h)->session, 0);
+}
+
+#if defined(SOFIE_GLUE_PROFILE)
+// Per-operator timers of the kProfile build. Entry names are SOFIE's operator names plus
+// "Overall_Time" (its own whole doInfer timer); times are microseconds, one per call.
+
+int sofie_prof_count(void *h)
+{
+   Handle &handle = *static_cast<Handle *>(h);
+   handle.names.clear();
+   for (const auto &kv : handle.session.GetOpAvgTime())
+      handle.names.push_back(kv.first);
+   return static_cast<int>(handle.names.size());
+}
+
+const char *sofie_prof_name(void *h, int i) { return static_cast<Handle *>(h)->names.at(i).c_str(); }
+
+double sofie_prof_avg_us(void *h, int i)
+{
+   Handle &handle = *static_cast<Handle *>(h);
+   return handle.session.GetOpAvgTime().at(handle.names.at(i));
+}
+
+// Copies up to cap samples of entry i into buf; returns how many the entry holds.
+int sofie_prof_samples(void *h, int i, double *buf, int cap)
+{
+   Handle &handle = *static_cast<Handle *>(h);
+   const auto &samples = handle.session.fProfilingResults.at(handle.names.at(i));
+   int n = static_cast<int>(samples.size());
+   for (int k = 0; k < n && k < cap; ++k)
+      buf[k] = samples[k];
+   return n;
+}
+
+void sofie_prof_reset(void *h) { static_cast<Handle *>(h)->session.ResetProfilingResults(); }
+#endif
+
+}  // extern "C"
