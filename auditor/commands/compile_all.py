@@ -17,27 +17,11 @@ from auditor.pipeline import AuditSettings, ModelRequest, audit_variants, prepar
 from auditor.store import Store
 from auditor.summary import run_summary, table
 from auditor.timing import TimingSettings
-from compilers import registry
+from auditor.commands.variants import parse_compiler_specs
 from compilers.base import TARGETS
 from reports.run_page import write_run_page
 
 PHASES = ("compile", "measure", "check", "profile", "finished")
-
-
-def parse_compiler_specs(values: list[str]) -> list[registry.Variant]:
-    """`-c onnxruntime:graph_opt=basic,threads=2 -c torch-eager`, or `-c a,b` for bare names."""
-    if not values:
-        return registry.default_variants()
-    specs: list[str] = []
-    for value in values:
-        specs.extend(value.split(",") if ":" not in value else [value])
-    variants = []
-    for spec in filter(None, (s.strip() for s in specs)):
-        try:
-            variants.append(registry.parse_variant(spec))
-        except ValueError as e:
-            raise AuditorError(f"--compilers {spec!r}: {e}")
-    return variants
 
 
 def compile_all(

@@ -1,0 +1,119 @@
+"""`auditor dataset build|export|import|info`: measured datasets from zoo sweeps."""
+
+from __future__ import annotations
+
+import json
+import shlex
+import sys
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from tabulate import tabulate
+
+from auditor import dataset as ds
+from auditor.commands.variants import parse_compiler_specs
+from auditor.errors import AuditorError
+from auditor.pipeline import AuditSettings
+from auditor.store import Store
+from auditor.sweeps import load_sweep
+from auditor.timing import TimingSettings
+
+app = typer.Typer(no_args_is_help=True, help="Measured datasets: sweeps over the block zoo.")
+RESULTS_DIR = typer.Option(Path("auditor-results"), "--results-dir", "-o")
+
+
+@app.command("build")
+def build(spec: Path = typer.Option(..., "--spec", help="sweep spec (JSON), e.g. datasets/sweeps/host-v1.json"),
+          results_dir: Path = RESULTS_DIR,
+          compilers: list[str] = typer.Option([], "--compilers", "-c", help="override the spec's compiler variants"),
+          device: str = typer.Option("local", help="where to measure"),
+          jobs: int = typer.Option(1, min=1, help="processes; >1 exports points ahead in parallel "
+                                                  "(measurements always run one at a time)"),
+          limit: int = typer.Option(0, min=0, help="only the first N points (0: all)"),
+          timeout: float = typer.Option(600.0, help="seconds one compiler variant may take")) -> None:
+    """Export, compile and measure every point of a sweep; resumable after any interruption."""
+    sweep = load_sweep(spec)
+    variants = parse_compiler_specs(compilers or sweep.compilers)
+    if limit:
+        sweep.points = sweep.points[:limit]
+    timing = sweep.timing
+    settings = AuditSettings(
+        results_dir=results_dir, device=device, timeout_s=timeout, resume=True,
+        timing=TimingSettings(warmup=timing.get("warmup", 20), runs=timing.get("runs", 200),
+                              max_seconds=timing.get("max_seconds", 2.0), min_runs=min(50, timing.get("runs", 200))),
+        profile_runs=timing.get("profile_runs", 20),
+    )
+    store = Store(results_dir)
+    store.mark_dead_runs_interrupted()
+    console = Console(stderr=True)
+    console.print(f"dataset {sweep.name}: {len(sweep.points)} points x {len(variants)} variants "
+                  f"({len(sweep.rejected)} rejected by the spec's ranges)")
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  TextColumn("eta"), TimeRemainingColumn(), TextColumn("{task.fields[now]}"), console=console) as bar:
+        task = bar.add_task(sweep.name, total=len(sweep.points), now="")
+
+        def progress(point: str, label: str | None, phase: str) -> None:
+            if label is None:
+                bar.advance(task)
+            else:
+                bar.update(task, now=f"{point.split(':')[1]} {label} {phase}")
+
+        counts = ds.build(sweep, store, variants, settings, jobs, progress,
+                          command=shlex.join(["auditor", *sys.argv[1:]]))
+    print(f"dataset {sweep.name}: {counts['measured']} points measured, {counts['failed']} failed to build; "
+          f"store {store.path}")
+
+
+@app.command("export")
+def export(name: str = typer.Argument(..., help="dataset name (the sweep's name)"),
+           output: Path = typer.Option(..., "--output", help="Parquet file to write"),
+           results_dir: Path = RESULTS_DIR) -> None:
+    """Write a dataset's runs (with device facts, versions, options, samples, per-op rows, graphs) to Parquet."""
+    store = _open(results_dir)
+    count = ds.export_parquet(store, name, output)
+    print(f"wrote {count} runs of {name} to {output} ({output.stat().st_size / 2**20:.1f} MiB)")
+
+
+@app.command("import")
+def import_(path: Path = typer.Argument(..., help="Parquet file from `dataset export`"),
+            results_dir: Path = RESULTS_DIR) -> None:
+    """Merge a dataset measured elsewhere (e.g. on a board); runs already present are skipped."""
+    if not path.is_file():
+        raise AuditorError(f"{path}: no such file")
+    result = ds.import_parquet(Store(results_dir), path)
+    print(f"{path}: {result['added']} runs added, {result['skipped']} already present")
+
+
+@app.command("info")
+def info(name: str = typer.Argument(None, help="dataset name (default: all)"), results_dir: Path = RESULTS_DIR,
+         as_json: bool = typer.Option(False, "--json")) -> None:
+    """Points by family x compiler x device; failures and mismatches with their reasons."""
+    summary = ds.info(_open(results_dir), name)
+    if as_json:
+        print(json.dumps(summary, indent=2))
+        return
+    print(f"datasets: {', '.join(summary['datasets'])}")
+    print(tabulate([[p["family"], p["status"], p["count"]] for p in summary["points"]],
+                   headers=["family", "point status", "points"]))
+    pivot: dict[tuple, dict[str, int]] = {}
+    for r in summary["runs"]:
+        key = (r["family"], r["variant"], r["device"] + (" (emulated)" if r["emulated"] else ""))
+        pivot.setdefault(key, {})[r["status"]] = r["count"]
+    states = sorted({s for counts in pivot.values() for s in counts})
+    print()
+    print(tabulate([[*key, *[pivot[key].get(s, 0) for s in states]] for key in sorted(pivot)],
+                   headers=["family", "variant", "device", *states]))
+    if summary["run_problems"]:
+        print()
+        print(tabulate([[p["variant"], p["status"], p["count"], (p["reason"] or "")[:100]]
+                        for p in summary["run_problems"]], headers=["variant", "status", "runs", "reason"]))
+    for f in summary["point_failures"]:
+        print(f"point failed: {f['spec']}: {f['reason']}")
+
+
+def _open(results_dir: Path) -> Store:
+    if not (results_dir / Store.FILE).exists():
+        raise AuditorError(f"no results store in {results_dir}")
+    return Store(results_dir)

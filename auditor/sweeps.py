@@ -1,0 +1,80 @@
+"""Sweep specs: small JSON files naming zoo families, parameter grids or seeded samples.
+
+    {"name": "host-v1", "compilers": ["onnxruntime", "torch-eager"],
+     "timing": {"runs": 200, "warmup": 20, "max_seconds": 2.0, "profile_runs": 20},
+     "families": [
+        {"family": "mlp", "grid": {"depth": [1, 2], "width": [16, 64]}, "fixed": {"activation": "relu"}},
+        {"family": "linear", "random": 40, "seed": 1, "fixed": {"batch": 1}}]}
+
+A grid is the cartesian product of its lists; `random: N` draws N instances from the
+parameters' ranges (seeded, duplicates dropped); `fixed` applies to both.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import random
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from auditor import zoo
+from auditor.errors import AuditorError, first_line
+
+TIMING_KEYS = {"runs", "warmup", "max_seconds", "profile_runs"}
+
+
+@dataclass
+class Sweep:
+    name: str
+    compilers: list[str]
+    timing: dict[str, Any]
+    points: list[str]  # zoo specs, in build order, unique
+    description: str = ""
+    source: str = ""
+    rejected: list[tuple[str, str]] = field(default_factory=list)  # (spec, why) never measured
+
+
+def _grid_points(fam: zoo.Family, grid: dict[str, list], fixed: dict[str, Any]) -> list[dict]:
+    keys = list(grid)
+    return [{**fixed, **dict(zip(keys, combo))} for combo in itertools.product(*(grid[k] for k in keys))]
+
+
+def _random_points(fam: zoo.Family, count: int, seed: int, fixed: dict[str, Any]) -> list[dict]:
+    rng = random.Random(seed)
+    return [{**{k: p.sample(rng) for k, p in fam.params.items() if k not in fixed}, **fixed}
+            for _ in range(count)]
+
+
+def load_sweep(path: Path) -> Sweep:
+    try:
+        spec = json.loads(Path(path).read_text())
+    except FileNotFoundError:
+        raise AuditorError(f"sweep spec {path}: no such file")
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise AuditorError(f"sweep spec {path}: not valid JSON ({first_line(e)})")
+    if not isinstance(spec, dict) or "families" not in spec:
+        raise AuditorError(f"sweep spec {path}: needs a 'families' list")
+    timing = spec.get("timing", {})
+    if set(timing) - TIMING_KEYS:
+        raise AuditorError(f"sweep spec {path}: unknown timing keys {sorted(set(timing) - TIMING_KEYS)}")
+    points: list[str] = []
+    rejected: list[tuple[str, str]] = []
+    for entry in spec["families"]:
+        fam = zoo.family(entry.get("family", "?"))
+        fixed = entry.get("fixed", {})
+        raw = _grid_points(fam, entry["grid"], fixed) if "grid" in entry else \
+            _random_points(fam, int(entry.get("random", 0)), int(entry.get("seed", 0)), fixed)
+        for params in raw:
+            try:
+                resolved = fam.resolve(params)
+            except AuditorError as e:
+                rejected.append((f"zoo:{fam.name}:{params}", str(e)))
+                continue
+            s = zoo.spec_string(fam.name, resolved)
+            if s not in points:
+                points.append(s)
+    return Sweep(name=spec.get("name", Path(path).stem), compilers=spec.get("compilers", []),
+                 timing=timing, points=points, description=spec.get("description", ""),
+                 source=str(path), rejected=rejected)
