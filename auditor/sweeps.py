@@ -70,7 +70,7 @@ def load_sweep(path: Path) -> Sweep:
             try:
                 resolved = fam.resolve(params)
             except AuditorError as e:
-                rejected.append((f"zoo:{fam.name}:{params}", str(e)))
+                rejected.append((zoo.spec_string(fam.name, params), str(e)))
                 continue
             s = zoo.spec_string(fam.name, resolved)
             if s not in points:

@@ -1,0 +1,118 @@
+"""dataset build resumes after SIGKILL to exactly what an uninterrupted build stores."""
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+
+import pytest
+
+from auditor.errors import AuditorError
+from auditor.sweeps import load_sweep
+from tests.conftest import ROOT
+
+SPEC = {
+    "name": "tiny", "compilers": ["onnxruntime", "onnxruntime:graph_opt=disable"],
+    "timing": {"runs": 40, "warmup": 5, "max_seconds": 0.5, "profile_runs": 5},
+    "families": [
+        {"family": "mlp", "grid": {"depth": [1, 2], "width": [8, 16]}},
+        {"family": "mdn", "random": 2, "seed": 4},
+        {"family": "transformer", "grid": {"heads": [2, 3]}},  # heads=3 is outside the choices
+    ],
+}
+
+
+def _build(results, spec_path, *extra):
+    return subprocess.Popen([sys.executable, "-m", "auditor", "dataset", "build", "--spec", str(spec_path),
+                             "--results-dir", str(results), *extra], cwd=ROOT, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=dict(os.environ, PYTHONPATH=str(ROOT)))
+
+
+def _measured(results):
+    db = sqlite3.connect(results / "results.sqlite")
+    rows = db.execute("SELECT p.spec, r.variant, r.status FROM dataset_points p JOIN runs r "
+                      "ON r.model_hash = p.model_hash").fetchall()
+    points = db.execute("SELECT spec, status FROM dataset_points").fetchall()
+    db.close()
+    return rows, points
+
+
+@pytest.fixture(scope="module")
+def spec_path(tmp_path_factory):
+    path = tmp_path_factory.mktemp("spec") / "tiny.json"
+    path.write_text(json.dumps(SPEC))
+    return path
+
+
+def test_sweep_spec_points(spec_path):
+    sweep = load_sweep(spec_path)
+    assert len(sweep.points) == 4 + 2 + 1 and len(sweep.rejected) == 1
+    assert "heads=3" in sweep.rejected[0][0] and "not one of" in sweep.rejected[0][1]
+    assert sweep.points == load_sweep(spec_path).points  # seeded: the same points every time
+
+
+def test_bad_spec_is_one_clear_error(tmp_path):
+    bad = tmp_path / "bad.json"
+    bad.write_text("{not json")
+    with pytest.raises(AuditorError, match="not valid JSON"):
+        load_sweep(bad)
+    bad.write_text(json.dumps({"families": [{"family": "mlp", "grid": {"depth": [1]}}], "timing": {"x": 1}}))
+    with pytest.raises(AuditorError, match="unknown timing keys"):
+        load_sweep(bad)
+
+
+def test_sigkill_then_resume_matches_uninterrupted_build(tmp_path, spec_path):
+    clean = tmp_path / "clean"
+    proc = _build(clean, spec_path)
+    _, err = proc.communicate(timeout=600)
+    assert proc.returncode == 0, err
+    clean_rows, clean_points = _measured(clean)
+
+    killed = tmp_path / "killed"
+    proc = _build(killed, spec_path, "--jobs", "2")
+    end = time.monotonic() + 300
+    while time.monotonic() < end:  # kill once some points are done and others are not
+        if (killed / "results.sqlite").exists():
+            try:
+                done = len([p for p in _measured(killed)[1] if p[1] == "measured"])
+            except sqlite3.OperationalError:
+                done = 0
+            if done >= 2:
+                break
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    partial_rows, partial_points = _measured(killed)
+    assert len([p for p in partial_points if p[1] == "measured"]) < len(clean_points)
+
+    proc = _build(killed, spec_path)
+    _, err = proc.communicate(timeout=600)
+    assert proc.returncode == 0, err
+    rows, points = _measured(killed)
+    ok = sorted((s, v) for s, v, st in rows if st == "ok")
+    assert ok == sorted((s, v) for s, v, st in clean_rows if st == "ok")  # same points, nothing missing
+    assert len(ok) == len(set(ok)) == 7 * 2  # no duplicates
+    assert sorted(points) == sorted(clean_points)
+    assert set(partial_rows) <= set(rows) | {(s, v, "interrupted") for s, v, _ in partial_rows}
+
+
+def test_export_import_roundtrip(tmp_path, spec_path, cli):
+    results = tmp_path / "a"
+    cli("dataset", "build", "--spec", spec_path, "--results-dir", results, "--limit", 2, check=True)
+    cli("dataset", "export", "tiny", "--output", tmp_path / "tiny.parquet", "--results-dir", results, check=True)
+    first = cli("dataset", "import", tmp_path / "tiny.parquet", "--results-dir", tmp_path / "b", check=True)
+    again = cli("dataset", "import", tmp_path / "tiny.parquet", "--results-dir", tmp_path / "b", check=True)
+    assert "4 runs added, 0 already present" in first.stdout
+    assert "0 runs added, 4 already present" in again.stdout
+    info = json.loads(cli("dataset", "info", "tiny", "--results-dir", tmp_path / "b", "--json", check=True).stdout)
+    assert sum(r["count"] for r in info["runs"] if r["status"] == "ok") == 4
+    a = json.loads(cli("results", "export", "--json", "--results-dir", results, check=True).stdout)
+    b = json.loads(cli("results", "export", "--json", "--results-dir", tmp_path / "b", check=True).stdout)
+    strip = lambda runs: sorted(({k: v for k, v in r.items() if k != "memory_samples"} for r in runs),
+                                key=lambda r: r["run_id"])
+    assert strip(a) == strip(b)  # everything but the raw RSS trace survives the trip
+    bad = cli("dataset", "import", spec_path, "--results-dir", tmp_path / "b")
+    assert bad.returncode == 2 and "not a readable dataset file" in bad.stderr
