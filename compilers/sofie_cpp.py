@@ -543,7 +543,8 @@ class Sofie(Compiler):
             arch = ["-march=" + march] if march else []
             if march == "native":
                 notes.append(f"-march=native resolved to {_native_march(cxx)}")
-            base = [cxx, "-std=c++17", *opt, *arch, "-fPIC", "-shared", *defines]
+            base = [cxx, "-std=c++17", *opt, *arch, "-fPIC", "-shared", "-fvisibility=hidden",
+                    "-fvisibility-inlines-hidden", *defines]
             lib, lib_prof = "libsofie_model.so", "libsofie_model_prof.so"
             commands = [
                 ("library", [*base, "-o", lib, glue.name, *blas["host"], "-ldl"]),

@@ -22,6 +22,10 @@
 
 namespace sofie_model = @NAMESPACE@;
 
+// Built with -fvisibility=hidden: only this C ABI is exported, so a plain and a profiled
+// build loaded into one process never bind to each other's inline SOFIE code.
+#define SOFIE_API __attribute__((visibility("default")))
+
 // The BLAS symbol SOFIE's code calls, under another C++ name so it does not clash with
 // the declaration inside the generated header; used only to ask where it was bound.
 extern "C" void sofie_glue_sgemm_symbol() __asm__("sgemm_");
@@ -65,14 +69,14 @@ const std::size_t kOutputBytes[] = {@OUTPUT_BYTES@};
 
 extern "C" {
 
-const char *sofie_last_error() { return g_error.c_str(); }
+SOFIE_API const char *sofie_last_error() { return g_error.c_str(); }
 
-int sofie_num_inputs() { return @NUM_INPUTS@; }
-int sofie_num_outputs() { return @NUM_OUTPUTS@; }
-std::size_t sofie_input_bytes(int i) { return kInputBytes[i]; }
-std::size_t sofie_output_bytes(int i) { return kOutputBytes[i]; }
+SOFIE_API int sofie_num_inputs() { return @NUM_INPUTS@; }
+SOFIE_API int sofie_num_outputs() { return @NUM_OUTPUTS@; }
+SOFIE_API std::size_t sofie_input_bytes(int i) { return kInputBytes[i]; }
+SOFIE_API std::size_t sofie_output_bytes(int i) { return kOutputBytes[i]; }
 
-void sofie_set_threads(int threads)
+SOFIE_API void sofie_set_threads(int threads)
 {
 #if defined(SOFIE_GLUE_OPENBLAS)
    openblas_set_num_threads(threads);
@@ -84,7 +88,7 @@ void sofie_set_threads(int threads)
 }
 
 // The file the BLAS routine sgemm_ was bound to (what this build really calls).
-const char *sofie_blas_library()
+SOFIE_API const char *sofie_blas_library()
 {
    Dl_info info;
    if (dladdr(reinterpret_cast<void *>(&sofie_glue_sgemm_symbol), &info) && info.dli_fname)
@@ -92,7 +96,7 @@ const char *sofie_blas_library()
    return "";
 }
 
-void *sofie_create(const char *weights_path)
+SOFIE_API void *sofie_create(const char *weights_path)
 {
    try {
       return new Handle(weights_path);
@@ -104,10 +108,10 @@ void *sofie_create(const char *weights_path)
    return nullptr;
 }
 
-void sofie_destroy(void *h) { delete static_cast<Handle *>(h); }
+SOFIE_API void sofie_destroy(void *h) { delete static_cast<Handle *>(h); }
 
 // One inference: inputs and outputs are caller-owned buffers, in SOFIE's doInfer order.
-void sofie_infer(void *h, const void *const *in, void *const *out)
+SOFIE_API void sofie_infer(void *h, const void *const *in, void *const *out)
 {
    Handle &handle = *static_cast<Handle *>(h);
    try {
@@ -128,13 +132,13 @@ void sofie_infer(void *h, const void *const *in, void *const *out)
 }
 
 // Non-empty when an inference failed since the handle was created.
-const char *sofie_error(void *h)
+SOFIE_API const char *sofie_error(void *h)
 {
    Handle &handle = *static_cast<Handle *>(h);
    return handle.failed ? handle.error.c_str() : "";
 }
 
-std::size_t sofie_intermediate_bytes(void *h)
+SOFIE_API std::size_t sofie_intermediate_bytes(void *h)
 {
    return pool_bytes(static_cast<Handle *>(h)->session, 0);
 }
@@ -143,7 +147,7 @@ std::size_t sofie_intermediate_bytes(void *h)
 // Per-operator timers of the kProfile build. Entry names are SOFIE's operator names plus
 // "Overall_Time" (its own whole doInfer timer); times are microseconds, one per call.
 
-int sofie_prof_count(void *h)
+SOFIE_API int sofie_prof_count(void *h)
 {
    Handle &handle = *static_cast<Handle *>(h);
    handle.names.clear();
@@ -152,16 +156,16 @@ int sofie_prof_count(void *h)
    return static_cast<int>(handle.names.size());
 }
 
-const char *sofie_prof_name(void *h, int i) { return static_cast<Handle *>(h)->names.at(i).c_str(); }
+SOFIE_API const char *sofie_prof_name(void *h, int i) { return static_cast<Handle *>(h)->names.at(i).c_str(); }
 
-double sofie_prof_avg_us(void *h, int i)
+SOFIE_API double sofie_prof_avg_us(void *h, int i)
 {
    Handle &handle = *static_cast<Handle *>(h);
    return handle.session.GetOpAvgTime().at(handle.names.at(i));
 }
 
 // Copies up to cap samples of entry i into buf; returns how many the entry holds.
-int sofie_prof_samples(void *h, int i, double *buf, int cap)
+SOFIE_API int sofie_prof_samples(void *h, int i, double *buf, int cap)
 {
    Handle &handle = *static_cast<Handle *>(h);
    const auto &samples = handle.session.fProfilingResults.at(handle.names.at(i));
@@ -171,7 +175,7 @@ int sofie_prof_samples(void *h, int i, double *buf, int cap)
    return n;
 }
 
-void sofie_prof_reset(void *h) { static_cast<Handle *>(h)->session.ResetProfilingResults(); }
+SOFIE_API void sofie_prof_reset(void *h) { static_cast<Handle *>(h)->session.ResetProfilingResults(); }
 #endif
 
 }  // extern "C"
