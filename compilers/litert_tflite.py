@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 
 from compilers.base import (
-    Artifact, Compiler, ModelBundle, OpProfile, OpTiming, OptionSpec, Runnable, Target,
+    Artifact, Compiler, ModelBundle, OpProfile, OpTiming, OptionSpec, Runnable,
 )
 
 QUANTIZE = ("none", "dynamic-int8")
