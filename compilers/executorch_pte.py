@@ -390,6 +390,7 @@ def _kernel_map(kernels: list[_Kernel], origins: dict[int, list[str]], partition
     """kernel -> canonical ONNX nodes, the per-kernel record for kernels.json, and notes."""
     notes: list[str] = []
     kernel_handles: dict[str, set[int]] = {}
+    graphs: dict[int, list[tuple[str, int]] | None] = {}  # partition -> its XNNPACK nodes, read once
 
     for k in kernels:
         if k.kind != "delegated":
@@ -407,11 +408,13 @@ def _kernel_map(kernels: list[_Kernel], origins: dict[int, list[str]], partition
         if not inner:
             continue
         op_handles: list[set[int]] = [set() for _ in inner]
-        try:
-            xnodes = _xnnpack_nodes(part.blob) if part.backend == "XnnpackBackend" else None
-        except Exception as e:  # noqa: BLE001 - an unreadable blob only coarsens the map
-            xnodes = None
-            notes.append(f"{delegate.name}: XNNPACK graph unreadable ({type(e).__name__}: {e})")
+        if id(part) not in graphs:
+            try:
+                graphs[id(part)] = _xnnpack_nodes(part.blob) if part.backend == "XnnpackBackend" else None
+            except Exception as e:  # noqa: BLE001 - an unreadable blob only coarsens the map
+                graphs[id(part)] = None
+                notes.append(f"{delegate.name}: XNNPACK graph unreadable ({type(e).__name__}: {e})")
+        xnodes = graphs[id(part)]
         if xnodes is not None:
             groups, matched = _align([k.op_name or k.name for k in inner], xnodes)
             for i, group in enumerate(groups):
@@ -514,16 +517,24 @@ class ExecuTorch(Compiler):
         _use_threads(options["threads"])
         kernels = _probe(pte, etrecord, bundle, workdir)
         fx_map: dict[str, list[str]] = {}
+        notes_missing = None
         if "onnx" in bundle.files:
             import onnx
 
             fx_map = fx_node_map(onnx.load(str(bundle.path("onnx"))))
+        else:
+            notes_missing = "the bundle has no ONNX graph: every kernel maps to no ONNX node"
         kernel_map, records, notes = _kernel_map(kernels, origins, partitions, fx_map)
 
         delegated = sum(len(p.nodes) for p in partitions)
         left = sum(1 for k in kernels if k.kind == "op")
         notes.insert(0, f"{len(partitions)} delegated partition(s) covering {delegated} edge op(s); "
-                        f"{left} kernel call(s) outside any delegate")
+                        f"{left} kernel call(s) outside any delegate, run by the kernel library "
+                        "linked into the runtime (optimized kernels where it has one, else portable)")
+        if notes_missing:
+            notes.append(notes_missing)
+        notes.append(f"threadpool of {options['threads']} thread(s); kernel names read from one "
+                     "ETDump-instrumented run of the program (included in compile time)")
         (workdir / KERNELS).write_text(json.dumps(
             {"backend": options["backend"], "memory": memory, "kernels": records, "notes": notes},
             indent=2))
