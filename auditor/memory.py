@@ -30,22 +30,25 @@ class RssSampler:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="rss-sampler", daemon=True)
 
+    def _sample(self) -> None:
+        self.samples.append(((time.monotonic() - self._start) * 1e3, current_rss_bytes()))
+
     def _loop(self) -> None:
-        start = time.monotonic()
-        with open("/proc/self/statm", "rb", buffering=0) as f:
-            while not self._stop.is_set():
-                f.seek(0)
-                pages = int(f.read().split()[1])
-                self.samples.append(((time.monotonic() - start) * 1e3, pages * PAGE))
-                self._stop.wait(self.interval_s)
+        while not self._stop.wait(self.interval_s):
+            self._sample()
 
     def __enter__(self) -> RssSampler:
+        # The window's first and last samples are taken here, so a timing loop shorter than
+        # one interval still has its memory measured.
+        self._start = time.monotonic()
+        self._sample()
         self._thread.start()
         return self
 
     def __exit__(self, *exc) -> None:
         self._stop.set()
         self._thread.join()
+        self._sample()
 
     def summary(self) -> dict[str, float]:
         values = [b for _, b in self.samples] or [current_rss_bytes()]
