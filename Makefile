@@ -7,9 +7,11 @@ PIP     := $(VENV)/bin/pip
 AUDITOR := $(VENV)/bin/auditor
 PYTHON  ?= python3
 
-# perf for profiles and `doctor`; OpenBLAS for SOFIE's generated C++; the ARMv7 cross
-# toolchain for board targets.
-APT_PACKAGES := linux-perf libopenblas-dev g++-arm-linux-gnueabihf
+# perf for profiles and `doctor`; BLAS builds for SOFIE's generated C++ (OpenBLAS, BLIS,
+# reference); the ARMv7 cross toolchain, armhf BLAS/libstdc++ (multiarch) and qemu for the
+# board target.
+APT_PACKAGES := linux-perf libopenblas-dev libblas-dev libblis-dev g++-arm-linux-gnueabihf qemu-user \
+                libopenblas-dev:armhf libblas-dev:armhf libblis-dev:armhf libstdc++6:armhf
 
 # torch and litert-torch must be resolved together in the first pip step: in one step with
 # the rest pip reports the set unresolvable (see README).
@@ -30,12 +32,14 @@ test: deps
 deps: apt $(VENV)/.installed
 
 apt:
+	@dpkg --print-foreign-architectures | grep -qx armhf || dpkg --add-architecture armhf
 	@missing=""; for p in $(APT_PACKAGES); do \
 	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "install ok installed" || missing="$$missing $$p"; \
 	done; \
 	if [ -n "$$missing" ]; then \
 	  echo "apt-get install:$$missing"; \
-	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; \
+	  apt-get update -qq || echo "apt-get update reported a problem; installing anyway"; \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; \
 	fi
 
 $(VENV)/.installed: pyproject.toml Makefile

@@ -105,12 +105,12 @@ RUN_COLUMNS = (
     "load_s", "first_us", "n", "mean_us", "p50_us", "p95_us", "p99_us", "max_us", "min_us", "std_us",
     "jitter_us", "cov", "stopped_early", "rss_avg_bytes", "rss_peak_bytes", "ru_maxrss_bytes",
     "budget_us", "over_budget_share", "headroom_p99_us", "headroom_max_us", "verdict",
-    "accuracy_passed", "task_accuracy", "kernel_map", "inputs_digest", "audit_id",
+    "accuracy_passed", "task_accuracy", "kernel_map", "artifact_notes", "inputs_digest", "audit_id",
 )
 OP_COLUMNS = ("idx", "kernel", "op_type", "onnx_nodes", "calls", "mean_us", "p50_us", "std_us", "provider",
               "share", "method")
 ATTRIBUTION_COLUMNS = ("method", "runs", "per_op_sum_us", "instrumented_whole_us", "uninstrumented_whole_us",
-                       "overhead_ratio", "sum_to_whole", "notes")
+                       "overhead_ratio", "sum_to_whole", "notes", "per_op_sum_p50_us")
 NODE_COLUMNS = ("node_index", "name", "op_type", "domain", "inputs", "outputs", "input_shapes",
                 "output_shapes", "attrs", "fx_node")
 MODEL_COLUMNS = ("source", "format", "inputs", "outputs", "files", "problems")
@@ -189,7 +189,7 @@ def import_parquet(store: Store, path: Path) -> dict[str, int]:
                                  (rid, a["output"], a["passed"], a["max_abs_err"], a["rmse"], a["snr_db"], a["reason"]))
             if row["attribution"]:
                 a = json.loads(row["attribution"])
-                store.db.execute("INSERT OR IGNORE INTO op_attribution VALUES (?,?,?,?,?,?,?,?,?)",
+                store.db.execute("INSERT OR IGNORE INTO op_attribution VALUES (?,?,?,?,?,?,?,?,?,?)",
                                  (rid, *[a[k] for k in ATTRIBUTION_COLUMNS]))
             store.db.executemany(
                 f"INSERT OR IGNORE INTO op_timings VALUES (?,{','.join('?' * len(OP_COLUMNS))})",

@@ -44,7 +44,7 @@ CREATE TABLE IF NOT EXISTS runs (
     rss_avg_bytes REAL, rss_peak_bytes REAL, rss_samples INTEGER, ru_maxrss_bytes REAL,
     runtime_memory TEXT,
     budget_us REAL, over_budget_share REAL, headroom_p99_us REAL, headroom_max_us REAL,
-    verdict TEXT, accuracy_passed INTEGER, task_accuracy REAL, kernel_map TEXT);
+    verdict TEXT, accuracy_passed INTEGER, task_accuracy REAL, kernel_map TEXT, artifact_notes TEXT);
 CREATE INDEX IF NOT EXISTS runs_resume ON runs (model_hash, inputs_digest, compiler, options_key, device);
 CREATE TABLE IF NOT EXISTS samples (run_id TEXT, idx INTEGER, latency_ns INTEGER,
     PRIMARY KEY (run_id, idx));
@@ -54,7 +54,7 @@ CREATE TABLE IF NOT EXISTS accuracy (run_id TEXT, output TEXT, passed INTEGER, m
     rmse REAL, snr_db REAL, reason TEXT, PRIMARY KEY (run_id, output));
 CREATE TABLE IF NOT EXISTS op_attribution (run_id TEXT PRIMARY KEY, method TEXT, runs INTEGER,
     per_op_sum_us REAL, instrumented_whole_us REAL, uninstrumented_whole_us REAL,
-    overhead_ratio REAL, sum_to_whole REAL, notes TEXT);
+    overhead_ratio REAL, sum_to_whole REAL, notes TEXT, per_op_sum_p50_us REAL);
 CREATE TABLE IF NOT EXISTS op_timings (run_id TEXT, idx INTEGER, kernel TEXT, op_type TEXT,
     onnx_nodes TEXT, calls INTEGER, mean_us REAL, p50_us REAL, std_us REAL, provider TEXT,
     share REAL, method TEXT, PRIMARY KEY (run_id, idx));
@@ -64,7 +64,7 @@ RUN_SUMMARY_FIELDS = (
     "n mean_us p50_us p95_us p99_us max_us min_us std_us jitter_us cov stopped_early "
     "rss_avg_bytes rss_peak_bytes rss_samples ru_maxrss_bytes runtime_memory budget_us "
     "over_budget_share headroom_p99_us headroom_max_us verdict accuracy_passed task_accuracy "
-    "compile_s load_s first_us compiler_version kernel_map"
+    "compile_s load_s first_us compiler_version kernel_map artifact_notes"
 ).split()
 
 
@@ -182,10 +182,11 @@ class Store:
         with self.db:
             self.db.execute("BEGIN")
             self.db.execute(
-                "INSERT OR REPLACE INTO op_attribution VALUES (?,?,?,?,?,?,?,?,?)",
+                "INSERT OR REPLACE INTO op_attribution VALUES (?,?,?,?,?,?,?,?,?,?)",
                 (run_id, attribution["method"], attribution["runs"], attribution["per_op_sum_us"],
                  attribution["instrumented_whole_us"], attribution["uninstrumented_whole_us"],
-                 attribution["overhead_ratio"], attribution["sum_to_whole"], attribution["notes"]),
+                 attribution["overhead_ratio"], attribution["sum_to_whole"], attribution["notes"],
+                 attribution["per_op_sum_p50_us"]),
             )
             self.db.executemany(
                 "INSERT OR REPLACE INTO op_timings VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",

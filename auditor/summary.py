@@ -46,6 +46,7 @@ def run_detail(store: Store, run_id: str) -> dict:
     detail["target"] = json.loads(row["target"] or "{}")
     detail["runtime_memory"] = json.loads(row["runtime_memory"] or "{}")
     detail["load_s"] = row["load_s"]
+    detail["artifact_notes"] = json.loads(row["artifact_notes"] or "[]")
     detail["samples_ns"] = [r["latency_ns"] for r in store.rows("samples", row["run_id"])]
     detail["memory_samples"] = [[r["t_ms"], r["rss_bytes"]] for r in store.rows("memory_samples", row["run_id"])]
     detail["accuracy"] = [{**dict(r), "snr_db": _finite(r["snr_db"])} for r in store.rows("accuracy", row["run_id"])]

@@ -65,7 +65,8 @@ def run_job(job: dict) -> None:
         with captured_output(log):
             artifact = compiler.compile(bundle, target, job["options"], workdir)
         store.update_run(run_id, compile_s=time.perf_counter() - t0,
-                         compiler_version=artifact.compiler_version, kernel_map=artifact.kernel_map)
+                         compiler_version=artifact.compiler_version, kernel_map=artifact.kernel_map,
+                         artifact_notes=artifact.notes)
         if not target.is_host:  # a cross-compiled artifact: kept, measured only on its device
             store.set_status(run_id, "compiled", f"artifact for {target.name} kept in {workdir}; "
                              "it runs on a device of that architecture, not on local")
@@ -118,17 +119,18 @@ def run_job(job: dict) -> None:
                 profile = compiler.profile_ops(artifact, bundle, inputs.timing_inputs, job["profile_runs"])
             if profile is not None:
                 whole = stats["p50_us"]
-                per_op_sum = profile.per_op_sum_us
+                per_op_p50_sum = profile.per_op_sum_p50_us  # medians on both sides of the ratio
                 attribution = {
-                    "method": profile.method, "runs": profile.runs, "per_op_sum_us": per_op_sum,
+                    "method": profile.method, "runs": profile.runs, "per_op_sum_us": profile.per_op_sum_us,
+                    "per_op_sum_p50_us": per_op_p50_sum,
                     "instrumented_whole_us": profile.instrumented_whole_us,
                     "uninstrumented_whole_us": whole,
                     "overhead_ratio": (profile.instrumented_whole_us / whole
                                        if profile.instrumented_whole_us and whole else None),
-                    "sum_to_whole": per_op_sum / whole if whole else None,
+                    "sum_to_whole": per_op_p50_sum / whole if whole else None,
                     "notes": profile.notes,
                 }
-                ops = [{**op.__dict__, "share": op.mean_us / whole if whole else None}
+                ops = [{**op.__dict__, "share": op.p50_us / whole if whole else None}
                        for op in profile.ops]
                 store.add_op_profile(run_id, attribution, ops)
         runnable.close()

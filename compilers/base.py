@@ -157,6 +157,11 @@ class OpProfile:
     def per_op_sum_us(self) -> float:
         return float(sum(op.mean_us for op in self.ops))
 
+    @property
+    def per_op_sum_p50_us(self) -> float:
+        """Sum of per-kernel medians: compared with the whole's median, robust to rare spikes."""
+        return float(sum(op.p50_us for op in self.ops))
+
 
 class Runnable(ABC):
     """One loaded artifact on the local device. `run()` is exactly what gets timed."""

@@ -44,6 +44,7 @@ def run_context(store: Store, run_id: str) -> dict:
         "options": json.loads(run["options"] or "{}"),
         "target": json.loads(run["target"] or "{}"),
         "host": json.loads(run["host"] or "{}"),
+        "notes": json.loads(run["artifact_notes"] or "[]"),
         "accuracy": [dict(r) for r in store.rows("accuracy", run["run_id"])],
         "attribution": dict(attribution) if attribution else None,
         "ops": [dict(r, onnx_nodes=json.loads(r["onnx_nodes"])) for r in store.rows("op_timings", run["run_id"])],

@@ -65,13 +65,15 @@ def test_per_op_rows_join_to_onnx_nodes(audit, cli):
         a = detail["per_op_attribution"]
         assert a["method"] in ("ort-profiler", "fx-node-timer") and a["runs"] == 30
         assert a["uninstrumented_whole_us"] == pytest.approx(detail["p50_us"])
-        assert a["sum_to_whole"] == pytest.approx(a["per_op_sum_us"] / a["uninstrumented_whole_us"])
+        assert a["sum_to_whole"] == pytest.approx(a["per_op_sum_p50_us"] / a["uninstrumented_whole_us"])
         covered = {n for op in detail["per_op"] for n in op["onnx_nodes"]}
         assert covered <= set(nodes), covered - set(nodes)
         convs = {n for n, op in nodes.items() if op == "Conv"}
         assert convs <= covered  # every Conv is attributed somewhere
         assert all(op["mean_us"] >= 0 for op in detail["per_op"])
         assert sum(op["mean_us"] for op in detail["per_op"]) == pytest.approx(a["per_op_sum_us"])
+        assert sum(op["p50_us"] for op in detail["per_op"]) == pytest.approx(a["per_op_sum_p50_us"])
+        assert detail["artifact_notes"] is not None
 
 
 def test_html_page_and_exports(audit, cli):

@@ -47,8 +47,9 @@ def show(run_id: str = typer.Argument(..., help="run id (a unique prefix is enou
           f"host {detail['host'].get('cpu_model')}; {len(detail['samples_ns'])} samples stored")
     if detail["per_op"]:
         a = detail["per_op_attribution"]
-        print(f"\nper-op ({a['method']}, {a['runs']} runs): sum {a['per_op_sum_us']:.1f} µs = "
+        print(f"\nper-op ({a['method']}, {a['runs']} runs): sum of medians {a['per_op_sum_p50_us']:.1f} µs = "
               f"{a['sum_to_whole']:.2f} x uninstrumented median {a['uninstrumented_whole_us']:.1f} µs; "
+              f"sum of means {a['per_op_sum_us']:.1f} µs; "
               f"instrumented whole {a['instrumented_whole_us'] or 0:.1f} µs")
         from tabulate import tabulate
         print(tabulate([[o["kernel"], o["op_type"], ", ".join(o["onnx_nodes"]) or "(inserted)", o["calls"],
