@@ -1,0 +1,271 @@
+"""Operator coverage: every compiler over the ONNX test models that ship with PyPI `onnx`.
+
+Suites: `node` (the 1,884 per-operator cases, generated on demand), `pytorch-operator`,
+`pytorch-converted`, `simple`, and the CNNs of `light` (inputs: onnx's own dummy data, as
+its backend runner makes them). Each case is written once to `<results>/coverage/cases/`
+as model.onnx + inputs.npz + expected.npz. A compiler runs over its cases in a worker
+process (`auditor.coverage_worker`) that records each case before starting it, so a
+crash or hang is pinned to its case, recorded, and the worker restarts after it.
+
+Verdicts per case: matched (outputs within tolerance), mismatch, failed (compile or run
+raised; reason kept), crashed/timeout (the worker died on it), harness-limit (inputs this
+harness cannot feed, e.g. float8/int4/strings/sequences: not a verdict on the operator).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from auditor.errors import first_line
+from auditor.store import Store
+
+SUITES = ("node", "pytorch-operator", "pytorch-converted", "simple", "light")
+
+TABLE = """
+CREATE TABLE IF NOT EXISTS coverage (
+    compiler TEXT, variant TEXT, suite TEXT, case_name TEXT, op_types TEXT, status TEXT, reason TEXT,
+    seconds REAL, compiler_version TEXT, updated_at REAL, PRIMARY KEY (variant, suite, case_name));
+"""
+FEEDABLE = {"float32", "float64", "float16", "int8", "int16", "int32", "int64", "uint8", "uint16",
+            "uint32", "uint64", "bool"}
+
+
+@dataclass
+class Case:
+    suite: str
+    name: str
+    directory: Path
+    op_types: list[str]
+
+
+def _ensure(store: Store) -> None:
+    store.db.executescript(TABLE)
+
+
+def _write_case(directory: Path, model, inputs: list, outputs: list, rtol: float, atol: float) -> None:
+    """Write one case; arrays that numpy cannot hold (sequences, optionals) make it a harness limit."""
+    import onnx
+
+    from cost_model.graph import ensure_unique_node_names
+
+    directory.mkdir(parents=True, exist_ok=True)
+    ensure_unique_node_names(model)
+    onnx.save(model, str(directory / "model.onnx"))
+    limit = ""
+    try:
+        arrays_in = [np.asarray(a) for a in inputs]
+        arrays_out = [np.asarray(a) for a in outputs]
+        bad = [a.dtype.name for a in arrays_in + arrays_out if a.dtype.name not in FEEDABLE]
+        if bad:
+            limit = f"tensor type {bad[0]} cannot be fed through this harness"
+        else:
+            np.savez(directory / "inputs.npz", *arrays_in)
+            np.savez(directory / "expected.npz", *arrays_out)
+    except (ValueError, TypeError) as e:
+        limit = f"non-tensor inputs/outputs (sequence/optional/map): {first_line(e)}"
+    meta = {"rtol": rtol, "atol": atol, "harness_limit": limit,
+            "op_types": sorted({n.op_type for n in model.graph.node}),
+            "inputs": [i.name for i in model.graph.input if i.name not in {t.name for t in model.graph.initializer}],
+            "outputs": [o.name for o in model.graph.output]}
+    (directory / "case.json").write_text(json.dumps(meta))
+
+
+def _read_pb_dataset(data_dir: Path) -> tuple[list, list]:
+    from onnx import TensorProto, numpy_helper
+
+    def load(pattern):
+        arrays = []
+        for path in sorted(data_dir.glob(pattern), key=lambda p: int(p.stem.split("_")[1])):
+            t = TensorProto()
+            t.ParseFromString(path.read_bytes())
+            arrays.append(numpy_helper.to_array(t))
+        return arrays
+
+    return load("input_*.pb"), load("output_*.pb")
+
+
+def materialize(cases_dir: Path, suites: tuple[str, ...]) -> list[Case]:
+    """Write every case of the suites once (reused afterwards); return them all."""
+    import warnings
+
+    import onnx
+    from onnx.backend.test.loader import load_model_tests
+
+    marker = cases_dir / "suites.json"
+    done = set(json.loads(marker.read_text())) if marker.exists() else set()
+    for suite in suites:
+        if suite in done:
+            continue
+        if suite == "node":
+            from onnx.backend.test.case.node import collect_testcases
+
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                tests = collect_testcases()
+            for t in tests:
+                inputs, outputs = t.data_sets[0] if t.data_sets else ([], [])
+                _write_case(cases_dir / suite / t.name, t.model, list(inputs), list(outputs), t.rtol, t.atol)
+        elif suite == "light":
+            from onnx.backend.test.runner import Runner
+
+            light = Path(onnx.__file__).parent / "backend" / "test" / "data" / "light"
+            for path in sorted(light.glob("light_*.onnx")):
+                model = onnx.load(str(path))
+                inits = {i.name for i in model.graph.initializer}
+                inputs = [Runner.generate_dummy_data(vi, seed=0, name=path.stem, random=False)
+                          for vi in model.graph.input if vi.name not in inits]
+                outputs = _light_outputs(path)
+                _write_case(cases_dir / suite / path.stem.removeprefix("light_"), model, inputs, outputs, 1e-3, 1e-5)
+        else:
+            for t in load_model_tests(kind=suite):
+                model = onnx.load(str(Path(t.model_dir) / "model.onnx"))
+                inputs, outputs = _read_pb_dataset(Path(t.model_dir) / "test_data_set_0")
+                _write_case(cases_dir / suite / t.name, model, inputs, outputs, t.rtol, t.atol)
+        done.add(suite)
+        marker.write_text(json.dumps(sorted(done)))
+    cases = []
+    for suite in suites:
+        for d in sorted((cases_dir / suite).iterdir()):
+            meta = json.loads((d / "case.json").read_text())
+            cases.append(Case(suite, d.name, d, meta["op_types"]))
+    return cases
+
+
+def _light_outputs(model_path: Path) -> list:
+    """light/ ships expected outputs beside each model as <stem>_output_<i>.pb."""
+    from onnx import TensorProto, numpy_helper
+
+    outputs = []
+    for path in sorted(model_path.parent.glob(f"{model_path.stem}_output_*.pb")):
+        t = TensorProto()
+        t.ParseFromString(path.read_bytes())
+        outputs.append(numpy_helper.to_array(t))
+    return outputs
+
+
+def sample(cases: list[Case], count: int, seed: int = 0) -> list[Case]:
+    """A seeded subset that keeps every suite represented (for CI; the full run is documented)."""
+    if not count or count >= len(cases):
+        return cases
+    rng = random.Random(seed)
+    by_suite: dict[str, list[Case]] = {}
+    for c in cases:
+        by_suite.setdefault(c.suite, []).append(c)
+    share = max(1, count // len(by_suite))
+    picked = []
+    for suite_cases in by_suite.values():
+        picked += rng.sample(suite_cases, min(share, len(suite_cases)))
+    return picked
+
+
+def run_compiler(store: Store, variant, cases: list[Case], case_timeout: float, progress=None) -> None:
+    """All cases for one compiler variant, restarting the worker past any case it dies on."""
+    _ensure(store)
+    done = {r[0] for r in store.db.execute(
+        "SELECT suite || '/' || case_name FROM coverage WHERE variant=? AND status != 'running'", (variant.label,))}
+    todo = [c for c in cases if f"{c.suite}/{c.name}" not in done]
+    while todo:
+        job = {"results_dir": str(store.dir), "compiler": variant.compiler, "overrides": dict(variant.overrides),
+               "variant": variant.label, "cases": [[c.suite, c.name, str(c.directory)] for c in todo]}
+        job_path = store.dir / "coverage" / f"job-{os.getpid()}.json"
+        job_path.write_text(json.dumps(job))
+        from auditor.pipeline import _die_with_parent, _worker_env
+
+        proc = subprocess.Popen([sys.executable, "-m", "auditor.coverage_worker", str(job_path)],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=_worker_env(),
+                                preexec_fn=_die_with_parent, start_new_session=True)
+        while proc.poll() is None:
+            time.sleep(0.2)
+            row = store.db.execute("SELECT suite, case_name, updated_at FROM coverage WHERE variant=? AND "
+                                   "status='running'", (variant.label,)).fetchone()
+            if row and time.time() - row[2] > case_timeout:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+                _finish_running(store, variant.label, "timeout", f"no result within {case_timeout:.0f} s")
+            if progress:
+                finished = store.db.execute("SELECT COUNT(*) FROM coverage WHERE variant=? AND status != "
+                                            "'running'", (variant.label,)).fetchone()[0]
+                progress(variant.label, finished)
+        if proc.returncode and proc.returncode < 0:
+            _finish_running(store, variant.label, "crashed",
+                            f"worker died with {signal.Signals(-proc.returncode).name}")
+        elif proc.returncode:
+            tail = (proc.stderr.read() or b"").decode(errors="replace").strip().splitlines()
+            _finish_running(store, variant.label, "crashed", f"worker exited {proc.returncode}: "
+                            f"{tail[-1][:200] if tail else ''}")
+        done = {r[0] for r in store.db.execute(
+            "SELECT suite || '/' || case_name FROM coverage WHERE variant=? AND status != 'running'",
+            (variant.label,))}
+        remaining = [c for c in todo if f"{c.suite}/{c.name}" not in done]
+        if len(remaining) == len(todo):  # no progress at all: do not loop forever
+            for c in remaining:
+                record(store, variant, c.suite, c.name, c.op_types, "crashed", "worker made no progress", 0.0, "")
+            break
+        todo = remaining
+
+
+def _finish_running(store: Store, variant_label: str, status: str, reason: str) -> None:
+    store.db.execute("UPDATE coverage SET status=?, reason=?, updated_at=? WHERE variant=? AND status='running'",
+                     (status, reason, time.time(), variant_label))
+
+
+def record(store: Store, variant, suite: str, name: str, op_types: list[str], status: str, reason: str,
+           seconds: float, version: str) -> None:
+    store.db.execute("INSERT OR REPLACE INTO coverage VALUES (?,?,?,?,?,?,?,?,?,?)",
+                     (variant.compiler, variant.label, suite, name, json.dumps(op_types), status, reason,
+                      seconds, version, time.time()))
+
+
+def matrix(store: Store, cases: list[Case]) -> dict:
+    """{'totals': {variant: {status: n}}, 'ops': {op_type: {variant: {status: n}}}} over the given cases."""
+    _ensure(store)
+    wanted = {(c.suite, c.name) for c in cases}
+    totals: dict[str, dict[str, int]] = {}
+    ops: dict[str, dict[str, dict[str, int]]] = {}
+    for variant, suite, name, op_types, status in store.db.execute(
+            "SELECT variant, suite, case_name, op_types, status FROM coverage"):
+        if (suite, name) not in wanted:
+            continue
+        totals.setdefault(variant, {}).setdefault(status, 0)
+        totals[variant][status] += 1
+        for op in json.loads(op_types) if suite == "node" else [f"[{suite}]"]:
+            cell = ops.setdefault(op, {}).setdefault(variant, {})
+            cell[status] = cell.get(status, 0) + 1
+    return {"totals": totals, "ops": ops}
+
+
+def first_failures(store: Store, variant_label: str, limit: int = 200) -> list[tuple[str, str, str, str]]:
+    return store.db.execute("SELECT suite, case_name, status, reason FROM coverage WHERE variant=? AND status "
+                            "NOT IN ('matched') ORDER BY suite, case_name LIMIT ?", (variant_label, limit)).fetchall()
+
+
+def markdown(m: dict, variants: list[str], skipped: dict[str, str]) -> str:
+    def cell(counts: dict[str, int]) -> str:
+        if not counts:
+            return ""
+        total = sum(counts.values())
+        return f"{counts.get('matched', 0)}/{total}"
+
+    lines = ["# Operator coverage", "", "Cell: cases matched / cases run. Totals:", "",
+             "| variant | " + " | ".join(["matched", "mismatch", "failed", "crashed", "timeout", "harness-limit"]) + " |",
+             "|---" * 7 + "|"]
+    for v in variants:
+        t = m["totals"].get(v, {})
+        lines.append(f"| {v} | " + " | ".join(str(t.get(s, 0)) for s in
+                                               ("matched", "mismatch", "failed", "crashed", "timeout", "harness-limit")) + " |")
+    for v, why in skipped.items():
+        lines.append(f"| {v} | skipped: {why} |" + " |" * 5)
+    lines += ["", "| operator | " + " | ".join(variants) + " |", "|---" * (len(variants) + 1) + "|"]
+    for op in sorted(m["ops"]):
+        lines.append(f"| {op} | " + " | ".join(cell(m["ops"][op].get(v, {})) for v in variants) + " |")
+    return "\n".join(lines) + "\n"
