@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 from abc import ABC, abstractmethod
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -28,6 +29,9 @@ class Target:
     cpu: str | None = None
     features: tuple[str, ...] = ()
     float_abi: str | None = None
+    cxx: str = "g++"  # the C++ compiler that builds native code for this target
+    cxx_flags: tuple[str, ...] = ()
+    cxx_package: str = "g++"  # the Debian package that provides it
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -45,6 +49,9 @@ TARGETS: dict[str, Target] = {
         cpu="cortex-a8",
         features=("+neon",),
         float_abi="hard",
+        cxx="arm-linux-gnueabihf-g++",
+        cxx_flags=("-mcpu=cortex-a8", "-mfpu=neon", "-mfloat-abi=hard"),
+        cxx_package="g++-arm-linux-gnueabihf",
     ),
 }
 
@@ -257,6 +264,8 @@ class Compiler(ABC):
         """None when this compiler can take the bundle for the target, else why not."""
         if target.name not in self.targets:
             return f"{self.name} does not compile for target {target.name}"
+        if not target.is_host and shutil.which(target.cxx) is None:
+            return f"{target.cxx} not found (apt-get install {target.cxx_package})"
         if not bundle.formats() & set(self.accepts):
             why = "; ".join(f"{f}: {bundle.problems[f]}" for f in self.accepts if f in bundle.problems)
             return f"{self.name} needs {' or '.join(self.accepts)}, which this model lacks" + (

@@ -15,7 +15,6 @@ every kernel from that, and `tests/test_sofie_cpp.py` checks it.
 
 from __future__ import annotations
 
-import contextlib
 import ctypes
 import json
 import os
@@ -29,6 +28,7 @@ from typing import Any
 
 import numpy as np
 
+from auditor.quiet import captured_output
 from compilers.base import (
     Artifact, Compiler, ModelBundle, OpProfile, OpTiming, OptionSpec, Runnable, Target,
 )
@@ -39,8 +39,7 @@ RUNNER = HERE / "sofie_runner.cpp"
 
 HOST_LIB = Path("/usr/lib/x86_64-linux-gnu")
 ARM_LIB = Path("/usr/lib/arm-linux-gnueabihf")
-ARM_CXX = "arm-linux-gnueabihf-g++"
-ARM_FLAGS = ["-mcpu=cortex-a8", "-mfpu=neon", "-mfloat-abi=hard", "-Wno-psabi"]
+ARM_EXTRA_FLAGS = ["-Wno-psabi"]  # silences GCC's ABI-change notes for NEON vector arguments
 
 # blas choice -> how to link it. `expect` is a piece of the path the host library's sgemm_
 # must be bound to at load time (checked, so an alternatives switch or an interposed BLAS
@@ -82,35 +81,13 @@ OVERALL = "Overall_Time"  # SOFIE's own whole-doInfer timer in the kProfile buil
 # generation helpers
 
 
-@contextlib.contextmanager
-def _fd_stdout_to(path: Path):
-    """Send what C++ prints on fd 1/2 to a file (SOFIE reports missing ops there)."""
-    import sys
-
-    sys.stdout.flush()
-    sys.stderr.flush()
-    saved = os.dup(1), os.dup(2)
-    with open(path, "wb") as f:
-        os.dup2(f.fileno(), 1)
-        os.dup2(f.fileno(), 2)
-        try:
-            yield
-        finally:
-            sys.stdout.flush()
-            sys.stderr.flush()
-            os.dup2(saved[0], 1)
-            os.dup2(saved[1], 2)
-            os.close(saved[0])
-            os.close(saved[1])
-
-
 def unsupported_ops(onnx_path: Path, workdir: Path) -> dict[str, list[str]]:
     """Op type -> node names of every operator SOFIE's ONNX parser lacks ({} = all known)."""
     import onnx
     import sofie
 
     log = workdir / "sofie_check.log"
-    with _fd_stdout_to(log):
+    with captured_output(log):
         ok = sofie.onnx.check_model(str(onnx_path))
     if ok:
         return {}
@@ -447,12 +424,6 @@ class Sofie(Compiler):
             return False, "g++ not found"
         return True, getattr(sofie, "__version__", "?")
 
-    def can_compile(self, bundle, target):
-        why = super().can_compile(bundle, target)
-        if why is None and not target.is_host and shutil.which(ARM_CXX) is None:
-            return f"{ARM_CXX} not found (apt-get install g++-arm-linux-gnueabihf)"
-        return why
-
     def compile(self, bundle, target, options, workdir):
         import onnx
         import sofie
@@ -467,7 +438,7 @@ class Sofie(Compiler):
             raise RuntimeError(f"SOFIE does not support ONNX operator {what}")
 
         header, header_prof = workdir / "sofie_model.hxx", workdir / "sofie_model_prof.hxx"
-        with _fd_stdout_to(workdir / "sofie_generate.log"):
+        with captured_output(workdir / "sofie_generate.log"):
             model = _generate(onnx_path, header, profile=False)
             _generate(onnx_path, header_prof, profile=True)
         weights = header.with_suffix(".dat")
@@ -538,7 +509,7 @@ class Sofie(Compiler):
                  "weights": weights.name, "glue": glue.name, "glue_profile": glue_prof.name}
         notes = [f"BLAS {options['blas']} ({blas['package']})"]
         if target.is_host:
-            cxx = "g++"
+            cxx = target.cxx
             march = options["march"]
             arch = ["-march=" + march] if march else []
             if march == "native":
@@ -553,13 +524,13 @@ class Sofie(Compiler):
             ]
             files.update(library=lib, library_profile=lib_prof)
         else:
-            cxx = ARM_CXX
+            cxx = target.cxx
             if not Path(blas["arm_file"]).exists():
                 raise RuntimeError(f"no armhf {options['blas']} at {blas['arm_file']} "
                                    f"(apt-get install {blas['package']}:armhf)")
             runner = workdir / "sofie_runner.cpp"
             shutil.copyfile(RUNNER, runner)
-            base = [cxx, "-std=c++17", *opt, *ARM_FLAGS, "-static", *defines]
+            base = [cxx, "-std=c++17", *opt, *target.cxx_flags, *ARM_EXTRA_FLAGS, "-static", *defines]
             exe, exe_prof = "sofie_runner", "sofie_runner_prof"
             link = [f"-L{ARM_LIB}", *blas["arm"]]
             commands = [

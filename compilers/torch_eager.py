@@ -31,6 +31,14 @@ class TorchRunnable(Runnable):
         return [leaf.detach().numpy().copy() for leaf in leaves if hasattr(leaf, "detach")]
 
 
+def torch_available() -> tuple[bool, str]:
+    try:
+        import torch
+    except Exception as e:  # noqa: BLE001 - any import failure means unavailable
+        return False, f"torch does not import: {e}"
+    return True, torch.__version__
+
+
 def _fx_map(bundle):
     if "onnx" not in bundle.formats():
         return {}
@@ -51,11 +59,7 @@ class TorchEager(Compiler):
 
     @classmethod
     def available(cls):
-        try:
-            import torch
-        except Exception as e:  # noqa: BLE001
-            return False, f"torch does not import: {e}"
-        return True, torch.__version__
+        return torch_available()
 
     def compile(self, bundle, target, options, workdir):
         import torch

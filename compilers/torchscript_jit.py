@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from compilers.base import Artifact, Compiler, OptionSpec
-from compilers.torch_eager import TorchRunnable
+from compilers.torch_eager import TorchRunnable, torch_available
 
 
 class TorchScriptJit(Compiler):
@@ -25,11 +25,7 @@ class TorchScriptJit(Compiler):
 
     @classmethod
     def available(cls):
-        try:
-            import torch
-        except Exception as e:  # noqa: BLE001
-            return False, f"torch does not import: {e}"
-        return True, torch.__version__
+        return torch_available()
 
     def compile(self, bundle, target, options, workdir):
         import torch
