@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import json
 import sys
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from multiprocessing import get_context
 import time
 import traceback
 from pathlib import Path
@@ -28,6 +31,22 @@ from compilers.base import TARGETS, ModelBundle
 
 def _phase(name: str) -> None:
     print(f"phase {name}", flush=True)
+
+
+def _compile(cls, bundle, target, options, workdir: Path, log: Path):
+    with captured_output(log):
+        return cls().compile(bundle, target, options, workdir)
+
+
+def compile_isolated(cls, bundle, target, options, workdir: Path, log: Path):
+    """Compile in a forked child, so the measuring process's memory (RSS, ru_maxrss) holds the
+    runtime and not what the compiler allocated; a compiler crash surfaces as an error here.
+    The parent has imported the compiler's package (available()), which the child shares."""
+    with ProcessPoolExecutor(max_workers=1, mp_context=get_context("fork")) as pool:
+        try:
+            return pool.submit(_compile, cls, bundle, target, options, workdir, log).result()
+        except BrokenProcessPool:
+            raise RuntimeError("the compiler's process died (crash or kill)") from None
 
 
 def _reference(data_dir: Path, examples: int, outputs: int) -> list[list[np.ndarray]]:
@@ -62,8 +81,7 @@ def run_job(job: dict) -> None:
         stage = "compile"
         _phase(stage)
         t0 = time.perf_counter()
-        with captured_output(log):
-            artifact = compiler.compile(bundle, target, job["options"], workdir)
+        artifact = compile_isolated(cls, bundle, target, job["options"], workdir, log)
         store.update_run(run_id, compile_s=time.perf_counter() - t0,
                          compiler_version=artifact.compiler_version, kernel_map=artifact.kernel_map,
                          artifact_notes=artifact.notes)
