@@ -60,6 +60,36 @@ def tuning_dir(bundle: ModelBundle, target: Target, trials: int) -> Path:
     return bundle.directory / TUNING_DIR / f"{bundle.model_hash}-{target.name}-{trials}"
 
 
+def _check_json_serialisation() -> None:
+    """MetaSchedule serialises IRModules to JSON; with apache-tvm 0.27.0.post1 and
+    apache-tvm-ffi 0.1.15.x that segfaults. Probe it in a child process so a bad pair ends
+    in a clear error instead of killing the worker."""
+    import subprocess
+    import sys
+
+    probe = ("import tvm\nfrom tvm import te\n"
+             "a = te.placeholder((4,), name='a'); b = te.compute((4,), lambda i: a[i] * 2, name='b')\n"
+             "tvm.ir.save_json(tvm.IRModule({'main': te.create_prim_func([a, b])}))\n")
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, timeout=120)
+    if result.returncode != 0:
+        import tvm_ffi
+
+        raise RuntimeError(
+            f"MetaSchedule cannot run here: tvm.ir.save_json crashes (exit {result.returncode}) with "
+            f"apache-tvm {_tvm_version()} and apache-tvm-ffi {tvm_ffi.__version__}; "
+            "apache-tvm-ffi==0.1.14.post1 works")
+    try:
+        import psutil  # noqa: F401
+    except ImportError:
+        raise RuntimeError("MetaSchedule needs psutil (pip install psutil)") from None
+
+
+def _tvm_version() -> str:
+    import tvm
+
+    return str(tvm.__version__)
+
+
 def _has_tuning_records(work_dir: Path) -> bool:
     records = work_dir / "database_tuning_record.json"
     return records.exists() and records.stat().st_size > 0
@@ -175,7 +205,7 @@ class TvmRelax(Compiler):
                 mod = legalized
                 notes.append("unfused: TVM's default build pipeline only (one kernel per legalised op)")
             if options["tune_trials"] > 0:
-                mod = self._tune(mod, bundle, target, options["tune_trials"], notes)
+                mod = self._tune(mod, bundle, target, tvm_target, options["tune_trials"], notes)
             executable = tvm.compile(mod, target=tvm_target)
 
         library = workdir / LIBRARY
@@ -206,19 +236,34 @@ class TvmRelax(Compiler):
             kernel_map=kernel_map, notes=notes,
         )
 
-    def _tune(self, mod, bundle, target, trials, notes):
+    def _tune(self, mod, bundle, target, tvm_target, trials, notes):
+        """MetaSchedule over every kernel, database cached per model hash, target and budget."""
         from tvm import relax
 
         work_dir = tuning_dir(bundle, target, trials)
         if _has_tuning_records(work_dir):
             notes.append(f"MetaSchedule tuning cache hit: reused {work_dir} ({trials} trials)")
         else:
+            _check_json_serialisation()
+            from tvm.s_tir import meta_schedule as ms
+
+            try:
+                import xgboost  # noqa: F401
+                cost_model = "xgb"
+            except ImportError:
+                cost_model = "random"  # MetaSchedule's default (xgb) needs xgboost
             work_dir.mkdir(parents=True, exist_ok=True)
             t0 = time.perf_counter()
-            mod = relax.transform.MetaScheduleTuneIRMod(
-                params={}, work_dir=str(work_dir), max_trials_global=trials)(mod)
-            notes.append(f"MetaSchedule tuning cache miss: tuned {trials} trials in "
-                         f"{time.perf_counter() - t0:.1f} s, database kept in {work_dir}")
+            tasks = len(ms.relax_integration.extract_tasks(mod, tvm_target))
+            per_task = max(1, -(-trials // max(tasks, 1)))  # spread the budget over every kernel
+            ms.relax_integration.tune_relax(
+                mod=mod, params={}, target=tvm_target, work_dir=str(work_dir),
+                max_trials_global=trials, max_trials_per_task=per_task,
+                num_trials_per_iter=min(64, per_task), cost_model=cost_model, seed=0,
+            )
+            notes.append(f"MetaSchedule tuning cache miss: tuned {trials} trials over {tasks} "
+                         f"kernels ({per_task} each at most) in {time.perf_counter() - t0:.1f} s "
+                         f"(cost model {cost_model}), database kept in {work_dir}")
         return relax.transform.MetaScheduleApplyDatabase(str(work_dir))(mod)
 
     def _kernel_map(self, bundle, imported, member, mod) -> tuple[dict[str, list[str]], list[str]]:
