@@ -26,6 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
+from auditor.children import die_with_parent, worker_env
 from auditor.errors import first_line
 from auditor.store import Store
 
@@ -179,11 +180,9 @@ def run_compiler(store: Store, variant, cases: list[Case], case_timeout: float, 
                "variant": variant.label, "cases": [[c.suite, c.name, str(c.directory)] for c in todo]}
         job_path = store.dir / "coverage" / f"job-{os.getpid()}.json"
         job_path.write_text(json.dumps(job))
-        from auditor.pipeline import _die_with_parent, _worker_env
-
         proc = subprocess.Popen([sys.executable, "-m", "auditor.coverage_worker", str(job_path)],
-                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=_worker_env(),
-                                preexec_fn=_die_with_parent, start_new_session=True)
+                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=worker_env(),
+                                preexec_fn=die_with_parent, start_new_session=True)
         while proc.poll() is None:
             time.sleep(0.2)
             row = store.db.execute("SELECT suite, case_name, updated_at FROM coverage WHERE variant=? AND "

@@ -19,6 +19,7 @@ from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
 
+from auditor.children import die_with_parent
 from auditor.errors import AuditorError, first_line
 from auditor.pipeline import AuditSettings, ModelRequest, Prepared, audit_variants, prepare
 from auditor.store import Store
@@ -69,7 +70,8 @@ def build(sweep: Sweep, store: Store, variants: list[Variant], settings: AuditSe
     _ensure_table(store)
     settings.resume = True
     counts = {"measured": 0, "failed": 0}
-    pool = ProcessPoolExecutor(max_workers=jobs - 1, mp_context=get_context("spawn")) if jobs > 1 else None
+    pool = ProcessPoolExecutor(max_workers=jobs - 1, mp_context=get_context("spawn"),
+                               initializer=die_with_parent) if jobs > 1 else None
     ahead: dict[str, Any] = {}
     try:
         for index, spec in enumerate(sweep.points):

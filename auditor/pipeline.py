@@ -7,7 +7,6 @@ measurement is already stored for the same model, inputs, options and device is 
 
 from __future__ import annotations
 
-import ctypes
 import json
 import os
 import queue
@@ -19,6 +18,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from auditor.children import die_with_parent, worker_env
 from auditor.errors import AuditorError
 from auditor.export import prepare_bundle, write_reference
 from auditor.host import host_facts
@@ -62,20 +62,6 @@ class ModelRequest:
     trust_pickle: bool = False
 
 
-def _die_with_parent() -> None:
-    """Runs in the child before exec: SIGKILL it if the auditing process dies."""
-    libc = ctypes.CDLL("libc.so.6", use_errno=True)
-    libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-
-
-def _worker_env() -> dict[str, str]:
-    env = dict(os.environ)
-    env.setdefault("OMP_NUM_THREADS", "1")  # one core on the board; no idle OpenMP pools
-    root = str(Path(__file__).resolve().parent.parent)
-    env["PYTHONPATH"] = root + os.pathsep + env.get("PYTHONPATH", "")
-    return env
-
-
 def _read_phases(stream, q: queue.Queue) -> None:
     for line in stream:
         if line.startswith("phase "):
@@ -91,8 +77,8 @@ def run_worker(job: dict, timeout_s: float, on_phase) -> tuple[int | None, bool]
     with open(workdir / "worker.stderr", "wb") as err:
         proc = subprocess.Popen(
             [sys.executable, "-m", "auditor.worker", str(job_path)],
-            stdout=subprocess.PIPE, stderr=err, text=True, env=_worker_env(),
-            preexec_fn=_die_with_parent, start_new_session=True,
+            stdout=subprocess.PIPE, stderr=err, text=True, env=worker_env(),
+            preexec_fn=die_with_parent, start_new_session=True,
         )
         phases: queue.Queue = queue.Queue()
         reader = threading.Thread(target=_read_phases, args=(proc.stdout, phases), daemon=True)

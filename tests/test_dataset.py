@@ -31,6 +31,14 @@ def _build(results, spec_path, *extra):
                             stderr=subprocess.PIPE, text=True, env=dict(os.environ, PYTHONPATH=str(ROOT)))
 
 
+def _running(pid: str) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
 def _measured(results):
     db = sqlite3.connect(results / "results.sqlite")
     rows = db.execute("SELECT p.spec, r.variant, r.status FROM dataset_points p JOIN runs r "
@@ -83,8 +91,18 @@ def test_sigkill_then_resume_matches_uninterrupted_build(tmp_path, spec_path):
             if done >= 2:
                 break
         time.sleep(0.1)
+    children = subprocess.run(["pgrep", "-P", str(proc.pid)], capture_output=True, text=True).stdout.split()
+    assert children  # the export pool and the measuring worker
     proc.send_signal(signal.SIGKILL)
     proc.wait()
+    alive = children
+    for _ in range(100):  # a dead child may linger as a zombie until reaped: that is gone
+        alive = [c for c in children if _running(c)]
+        if not alive:
+            break
+        time.sleep(0.1)
+    assert alive == [], "children outlived the killed build: " + "; ".join(
+        open(f"/proc/{c}/cmdline").read().replace("\0", " ")[:150] for c in alive if _running(c))
     partial_rows, partial_points = _measured(killed)
     assert len([p for p in partial_points if p[1] == "measured"]) < len(clean_points)
 
