@@ -9,6 +9,7 @@ fused node's outputs back to its inputs.
 
 from __future__ import annotations
 
+import functools
 import json
 from pathlib import Path
 from typing import Any
@@ -77,6 +78,8 @@ class OrtRunnable(Runnable):
         for spec, buf in zip(bundle.outputs, self._out):
             self.binding.bind_ortvalue_output(spec.name, ort.OrtValue.ortvalue_from_numpy(buf))
         self._inputs: list[np.ndarray] = []
+        # The timed call with no Python frame of ours around ORT's (~0.1 µs on a 4 µs model).
+        self.run = functools.partial(session.run_with_iobinding, self.binding)
 
     def set_inputs(self, arrays):
         self._inputs = [np.ascontiguousarray(a) for a in arrays]  # keep them alive while bound
