@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -32,8 +31,6 @@ from compilers.base import (
     Artifact, Compiler, ModelBundle, OpProfile, OpTiming, OptionSpec, Runnable, Target,
 )
 
-ARM_CXX = "arm-linux-gnueabihf-g++"
-ARM_CXX_FLAGS = ["-mcpu=cortex-a8", "-mfpu=neon", "-mfloat-abi=hard"]
 LIBRARY = "model.so"
 KERNELS = "kernels.json"
 TUNING_DIR = "tvm-tuning"
@@ -82,6 +79,32 @@ def _check_json_serialisation() -> None:
         import psutil  # noqa: F401
     except ImportError:
         raise RuntimeError("MetaSchedule needs psutil (pip install psutil)") from None
+
+
+def _in_process_builder():
+    """A MetaSchedule builder that compiles candidates in this process.
+
+    The stock LocalBuilder starts a fresh worker pool for every batch, and each worker's
+    first build imports tvm.s_tir.tensor_intrin: ~30 s per batch here, enough to hit its
+    build timeout. Building in this process pays that import once (a crashing candidate
+    takes the compile down with it; the worker runs compile in its own process)."""
+    from tvm.ir.utils import derived_object
+    from tvm.s_tir.meta_schedule.builder import BuilderResult, PyBuilder
+    from tvm.s_tir.meta_schedule.builder.local_builder import default_build, default_export
+
+    @derived_object
+    class InProcessBuilder(PyBuilder):
+        def build(self, build_inputs):
+            results = []
+            for item in build_inputs:
+                try:
+                    path = default_export(default_build(item.mod, item.target, None))
+                    results.append(BuilderResult(path, None))
+                except Exception as e:  # noqa: BLE001 - a failed candidate is a result
+                    results.append(BuilderResult(None, f"{type(e).__name__}: {e}"))
+            return results
+
+    return InProcessBuilder()
 
 
 def _tvm_version() -> str:
@@ -157,12 +180,6 @@ class TvmRelax(Compiler):
             return False, f"tvm does not import: {type(e).__name__}: {e}"
         return True, str(tvm.__version__)
 
-    def can_compile(self, bundle, target):
-        why = super().can_compile(bundle, target)
-        if why is None and not target.is_host and shutil.which(ARM_CXX) is None:
-            return f"{ARM_CXX} not found (apt-get install g++-arm-linux-gnueabihf)"
-        return why
-
     # ------------------------------------------------------------------ compile
     def compile(self, bundle, target, options, workdir):
         import tvm
@@ -214,9 +231,9 @@ class TvmRelax(Compiler):
         else:
             from tvm.support import cc
 
-            fcompile = cc.cross_compiler(ARM_CXX, options=ARM_CXX_FLAGS)
+            fcompile = cc.cross_compiler(target.cxx, options=list(target.cxx_flags))
             executable.export_library(str(library), fcompile=fcompile)
-            notes.append(f"cross-compiled with {ARM_CXX} {' '.join(ARM_CXX_FLAGS)}")
+            notes.append(f"cross-compiled with {target.cxx} {' '.join(target.cxx_flags)}")
 
         kernel_map, detail = self._kernel_map(bundle, imported, member, mod)
         notes.extend(detail)
@@ -260,11 +277,17 @@ class TvmRelax(Compiler):
                 mod=mod, params={}, target=tvm_target, work_dir=str(work_dir),
                 max_trials_global=trials, max_trials_per_task=per_task,
                 num_trials_per_iter=min(64, per_task), cost_model=cost_model, seed=0,
+                builder=_in_process_builder(),
             )
             notes.append(f"MetaSchedule tuning cache miss: tuned {trials} trials over {tasks} "
                          f"kernels ({per_task} each at most) in {time.perf_counter() - t0:.1f} s "
                          f"(cost model {cost_model}), database kept in {work_dir}")
-        return relax.transform.MetaScheduleApplyDatabase(str(work_dir))(mod)
+        mod = relax.transform.MetaScheduleApplyDatabase(str(work_dir))(mod)
+        kernels = [f for f in mod.functions.values() if _is_prim_func(f)]
+        scheduled = sum(1 for f in kernels if f.attrs is not None and any(
+            key in f.attrs for key in ("tirx.is_scheduled", "tir.is_scheduled")))
+        notes.append(f"{scheduled} of {len(kernels)} kernels took a tuned schedule from the database")
+        return mod
 
     def _kernel_map(self, bundle, imported, member, mod) -> tuple[dict[str, list[str]], list[str]]:
         """Emitted kernel -> canonical ONNX nodes, through each kernel's member bindings."""
