@@ -20,7 +20,6 @@ call instruction, timestamps taken inside it (see `profile_ops`).
 from __future__ import annotations
 
 import json
-import os
 import time
 from pathlib import Path
 from typing import Any
@@ -52,9 +51,12 @@ def tvm_target_dict(target: Target) -> dict[str, Any]:
     return spec
 
 
-def tuning_dir(bundle: ModelBundle, target: Target, trials: int) -> Path:
-    """Where MetaSchedule's database for this model, target and trial budget lives."""
-    return bundle.directory / TUNING_DIR / f"{bundle.model_hash}-{target.name}-{trials}"
+def tuning_dir(bundle: ModelBundle, target: Target, options: dict[str, Any]) -> Path:
+    """Where MetaSchedule's database for this model, target and trial budget lives (fuse and
+    opt_level are in the key too: they change which kernels there are to tune)."""
+    key = (f"{bundle.model_hash}-{target.name}-{options['tune_trials']}"
+           f"-fuse{int(options['fuse'])}-O{options['opt_level']}")
+    return bundle.directory / TUNING_DIR / key
 
 
 def _check_json_serialisation() -> None:
@@ -113,9 +115,12 @@ def _tvm_version() -> str:
     return str(tvm.__version__)
 
 
+COMPLETE = "tuning-complete.json"  # written last: a killed tuning is not a cache hit
+
+
 def _has_tuning_records(work_dir: Path) -> bool:
     records = work_dir / "database_tuning_record.json"
-    return records.exists() and records.stat().st_size > 0
+    return (work_dir / COMPLETE).exists() and records.exists() and records.stat().st_size > 0
 
 
 class TvmRunnable(Runnable):
@@ -222,7 +227,7 @@ class TvmRelax(Compiler):
                 mod = legalized
                 notes.append("unfused: TVM's default build pipeline only (one kernel per legalised op)")
             if options["tune_trials"] > 0:
-                mod = self._tune(mod, bundle, target, tvm_target, options["tune_trials"], notes)
+                mod = self._tune(mod, bundle, target, tvm_target, options, notes)
             executable = tvm.compile(mod, target=tvm_target)
 
         library = workdir / LIBRARY
@@ -253,11 +258,12 @@ class TvmRelax(Compiler):
             kernel_map=kernel_map, notes=notes,
         )
 
-    def _tune(self, mod, bundle, target, tvm_target, trials, notes):
+    def _tune(self, mod, bundle, target, tvm_target, options, notes):
         """MetaSchedule over every kernel, database cached per model hash, target and budget."""
         from tvm import relax
 
-        work_dir = tuning_dir(bundle, target, trials)
+        trials = options["tune_trials"]
+        work_dir = tuning_dir(bundle, target, options)
         if _has_tuning_records(work_dir):
             notes.append(f"MetaSchedule tuning cache hit: reused {work_dir} ({trials} trials)")
         else:
@@ -279,8 +285,12 @@ class TvmRelax(Compiler):
                 num_trials_per_iter=min(64, per_task), cost_model=cost_model, seed=0,
                 builder=_in_process_builder(),
             )
+            seconds = time.perf_counter() - t0
+            (work_dir / COMPLETE).write_text(json.dumps({
+                "trials": trials, "kernels": tasks, "per_kernel": per_task, "seconds": seconds,
+                "cost_model": cost_model, "tvm_target": tvm_target_dict(target)}))
             notes.append(f"MetaSchedule tuning cache miss: tuned {trials} trials over {tasks} "
-                         f"kernels ({per_task} each at most) in {time.perf_counter() - t0:.1f} s "
+                         f"kernels ({per_task} each at most) in {seconds:.1f} s "
                          f"(cost model {cost_model}), database kept in {work_dir}")
         mod = relax.transform.MetaScheduleApplyDatabase(str(work_dir))(mod)
         kernels = [f for f in mod.functions.values() if _is_prim_func(f)]
@@ -329,7 +339,7 @@ class TvmRelax(Compiler):
         how = ("FX node of each binding (name hints set at import) -> bundle pt2 node via "
                "from_node -> canonical ONNX nodes" if imported.frontend == "torch-export"
                else "ONNX node of each binding (name hints set at import)")
-        notes.append(f"kernel_map: fused-kernel members read after FuseOps; {how}; fused outputs "
+        notes.append(f"kernel_map: kernel members read from main after FuseOps (after LegalizeOps when unfused); {how}; fused outputs "
                      f"joined by dataflow (exact); {member.order_matched} joined by op and order only, "
                      f"{member.unmatched} unmatched")
         unmapped = sorted(k for k, v in kernel_map.items() if not v)

@@ -242,14 +242,16 @@ def test_tuning_database_is_cached_and_reused(mlp, tmp_path):
     _, prepared, _ = mlp
     bundle = prepared.bundle
     options = TvmRelax.resolve_options({"tune_trials": 8})
-    shutil.rmtree(tuning_dir(bundle, TARGETS["host"], 8), ignore_errors=True)
+    shutil.rmtree(tuning_dir(bundle, TARGETS["host"], options), ignore_errors=True)
     compiler = TvmRelax()
     first, second = tmp_path / "a", tmp_path / "b"
     first.mkdir()
     second.mkdir()
     a = compiler.compile(bundle, TARGETS["host"], options, first)
     assert any("tuning cache miss" in n for n in a.notes), a.notes
-    assert (tuning_dir(bundle, TARGETS["host"], 8) / "database_tuning_record.json").stat().st_size > 0
+    work_dir = tuning_dir(bundle, TARGETS["host"], options)
+    assert work_dir.name == f"{bundle.model_hash}-host-8-fuse1-O3"
+    assert (work_dir / "database_tuning_record.json").stat().st_size > 0
     assert "3 of 3 kernels took a tuned schedule from the database" in a.notes
     b = compiler.compile(bundle, TARGETS["host"], options, second)
     assert any("tuning cache hit" in n for n in b.notes), b.notes
