@@ -19,7 +19,7 @@ from auditor.inputs import InputSet
 from auditor.loaders import LoadedModel
 from auditor.quiet import captured_output
 from compilers.base import ModelBundle, TensorSpec
-from cost_model.graph import FX_NODE_KEY, ensure_unique_node_names, exporter_fx_name
+from cost_model.graph import FX_NODE_KEY, ensure_unique_node_names, exporter_fx_name, fx_origins
 
 OPSET = 20
 
@@ -55,12 +55,18 @@ def reference_outputs(model: LoadedModel, example: list[np.ndarray]) -> list[np.
         raise AuditorError(f"{model.source}: the ONNX reference evaluator cannot run it: {first_line(e)}")
 
 
-def _canonical_onnx(model, input_shapes: dict[str, list[int]], log: Path):
-    """Simplify (onnxsim), fix input shapes, name nodes, check and infer shapes."""
+def _canonical_onnx(model, input_shapes: dict[str, list[int]], log: Path, pt2_names: dict[str, str]):
+    """Simplify (onnxsim), fix input shapes, name nodes, check and infer shapes.
+
+    pt2_names maps the exporter's FX node names (its own decomposed program) to the saved
+    model.pt2's node names, which is what torch-side compilers see."""
     import onnx
     import onnxsim
 
-    origins = {n.name: exporter_fx_name(n) for n in model.graph.node if n.name}
+    origins = {n.name: pt2_names.get(exporter_fx_name(n) or "") for n in model.graph.node if n.name}
+    # A node onnxsim rebuilds (MatMul+Add -> Gemm) gets a new name but keeps the output
+    # tensor of the node it replaces: carry the origin by tensor too.
+    by_output = {out: origins.get(n.name) for n in model.graph.node for out in n.output}
     try:
         with captured_output(log):
             simplified, ok = onnxsim.simplify(model, overwrite_input_shapes=input_shapes)
@@ -71,13 +77,15 @@ def _canonical_onnx(model, input_shapes: dict[str, list[int]], log: Path):
             f.write(f"onnxsim failed, graph kept unsimplified: {first_line(e)}\n")
     ensure_unique_node_names(model)
     for node in model.graph.node:  # onnxsim drops metadata: carry each node's torch origin
-        if origins.get(node.name):
-            node.metadata_props.add(key=FX_NODE_KEY, value=origins[node.name])
+        origin = origins.get(node.name) or next((by_output[o] for o in node.output if by_output.get(o)), None)
+        if origin:
+            node.metadata_props.add(key=FX_NODE_KEY, value=origin)
     onnx.checker.check_model(model)
     return onnx.shape_inference.infer_shapes(model, strict_mode=False)
 
 
 def _export_torch(model: LoadedModel, args, directory: Path, log: Path, bundle: ModelBundle):
+    """-> (exported ONNX graph or None, exporter FX name -> saved pt2 node name)."""
     import onnx
     import torch
 
@@ -95,17 +103,21 @@ def _export_torch(model: LoadedModel, args, directory: Path, log: Path, bundle: 
         bundle.files["torchscript"] = "model.ts"
     raw = directory / "exported.onnx"
     try:
+        pt2_names: dict[str, str] = {}
         with captured_output(log):
             if ep is not None:
-                torch.onnx.export(ep, tuple(args), str(raw), dynamo=True, external_data=False,
-                                  opset_version=OPSET, verbose=False)
+                program = torch.onnx.export(ep, tuple(args), str(raw), dynamo=True, external_data=False,
+                                            opset_version=OPSET, verbose=False)
+                # The exporter decomposes first; its node names drift from the pt2's (an
+                # unflatten becomes view, every later view_k shifts): trace them back.
+                pt2_names = fx_origins(program.exported_program.graph, {n.name for n in ep.graph.nodes})
             else:  # TorchScript cannot go through torch.export: the TorchScript exporter
                 torch.onnx.export(model.module, tuple(args), str(raw), dynamo=False,
                                   opset_version=OPSET)
-        return onnx.load(str(raw))
+        return onnx.load(str(raw)), pt2_names
     except Exception as e:
         bundle.problems["onnx"] = f"ONNX export failed: {first_line(e)}"
-        return None
+        return None, {}
 
 
 def prepare_bundle(model: LoadedModel, inputs: InputSet, results_dir: Path) -> ModelBundle:
@@ -124,9 +136,9 @@ def prepare_bundle(model: LoadedModel, inputs: InputSet, results_dir: Path) -> M
         import torch
 
         tensors = [torch.from_numpy(np.ascontiguousarray(a)) for a in args]
-        graph = _export_torch(model, tensors, directory, log, bundle)
+        graph, pt2_names = _export_torch(model, tensors, directory, log, bundle)
     else:
-        graph = model.onnx_model
+        graph, pt2_names = model.onnx_model, {}
     if graph is not None:
         shapes = {s.name: list(s.shape) for s in inputs.specs}
         if model.is_torch:  # exported input names differ from ours: rename ours to match
@@ -134,7 +146,7 @@ def prepare_bundle(model: LoadedModel, inputs: InputSet, results_dir: Path) -> M
             bundle.inputs = [TensorSpec(n, s.shape, s.dtype) for n, s in zip(real, inputs.specs)]
             shapes = {s.name: list(s.shape) for s in bundle.inputs}
         try:
-            graph = _canonical_onnx(graph, shapes, log)
+            graph = _canonical_onnx(graph, shapes, log, pt2_names)
             onnx.save(graph, str(directory / "model.onnx"))
             bundle.files["onnx"] = "model.onnx"
         except Exception as e:

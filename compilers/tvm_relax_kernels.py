@@ -24,6 +24,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from cost_model.graph import fx_origins
+
 # Name hints are "<source>__src"; the BlockBuilder makes repeated hints unique by appending
 # digits ("addmm__src", "addmm__src1"), which the suffix keeps unambiguous.
 HINT_SUFFIX = "__src"
@@ -94,29 +96,6 @@ class _Tracker:
         return out
 
 
-def _fx_roots(dec_graph, original_names: set[str]) -> dict[str, str]:
-    """Decomposed FX node name -> the node of the bundle's (undecomposed) program it came from.
-
-    torch records each decomposed node's ancestry in `node.meta["from_node"]` (NodeSource
-    chains); the nearest ancestor whose name is a node of the original program wins."""
-    roots: dict[str, str] = {}
-    for node in dec_graph.nodes:
-        if node.op != "call_function":
-            continue
-        chain: list[str] = []
-        sources = list(node.meta.get("from_node") or [])
-        while sources:
-            source = sources.pop()
-            chain.append(getattr(source, "name", ""))
-            sources.extend(getattr(source, "from_node", None) or [])
-        root = next((name for name in chain if name in original_names), None)
-        if root is None and node.name in original_names:
-            root = node.name
-        if root is not None:
-            roots[node.name] = root
-    return roots
-
-
 @dataclass
 class Imported:
     mod: Any  # tvm.IRModule
@@ -180,58 +159,23 @@ def import_torch_export(pt2_path, onnx_path=None) -> Imported:
                      f"({', '.join(fixed)}); TVM 0.27's take(mode='fast') reads out of bounds")
     fx_onnx: dict[str, list[str]] = {}
     if onnx_path is not None:
-        fx_onnx, more = pt2_to_onnx(ep, fx_nodes, onnx_path)
+        fx_onnx, more = pt2_to_onnx(fx_nodes, onnx_path)
         notes.extend(more)
     return Imported(mod, "torch-export", names, tracker.sources(mod, names),
-                    _fx_roots(dec.graph, original), fx_nodes, fx_onnx, notes)
+                    fx_origins(dec.graph, original), fx_nodes, fx_onnx, notes)
 
 
-def _exporter_origins(ep, original: set[str]) -> dict[str, str] | None:
-    """The ONNX exporter's FX node name -> the bundle pt2 node it came from.
-
-    The canonical ONNX records the FX names of the *exporter's* decomposed program, whose
-    names drift from the pt2's when a decomposition creates nodes (an `unflatten` becomes
-    `view` and every later `view_k` shifts to `view_{k+1}`). Re-running the exporter's own
-    preparation (same registry, same decomposition table: deterministic names) recovers
-    each name's from_node ancestry. Private torch API: None when it is not there."""
-    try:
-        from torch.onnx._internal.exporter import _core, _registration
-
-        registry = _registration.ONNXRegistry.from_torchlib()
-        prepared = _core._prepare_exported_program_for_export(ep, registry=registry)
-    except Exception:  # noqa: BLE001 - any failure means: fall back to name equality
-        return None
-    roots = _fx_roots(prepared.graph, original)
-    for node in prepared.graph.nodes:
-        roots.setdefault(node.name, "")  # known name without a pt2 origin
-    return roots
-
-
-def pt2_to_onnx(ep, fx_nodes, onnx_path) -> tuple[dict[str, list[str]], list[str]]:
+def pt2_to_onnx(fx_nodes, onnx_path) -> tuple[dict[str, list[str]], list[str]]:
     """Bundle pt2 node -> canonical ONNX nodes, with notes on how the join was made."""
     import onnx
 
     from cost_model.graph import fx_node_map, fx_node_of
 
     model = onnx.load(str(onnx_path), load_external_data=False)
-    fx_map = fx_node_map(model)
+    fx_map = fx_node_map(model)  # keyed by bundle pt2 node names (auditor.export traces them)
     original = {name for name, _ in fx_nodes}
-    origins = _exporter_origins(ep, {n.name for n in ep.graph.nodes})
-    notes = []
-    if origins is not None and all(name in origins for name in fx_map):
-        by_root: dict[str, list[str]] = {}
-        for name, nodes in fx_map.items():
-            root = origins[name]
-            if root:
-                by_root.setdefault(root, []).extend(nodes)
-        drifted = sorted(n for n in fx_map if origins[n] and origins[n] != n)
-        notes.append("ONNX nodes' FX names traced to bundle pt2 nodes by re-running the ONNX "
-                     "exporter's decomposition" + (f" (names that drift: {', '.join(drifted)})"
-                                                   if drifted else ""))
-    else:
-        by_root = {name: nodes for name, nodes in fx_map.items() if name in original}
-        notes.append("ONNX nodes' FX names joined to bundle pt2 nodes by name equality (the "
-                     "exporter's decomposition could not be re-run)")
+    by_root = {name: nodes for name, nodes in fx_map.items() if name in original}
+    notes = ["ONNX nodes joined to bundle pt2 nodes through the canonical graph's auditor.fx_node"]
     table = [(n.name, n.op_type, fx_node_of(n)) for n in model.graph.node]
     result, by_order = fx_to_onnx(fx_nodes, by_root, table)
     if by_order:
