@@ -102,6 +102,8 @@ class OnnxRuntime(Compiler):
         "threads": OptionSpec(1, "intra-op threads (the board has one core)"),
         "spinning": OptionSpec(False, "let idle intra-op threads spin"),
     }
+    # compile-all runs full optimisation and none: how much ORT's graph rewrites buy
+    default_variants = ({}, {"graph_opt": "disable"})
     per_op_method = "ort-profiler"
     install_hint = "pip install onnxruntime"
 
