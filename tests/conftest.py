@@ -36,3 +36,18 @@ def write_factory(path: Path, body: str, name: str = "make") -> str:
     """A python factory file for tests; returns the 'file.py:make' spec."""
     path.write_text("import torch\nfrom torch import nn\n\n" + body)
     return f"{path}:{name}"
+
+
+def audit_in(tmp: Path, spec: str, variants: list[str], target: str = "host", profile_runs: int = 20):
+    """A short in-process audit of `spec` with the given variants: (store, prepared, run ids)."""
+    from auditor.pipeline import AuditSettings, ModelRequest, audit_variants, prepare
+    from auditor.store import Store
+    from auditor.timing import TimingSettings
+    from compilers import registry
+
+    store = Store(tmp)
+    prepared = prepare(ModelRequest(spec), store)
+    settings = AuditSettings(results_dir=tmp, timing=TimingSettings(warmup=5, runs=50, min_runs=10),
+                             profile_runs=profile_runs, target=target)
+    run_ids = audit_variants(prepared, [registry.parse_variant(v) for v in variants], settings, store, "test")
+    return store, prepared, run_ids

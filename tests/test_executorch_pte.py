@@ -11,25 +11,18 @@ import pytest
 
 pytest.importorskip("executorch")
 
-from auditor.pipeline import AuditSettings, ModelRequest, audit_variants, prepare  # noqa: E402
-from auditor.store import Store  # noqa: E402
-from auditor.timing import TimingSettings  # noqa: E402
 from compilers import registry  # noqa: E402
 from compilers.base import TARGETS, Artifact  # noqa: E402
 from compilers.executorch_pte import NO_HANDLE, ExecuTorch, _align  # noqa: E402
+
+from tests.conftest import audit_in  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 PROFILE_RUNS = 20
 
 
 def _audit(tmp: Path, spec: str, variants: list[str]):
-    store = Store(tmp)
-    prepared = prepare(ModelRequest(spec), store)
-    settings = AuditSettings(results_dir=tmp, timing=TimingSettings(warmup=5, runs=50, min_runs=10),
-                             profile_runs=PROFILE_RUNS)
-    run_ids = audit_variants(prepared, [registry.parse_variant(v) for v in variants], settings,
-                             store, "test")
-    return store, prepared, run_ids
+    return audit_in(tmp, spec, variants, profile_runs=PROFILE_RUNS)
 
 
 def _onnx_nodes(bundle) -> dict[str, str]:

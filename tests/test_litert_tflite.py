@@ -12,12 +12,11 @@ import pytest
 pytest.importorskip("litert_torch")
 pytest.importorskip("ai_edge_litert")
 
-from auditor.pipeline import AuditSettings, ModelRequest, audit_variants, prepare  # noqa: E402
-from auditor.store import Store  # noqa: E402
-from auditor.timing import TimingSettings  # noqa: E402
 from compilers import registry  # noqa: E402
 from compilers.base import ModelBundle, TARGETS  # noqa: E402
 from compilers.litert_tflite import LiteRT, _interpreter, _read_model, _slice  # noqa: E402
+
+from tests.conftest import audit_in  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -42,13 +41,7 @@ def make():
 
 
 def _audit(tmp: Path, spec: str, variants: list[str]):
-    store = Store(tmp)
-    prepared = prepare(ModelRequest(spec), store)
-    settings = AuditSettings(results_dir=tmp, timing=TimingSettings(warmup=5, runs=50, min_runs=10),
-                             profile_runs=20)
-    run_ids = audit_variants(prepared, [registry.parse_variant(v) for v in variants], settings,
-                             store, "test")
-    return store, prepared, run_ids
+    return audit_in(tmp, spec, variants, profile_runs=20)
 
 
 def _onnx_names(bundle) -> list[str]:
