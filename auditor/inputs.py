@@ -75,7 +75,7 @@ class InputSet:
 
 def _resolve_shape(info: InputInfo, position: int, given: dict[str, tuple[int, ...]]) -> tuple[int, ...]:
     user = given.get(info.name, given.get(f"#{position}"))
-    if info.shape is None or not info.shape and user is not None:
+    if info.shape is None or (not info.shape and user is not None):
         if user is None:
             raise AuditorError(f"input {info.name!r} has no known shape; pass --input-shape {info.name}:d0,d1,...")
         return user
