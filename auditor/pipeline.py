@@ -154,16 +154,14 @@ def audit_variants(prepared: Prepared, variants: list[registry.Variant], setting
                 if progress:
                     progress(variant.label, "stored")
                 continue
-        workdir_root = store.dir / "runs"
         run_id = store.new_run(
             audit_id=audit_id, model_hash=bundle.model_hash, inputs_digest=prepared.inputs_digest,
             compiler=variant.compiler, variant=variant.label, options=options, options_key=key,
             target=target.to_dict(), device=settings.device, emulated=False, host=host_facts(),
-            settings=settings.to_dict(), artifact_dir="",
+            settings=settings.to_dict(),
         )
-        workdir = workdir_root / run_id
+        workdir = store.run_dir(run_id)
         workdir.mkdir(parents=True)
-        store.db.execute("UPDATE runs SET artifact_dir=? WHERE run_id=?", (str(workdir), run_id))
         store.set_status(run_id, "pending", pid=os.getpid())
         job = {
             "run_id": run_id, "results_dir": str(store.dir), "workdir": str(workdir),

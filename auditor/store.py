@@ -138,7 +138,8 @@ class Store:
 
     def new_run(self, *, audit_id: str, model_hash: str, inputs_digest: str, compiler: str,
                 variant: str, options: dict, options_key: str, target: dict, device: str,
-                emulated: bool, host: dict, settings: dict, artifact_dir: str) -> str:
+                emulated: bool, host: dict, settings: dict) -> str:
+        """A pending run; its files go in <results>/runs/<run_id>/ (see run_dir)."""
         run_id = uuid.uuid4().hex[:12]
         self.db.execute(
             "INSERT INTO runs (run_id, audit_id, model_hash, inputs_digest, compiler, variant, "
@@ -146,9 +147,12 @@ class Store:
             "artifact_dir) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,'pending',?,?)",
             (run_id, audit_id, model_hash, inputs_digest, compiler, variant, _json(options),
              options_key, _json(target), device, int(emulated), _json(host), _json(settings),
-             time.time(), artifact_dir),
+             time.time(), str(self.run_dir(run_id))),
         )
         return run_id
+
+    def run_dir(self, run_id: str) -> Path:
+        return self.dir / "runs" / run_id
 
     def set_status(self, run_id: str, status: str, reason: str = "", pid: int | None = None) -> None:
         finished = time.time() if status not in ("pending", "running") else None

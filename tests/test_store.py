@@ -10,7 +10,7 @@ from auditor.store import SCHEMA_VERSION, Store
 def _run(store, **kw):
     base = dict(audit_id="a", model_hash="m", inputs_digest="d", compiler="onnxruntime", variant="onnxruntime",
                 options={"threads": 1}, options_key="k", target={"name": "host"}, device="local",
-                emulated=False, host={}, settings={}, artifact_dir="")
+                emulated=False, host={}, settings={})
     base.update(kw)
     return store.new_run(**base)
 
