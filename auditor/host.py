@@ -43,3 +43,12 @@ def host_facts() -> dict:
         "cores": os.cpu_count(),
         "cpu_mhz": cpu.get("cpu MHz"),
     }
+
+
+def load_facts() -> dict:
+    """What else was competing for the CPU when a run started: timings are only comparable
+    between runs measured under similar load, so every run keeps this next to its numbers."""
+    facts: dict = {"loadavg": list(os.getloadavg())}
+    if hasattr(os, "sched_getaffinity"):
+        facts["affinity"] = sorted(os.sched_getaffinity(0))
+    return facts

@@ -21,7 +21,7 @@ from pathlib import Path
 from auditor.children import die_with_parent, worker_env
 from auditor.errors import AuditorError
 from auditor.export import prepare_bundle, write_reference
-from auditor.host import host_facts
+from auditor.host import host_facts, load_facts
 from auditor.inputs import build_inputs
 from auditor.loaders import load_model
 from auditor.store import Store
@@ -157,7 +157,7 @@ def audit_variants(prepared: Prepared, variants: list[registry.Variant], setting
         run_id = store.new_run(
             audit_id=audit_id, model_hash=bundle.model_hash, inputs_digest=prepared.inputs_digest,
             compiler=variant.compiler, variant=variant.label, options=options, options_key=key,
-            target=target.to_dict(), device=settings.device, emulated=False, host=host_facts(),
+            target=target.to_dict(), device=settings.device, emulated=False, host={**host_facts(), **load_facts()},
             settings=settings.to_dict(),
         )
         workdir = store.run_dir(run_id)
