@@ -232,7 +232,17 @@ def kernel_nodes(labels: list[str], onnx_model, folded) -> tuple[dict[str, list[
 # building
 
 
-def _fill_glue(header: Path, namespace: str, params, in_bytes, out_bytes) -> str:
+def _fill_glue(header: Path, namespace: str, params, in_specs, out_specs) -> str:
+    """in_specs/out_specs: the bundle's TensorSpecs in doInfer order."""
+    in_bytes = [int(np.prod(s.shape)) * np.dtype(s.dtype).itemsize for s in in_specs]
+    out_bytes = [int(np.prod(s.shape)) * np.dtype(s.dtype).itemsize for s in out_specs]
+
+    def dtypes(specs) -> str:
+        return ", ".join(f'"{s.dtype}"' for s in specs) or '""'
+
+    def shapes(specs) -> str:
+        return ", ".join("{" + ", ".join(f"{int(d)}LL" for d in s.shape) + "}" for s in specs)
+
     args, n_in, n_out = [], 0, 0
     for ctype, _name, is_input in params:
         if is_input:
@@ -247,6 +257,8 @@ def _fill_glue(header: Path, namespace: str, params, in_bytes, out_bytes) -> str
         "@NUM_INPUTS@": str(n_in), "@NUM_OUTPUTS@": str(n_out),
         "@INPUT_BYTES@": ", ".join(str(b) for b in in_bytes) or "0",
         "@OUTPUT_BYTES@": ", ".join(str(b) for b in out_bytes) or "0",
+        "@INPUT_DTYPES@": dtypes(in_specs), "@OUTPUT_DTYPES@": dtypes(out_specs),
+        "@INPUT_SHAPES@": shapes(in_specs), "@OUTPUT_SHAPES@": shapes(out_specs),
     }.items():
         text = text.replace(key, value)
     return text
@@ -479,10 +491,8 @@ class Sofie(Compiler):
             if int(np.prod(shape)) != int(np.prod(spec.shape)):
                 raise RuntimeError(f"SOFIE output {name} has shape {shape}, the bundle's "
                                    f"{spec.name} {list(spec.shape)}")
-        in_bytes = [int(np.prod(bundle.inputs[i].shape)) * np.dtype(bundle.inputs[i].dtype).itemsize
-                    for i in input_order]
-        out_bytes = [int(np.prod(bundle.outputs[i].shape)) * np.dtype(bundle.outputs[i].dtype).itemsize
-                     for i in output_order]
+        in_specs = [bundle.inputs[i] for i in input_order]
+        out_specs = [bundle.outputs[i] for i in output_order]
 
         # Kernels: the profiled build's operators, mapped back to canonical ONNX nodes.
         graph = onnx.load(str(onnx_path), load_external_data=False)
@@ -498,8 +508,8 @@ class Sofie(Compiler):
         kernel_map, kernel_less = kernel_nodes(labels, graph, folded)
 
         glue, glue_prof = workdir / "sofie_glue_model.cpp", workdir / "sofie_glue_model_prof.cpp"
-        glue.write_text(_fill_glue(header, namespace, params, in_bytes, out_bytes))
-        glue_prof.write_text(_fill_glue(header_prof, namespace, params, in_bytes, out_bytes))
+        glue.write_text(_fill_glue(header, namespace, params, in_specs, out_specs))
+        glue_prof.write_text(_fill_glue(header_prof, namespace, params, in_specs, out_specs))
 
         opt = shlex.split(options["opt_flags"])
         defines = [f"-D{blas['define']}"] if blas["define"] else []

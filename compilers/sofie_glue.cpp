@@ -64,6 +64,11 @@ std::size_t pool_bytes(const S &, long)
 
 const std::size_t kInputBytes[] = {@INPUT_BYTES@};
 const std::size_t kOutputBytes[] = {@OUTPUT_BYTES@};
+// numpy dtype names and shapes in doInfer order, for the native runner's .npy files.
+const char *const kInputDtypes[] = {@INPUT_DTYPES@};
+const char *const kOutputDtypes[] = {@OUTPUT_DTYPES@};
+const std::vector<std::vector<long long>> kInputShapes = {@INPUT_SHAPES@};
+const std::vector<std::vector<long long>> kOutputShapes = {@OUTPUT_SHAPES@};
 
 }  // namespace
 
@@ -75,6 +80,12 @@ SOFIE_API int sofie_num_inputs() { return @NUM_INPUTS@; }
 SOFIE_API int sofie_num_outputs() { return @NUM_OUTPUTS@; }
 SOFIE_API std::size_t sofie_input_bytes(int i) { return kInputBytes[i]; }
 SOFIE_API std::size_t sofie_output_bytes(int i) { return kOutputBytes[i]; }
+SOFIE_API const char *sofie_input_dtype(int i) { return kInputDtypes[i]; }
+SOFIE_API const char *sofie_output_dtype(int i) { return kOutputDtypes[i]; }
+SOFIE_API int sofie_input_rank(int i) { return static_cast<int>(kInputShapes.at(i).size()); }
+SOFIE_API int sofie_output_rank(int i) { return static_cast<int>(kOutputShapes.at(i).size()); }
+SOFIE_API long long sofie_input_dim(int i, int d) { return kInputShapes.at(i).at(d); }
+SOFIE_API long long sofie_output_dim(int i, int d) { return kOutputShapes.at(i).at(d); }
 
 SOFIE_API void sofie_set_threads(int threads)
 {

@@ -1,0 +1,25 @@
+# SOFIE: the model is compiled into the runner. Variables (set by compilers/sofie_cpp.py):
+#   SOFIE_GLUE          the filled-in glue of the plain header (compilers/sofie_glue.cpp)
+#   SOFIE_GLUE_PROFILE  the filled-in glue of the Options::kProfile header (optional)
+#   SOFIE_DEFINES       ;-list of definitions for the glue (e.g. SOFIE_GLUE_OPENBLAS)
+#   SOFIE_LIBS          ;-list of link items for the BLAS (e.g. -l:libopenblas.a;-lpthread)
+#   SOFIE_CXX_FLAGS     ;-list of extra compile flags (e.g. -O3;-march=native)
+#   SOFIE_VERSION       the sofie package version, reported by the runner
+if(NOT SOFIE_GLUE)
+  message(FATAL_ERROR "the sofie backend needs -DSOFIE_GLUE=<filled-in glue .cpp>")
+endif()
+
+function(auditor_sofie_runner name glue)
+  auditor_add_runner(${name} ${CMAKE_CURRENT_SOURCE_DIR}/backends/backend_sofie.cpp ${glue} ${ARGN})
+  get_filename_component(header_dir ${glue} DIRECTORY)
+  target_include_directories(${name} PRIVATE ${header_dir})
+  target_compile_definitions(${name} PRIVATE ${SOFIE_DEFINES} AUDITOR_SOFIE_VERSION="${SOFIE_VERSION}")
+  target_compile_options(${name} PRIVATE ${SOFIE_CXX_FLAGS} -Wno-psabi)
+  target_link_libraries(${name} PRIVATE ${SOFIE_LIBS} ${CMAKE_DL_LIBS})
+endfunction()
+
+auditor_sofie_runner(auditor-runner-sofie ${SOFIE_GLUE})
+if(SOFIE_GLUE_PROFILE)
+  auditor_sofie_runner(auditor-runner-sofie-prof ${SOFIE_GLUE_PROFILE})
+  target_compile_definitions(auditor-runner-sofie-prof PRIVATE SOFIE_GLUE_PROFILE AUDITOR_SOFIE_PROFILE)
+endif()
