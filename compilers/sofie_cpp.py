@@ -4,8 +4,9 @@ compile() has SOFIE generate two headers from the canonical ONNX graph: the plai
 one with `Options.kProfile`, whose per-operator std::chrono timers give the per-op rows.
 Each header is wrapped by compilers/sofie_glue.cpp (a small C ABI: create / infer /
 destroy, plus the profiler's op names, samples, averages and reset) and built into a shared
-library for the host (loaded with ctypes) or, with compilers/sofie_runner.cpp, into static
-ARMv7 executables kept for the board.
+library for the host (loaded with ctypes) and into the native runner (device_runner/,
+backend `sofie`): static ARMv7 executables kept for the board at compile time, host
+executables on first use (`native_program`).
 
 SOFIE names each generated operator after the ONNX node it was parsed from; when it fuses
 a pair (Gemm + Relu), the fused operator carries the name of the last node and the other
@@ -35,7 +36,6 @@ from compilers.base import (
 
 HERE = Path(__file__).resolve().parent
 GLUE = HERE / "sofie_glue.cpp"
-RUNNER = HERE / "sofie_runner.cpp"
 
 HOST_LIB = Path("/usr/lib/x86_64-linux-gnu")
 ARM_LIB = Path("/usr/lib/arm-linux-gnueabihf")
@@ -281,6 +281,41 @@ def _run_builds(commands: list[tuple[str, list[str]]], cwd: Path, log: Path) -> 
                 failures.append(f"{what}: {lines[0].strip()}")
     if failures:
         raise RuntimeError(f"building the SOFIE code failed: {failures[0]}")
+
+
+NATIVE_DIR = "native"
+
+
+def _build_native(workdir: Path, target: Target, options: dict[str, Any],
+                  files: dict[str, str]) -> dict[str, str]:
+    """The native runner and its instrumented twin, with the glue (and so the model) compiled
+    in; static for a device target (a board's glibc need not match Debian 12's)."""
+    import sofie
+
+    from device_runner.build import build_runner
+
+    blas = BLAS[options["blas"]]
+    defines = [d for d in [blas["define"]] if d]
+    if options["zero_pool"]:
+        defines.append("SOFIE_GLUE_ZERO_POOL")
+    opt = shlex.split(options["opt_flags"])
+    if target.is_host:
+        libs = list(blas["host"])
+        flags = [*opt, *(["-march=" + options["march"]] if options["march"] else [])]
+    else:
+        libs = [f"-L{ARM_LIB}", *blas["arm"]]
+        flags = opt
+    build = workdir / NATIVE_DIR
+    build_runner("sofie", target, {
+        "SOFIE_GLUE": str(workdir / files["glue"]),
+        "SOFIE_GLUE_PROFILE": str(workdir / files["glue_profile"]),
+        "SOFIE_DEFINES": ";".join(defines),
+        "SOFIE_LIBS": ";".join(libs),
+        "SOFIE_CXX_FLAGS": ";".join(flags),
+        "SOFIE_VERSION": getattr(sofie, "__version__", "?"),
+    }, build, workdir / "native_build.log", static=not target.is_host)
+    return {"runner": f"{NATIVE_DIR}/auditor-runner-sofie",
+            "runner_profile": f"{NATIVE_DIR}/auditor-runner-sofie-prof"}
 
 
 def _native_march(cxx: str = "g++") -> str:
@@ -538,22 +573,15 @@ class Sofie(Compiler):
             if not Path(blas["arm_file"]).exists():
                 raise RuntimeError(f"no armhf {options['blas']} at {blas['arm_file']} "
                                    f"(apt-get install {blas['package']}:armhf)")
-            runner = workdir / "sofie_runner.cpp"
-            shutil.copyfile(RUNNER, runner)
-            base = [cxx, "-std=c++17", *opt, *target.cxx_flags, *ARM_EXTRA_FLAGS, "-static", *defines]
-            exe, exe_prof = "sofie_runner", "sofie_runner_prof"
-            link = [f"-L{ARM_LIB}", *blas["arm"]]
-            commands = [
-                ("runner", [*base, "-o", exe, glue.name, runner.name, *link]),
-                ("profiled runner", [*base, "-DSOFIE_GLUE_PROFILE", "-o", exe_prof,
-                                     glue_prof.name, runner.name, *link]),
-            ]
-            files.update(runner=exe, runner_profile=exe_prof, runner_source=runner.name)
-            notes.append("static ARMv7 executables: `sofie_runner sofie_model.dat inputs.bin "
-                         "outputs.bin [runs] [warmup] [times.txt]` (raw inputs in model order)")
+            commands = []
             if options["blas"] == "openblas":
                 notes.append("Debian's armhf OpenBLAS is built for ARMV6: no NEON kernels")
-        _run_builds(commands, workdir, workdir / "build.log")
+        if commands:
+            _run_builds(commands, workdir, workdir / "build.log")
+        if not target.is_host:
+            files.update(_build_native(workdir, target, options, files))
+            notes.append("static ARMv7 native runners (device_runner, backend sofie): "
+                         f"{files['runner']} and the kProfile-instrumented {files['runner_profile']}")
 
         io = {
             "input_order": input_order, "output_order": output_order,
@@ -567,12 +595,28 @@ class Sofie(Compiler):
         files["io"] = "sofie_io.json"
         if kernel_less:
             notes.append(f"nodes without a SOFIE operator (constants at generation): {kernel_less}")
-        notes.append(f"built with: {shlex.join(commands[0][1])}")
+        if commands:
+            notes.append(f"built with: {shlex.join(commands[0][1])}")
         return Artifact(
             compiler=self.name, compiler_version=sofie.__version__, target=target,
             options=dict(options), directory=workdir, files=files, kernel_map=kernel_map,
             notes=notes,
         )
+
+    def native_program(self, artifact: Artifact):
+        """The runner with this model compiled in (and its kProfile build): built at compile
+        time for a device target, on first use (into the artifact directory) for the host."""
+        from device_runner.native import NativeProgram
+
+        files = dict(artifact.files)
+        if "runner" not in files:
+            files.update(_build_native(artifact.directory, artifact.target, artifact.options, files))
+        io = json.loads(artifact.path("io").read_text())
+        return NativeProgram(
+            runner=artifact.directory / files["runner"], model=artifact.path("weights"),
+            instrumented_runner=artifact.directory / files["runner_profile"],
+            kernel_map=artifact.kernel_map, input_order=io["input_order"],
+            output_order=io["output_order"])
 
     def _library(self, artifact: Artifact, profiled: bool) -> SofieLibrary:
         role = "library_profile" if profiled else "library"

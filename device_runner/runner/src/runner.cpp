@@ -331,7 +331,7 @@ int run_main(int argc, char **argv)
          for (std::size_t o = 0; o < outs.size(); ++o) {
             std::vector<char> buf(tensor_bytes(outs[o]));
             backend->get_output(o, buf.data(), buf.size());
-            write_npy(args.outputs_dir + "/example" + std::to_string(e) + "_" + std::to_string(o) + ".npy",
+            write_npy(args.outputs_dir + "/output" + std::to_string(e) + "_" + std::to_string(o) + ".npy",
                       outs[o], buf.data(), buf.size());
          }
       }

@@ -12,6 +12,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <type_traits>
 
 static_assert(TVM_FFI_IO_NO_ENDIAN_SWAP,
               "the auditor's TVM support shim reads TVM's little-endian streams only");
@@ -42,17 +43,25 @@ class Stream {
     return Serializer<T>::Read(this, out);
   }
 
-  // `n` typed values one after the other (no length prefix).
+  // `n` typed values one after the other (no length prefix); numbers in one block.
   template <typename T>
   void WriteArray(const T* data, size_t n) {
-    for (size_t i = 0; i < n; ++i) Serializer<T>::Write(this, data[i]);
+    if constexpr (std::is_arithmetic_v<T>) {
+      Write(static_cast<const void*>(data), n * sizeof(T));
+    } else {
+      for (size_t i = 0; i < n; ++i) Serializer<T>::Write(this, data[i]);
+    }
   }
   template <typename T>
   bool ReadArray(T* data, size_t n) {
-    for (size_t i = 0; i < n; ++i) {
-      if (!Serializer<T>::Read(this, data + i)) return false;
+    if constexpr (std::is_arithmetic_v<T>) {
+      return Read(static_cast<void*>(data), n * sizeof(T)) == n * sizeof(T);
+    } else {
+      for (size_t i = 0; i < n; ++i) {
+        if (!Serializer<T>::Read(this, data + i)) return false;
+      }
+      return true;
     }
-    return true;
   }
 };
 

@@ -1,0 +1,177 @@
+"""Running a compiled artifact with the native runner on a device, and reading what it wrote.
+
+A compiler that has a native backend returns a NativeProgram (`Compiler.native_program`):
+the runner executable for the artifact's target, the file it loads, files staged beside it,
+and (when its instrumentation is compiled in, as SOFIE's) a second, instrumented runner.
+`run_program` stages all of it with the inputs on a device, runs it with a timeout, fetches
+the JSON and the check outputs, and returns them in the bundle's tensor order; a runner
+that crashes, hangs or cannot start comes back as a failure with its reason.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from compilers.base import OpProfile, OpTiming
+from device_runner.devices import Device
+
+
+@dataclass
+class NativeProgram:
+    runner: Path  # executable built for the artifact's target
+    model: Path  # the file given as --model
+    extra_files: list[Path] = field(default_factory=list)  # staged next to the model
+    instrumented_runner: Path | None = None  # when instrumentation is compiled in
+    kernel_map: dict[str, list[str]] = field(default_factory=dict)
+    # runner tensor k is bundle tensor order[k] (None: the same order)
+    input_order: list[int] | None = None
+    output_order: list[int] | None = None
+
+
+@dataclass
+class RunnerSettings:
+    runs: int = 1000
+    warmup: int = 50
+    max_seconds: float = 10.0
+    min_runs: int = 50
+    per_op_runs: int = 0
+    rss_interval_ms: float = 1.0
+    sched_fifo: int = 0  # SCHED_FIFO priority; 0 = leave the policy alone
+    cpu: int = -1  # pin to this CPU; -1 = no pinning
+    timeout_s: float = 600.0
+
+    def argv(self, per_op_runs: int, runs: int | None = None) -> list[str]:
+        return ["--runs", str(runs or self.runs), "--warmup", str(self.warmup),
+                "--max-seconds", str(self.max_seconds), "--min-runs", str(self.min_runs),
+                "--per-op-runs", str(per_op_runs), "--rss-interval-ms", str(self.rss_interval_ms),
+                "--sched-fifo", str(self.sched_fifo), "--cpu", str(self.cpu)]
+
+
+@dataclass
+class RunnerResult:
+    report: dict | None  # the runner's JSON (None when it wrote none)
+    outputs: list[list[np.ndarray]]  # per check example, in bundle output order
+    per_op_report: dict | None  # the JSON whose per_op section holds the kernel times
+    failure: str | None  # why it did not complete, or None
+    commands: list[str] = field(default_factory=list)
+
+
+class RunnerFailure(RuntimeError):
+    pass
+
+
+def _order(order: list[int] | None, n: int) -> list[int]:
+    return list(range(n)) if order is None else list(order)
+
+
+def run_program(device: Device, program: NativeProgram, timing_inputs: list[np.ndarray],
+                examples: list[list[np.ndarray]], settings: RunnerSettings) -> RunnerResult:
+    """Stage, run (plain, then instrumented when that is another binary) and fetch."""
+    import shlex
+
+    in_order = _order(program.input_order, len(timing_inputs))
+    with tempfile.TemporaryDirectory(prefix="auditor-native-") as tmp:
+        local = Path(tmp)
+        staged: dict[str, str] = {}
+
+        def stage(path: Path, name: str) -> str:
+            staged[name] = device.put(path, name)
+            return staged[name]
+
+        runner = stage(program.runner, "auditor-runner")
+        model = stage(program.model, program.model.name)
+        for extra in program.extra_files:
+            stage(extra, extra.name)
+        for k, b in enumerate(in_order):
+            np.save(local / f"timing_{k}.npy", np.ascontiguousarray(timing_inputs[b]))
+            stage(local / f"timing_{k}.npy", f"timing_{k}.npy")
+        for e, example in enumerate(examples):
+            for k, b in enumerate(in_order):
+                np.save(local / f"example{e}_{k}.npy", np.ascontiguousarray(example[b]))
+                stage(local / f"example{e}_{k}.npy", f"example{e}_{k}.npy")
+        instrumented = None
+        if program.instrumented_runner is not None and settings.per_op_runs > 0:
+            instrumented = stage(program.instrumented_runner, "auditor-runner-instrumented")
+        work = device.workdir()
+
+        commands: list[str] = []
+
+        def invoke(exe: str, json_name: str, extra: list[str]) -> tuple[dict | None, str | None]:
+            argv = [exe, "--model", model, "--inputs-dir", work, "--json", f"{work}/{json_name}",
+                    *extra]
+            commands.append(shlex.join(argv))
+            done = device.run(argv, timeout_s=settings.timeout_s, cwd=work)
+            report = None
+            try:
+                device.get(f"{work}/{json_name}", local / json_name)
+                report = json.loads((local / json_name).read_text())
+            except Exception:  # noqa: BLE001 - a crashed runner writes no JSON
+                report = None
+            failure = done.failure()
+            if failure is None and report is not None and report.get("error"):
+                failure = f"runner error: {report['error']}"
+            if failure is None and report is None:
+                failure = "the runner exited 0 but wrote no JSON"
+            if failure is not None and report is not None and report.get("error"):
+                failure = f"{failure} ({report['error']})" if report["error"] not in failure else failure
+            return report, failure
+
+        per_op_in_plain = settings.per_op_runs if instrumented is None else 0
+        report, failure = invoke(runner, "result.json",
+                                 [*settings.argv(per_op_in_plain), "--outputs-dir", work,
+                                  "--examples", str(len(examples))])
+        if failure is not None:
+            return RunnerResult(report, [], None, failure, commands)
+
+        out_order = _order(program.output_order, len(report["outputs"]))
+        outputs: list[list[np.ndarray]] = []
+        for e in range(len(examples)):
+            got: list[np.ndarray | None] = [None] * len(out_order)
+            for k, b in enumerate(out_order):
+                name = f"output{e}_{k}.npy"
+                device.get(f"{work}/{name}", local / name)
+                got[b] = np.load(local / name)
+            outputs.append(got)  # type: ignore[arg-type]
+
+        per_op_report = report if instrumented is None else None
+        if instrumented is not None:
+            # A short whole-timing phase (the instrumented build's timers are always on),
+            # then the per-op runs.
+            per_op_report, failure = invoke(
+                instrumented, "per_op.json", settings.argv(settings.per_op_runs, runs=settings.min_runs))
+            if failure is not None:
+                return RunnerResult(report, outputs, None, f"instrumented runner: {failure}", commands)
+        return RunnerResult(report, outputs, per_op_report, None, commands)
+
+
+def op_profile(per_op_report: dict, kernel_map: dict[str, list[str]], op_types: dict[str, str],
+               provider: str | None) -> OpProfile | None:
+    """The runner's per-kernel times as an OpProfile (not rescaled), each kernel joined to
+    the canonical ONNX nodes it covers."""
+    per_op = per_op_report.get("per_op")
+    if not per_op or not per_op.get("kernels"):
+        return None
+    runs = int(per_op["runs"])
+    ops = []
+    for k in per_op["kernels"]:
+        ns = np.asarray(k["ns"], dtype=np.float64)
+        nodes = kernel_map.get(k["name"], [])
+        ops.append(OpTiming(
+            kernel=k["name"], op_type="+".join(op_types.get(n, "?") for n in nodes) or "?",
+            onnx_nodes=nodes, calls=int(k["calls"]), mean_us=float(ns.mean() / 1e3),
+            p50_us=float(np.median(ns) / 1e3), std_us=float(ns.std() / 1e3), provider=provider,
+        ))
+    whole = np.asarray(per_op["whole_ns"], dtype=np.float64) / 1e3
+    runner = per_op_report["runner"]
+    unmapped = [op.kernel for op in ops if not op.onnx_nodes]
+    notes = (f"native runner ({runner['backend']} backend, {runner['arch']}, {runner['compiler']}): "
+             f"{runs} instrumented runs timed with std::chrono::steady_clock, not rescaled")
+    if unmapped:
+        notes += f"; kernels with no ONNX node (runtime or compiler-inserted): {', '.join(unmapped[:8])}"
+    return OpProfile(method=runner["instrument_method"], ops=ops, runs=runs,
+                     instrumented_whole_us=float(np.median(whole)), notes=notes)
