@@ -30,7 +30,7 @@ from compilers import registry
 from compilers.base import TARGETS, options_key
 from cost_model.graph import node_table
 
-DEVICES = ("local",)
+HARNESSES = ("auto", "python", "native")
 
 
 @dataclass
@@ -43,6 +43,11 @@ class AuditSettings:
     rtol: float = 1e-3
     device: str = "local"
     target: str = "host"
+    # python: time the runtime's Python API in the worker; native: the C++ runner on the
+    # device; auto: python on local, native anywhere else
+    harness: str = "auto"
+    sched_fifo: int = 0  # native runner: SCHED_FIFO priority (0: default policy)
+    cpu: int = -1  # native runner: pin to this CPU (-1: no pinning)
     timeout_s: float = 600.0
     memory_interval_s: float = 0.005
     resume: bool = False
@@ -134,21 +139,47 @@ def prepare(request: ModelRequest, store: Store) -> Prepared:
     return Prepared(str(model.source), model.format, bundle, data_dir, inputs.digest(), inputs.source)
 
 
+def resolve_device(settings: AuditSettings):
+    """(device, target name, harness) for the settings, or one clear error. A device fixes
+    the target its code must be built for (an ssh device is asked for its architecture)."""
+    from device_runner.devices import parse_device
+
+    if settings.harness not in HARNESSES:
+        raise AuditorError(f"unknown harness {settings.harness!r} (harnesses: {', '.join(HARNESSES)})")
+    device = parse_device(settings.device)
+    target = device.target_name
+    if device.spec == "local":
+        target = settings.target  # another target on local: compiled and kept, not measured
+    elif settings.target != "host" and settings.target != target:
+        raise AuditorError(f"device {device.spec} runs {target} code; --target {settings.target} "
+                           "cannot run there")
+    harness = settings.harness
+    if harness == "auto":
+        harness = "python" if device.spec == "local" else "native"
+    if harness == "python" and device.spec != "local":
+        raise AuditorError(f"the python harness runs only on local; {device.spec} needs --harness native")
+    return device, target, harness
+
+
 def audit_variants(prepared: Prepared, variants: list[registry.Variant], settings: AuditSettings,
                    store: Store, command: str, progress=None) -> list[str]:
     """Measure each variant in its own worker; returns run ids (reused ones on resume)."""
-    if settings.device not in DEVICES:
-        raise AuditorError(f"unknown device {settings.device!r} (devices: {', '.join(DEVICES)})")
-    target = TARGETS[settings.target]
+    device, target_name, harness = resolve_device(settings)
+    target = TARGETS[target_name]
+    facts = {**host_facts(), **load_facts()} if device.spec == "local" else \
+        {**device.facts(), "controller": {**host_facts(), **load_facts()}}
+    device.close()
     bundle = prepared.bundle
     audit_id = store.new_audit(bundle.model_hash, command, settings.to_dict())
     run_ids = []
     for variant in variants:
         options = variant.options
-        key = options_key(options)
+        # A native-runner measurement is another run than the Python harness's of the same
+        # options on the same device: it gets its own resume key.
+        key = options_key(options if harness == "python" else {**options, "_harness": harness})
         if settings.resume:
             done = store.completed_run(bundle.model_hash, prepared.inputs_digest, variant.compiler,
-                                       key, settings.device)
+                                       key, device.spec)
             if done is not None:
                 run_ids.append(done["run_id"])
                 if progress:
@@ -157,8 +188,8 @@ def audit_variants(prepared: Prepared, variants: list[registry.Variant], setting
         run_id = store.new_run(
             audit_id=audit_id, model_hash=bundle.model_hash, inputs_digest=prepared.inputs_digest,
             compiler=variant.compiler, variant=variant.label, options=options, options_key=key,
-            target=target.to_dict(), device=settings.device, emulated=False, host={**host_facts(), **load_facts()},
-            settings=settings.to_dict(),
+            target=target.to_dict(), device=device.spec, emulated=device.emulated, host=facts,
+            settings={**settings.to_dict(), "harness": harness, "target": target.name},
         )
         workdir = store.run_dir(run_id)
         workdir.mkdir(parents=True)
@@ -167,7 +198,9 @@ def audit_variants(prepared: Prepared, variants: list[registry.Variant], setting
             "run_id": run_id, "results_dir": str(store.dir), "workdir": str(workdir),
             "bundle_dir": str(bundle.directory), "data_dir": str(prepared.data_dir),
             "inputs_source": prepared.inputs_source, "compiler": variant.compiler,
-            "options": options, "target": settings.target, "timing": asdict(settings.timing),
+            "options": options, "target": target.name, "timing": asdict(settings.timing),
+            "device": device.spec, "harness": harness, "sched_fifo": settings.sched_fifo,
+            "cpu": settings.cpu,
             "profile_runs": settings.profile_runs, "budget_us": settings.budget_us,
             "tolerance": {"atol": settings.atol, "rtol": settings.rtol},
             "memory_interval_s": settings.memory_interval_s,

@@ -66,7 +66,8 @@ def table(summaries: list[dict]) -> str:
                "deadline", "max|err|", "SNR dB", "RSS MiB", "per-op sum/whole", "run"]
     rows = []
     for s in summaries:
-        deadline = f"{s['verdict']} ({100 * s['over_budget_share']:.1f}% over)" if s["verdict"] else "—"
+        deadline = (f"{s['verdict']} ({100 * s['over_budget_share']:.1f}% over)" if s["over_budget_share"] is not None
+                    else s["verdict"]) if s["verdict"] else "—"
         per_op = (f"{s['per_op_sum_to_whole']:.2f} ({s['per_op_method']})"
                   if s["per_op_sum_to_whole"] is not None else "—")
         status = s["status"] + (" [emulated]" if s["emulated"] else "")

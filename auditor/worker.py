@@ -56,6 +56,113 @@ def _reference(data_dir: Path, examples: int, outputs: int) -> list[list[np.ndar
         return [[z[f"e{i}_{j}"] for j in range(outputs)] for i in range(examples)]
 
 
+def _check_outputs(store, run_id, job, bundle, reference, actual, inputs) -> tuple[bool, list[dict]]:
+    """Every example's outputs against the reference; a wrong count or shape, NaN or inf
+    where the reference has a number is never a pass."""
+    tol = accuracy.Tolerance(**job["tolerance"])
+    if any(len(a) != len(bundle.outputs) for a in actual):
+        rows = [{"output": "*", "passed": False, "max_abs_err": None, "rmse": None, "snr_db": None,
+                 "reason": f"{len(actual[0])} outputs, reference has {len(bundle.outputs)}"}]
+    else:
+        rows = accuracy.compare_all(reference, actual, [o.name for o in bundle.outputs], tol)
+    store.add_accuracy(run_id, rows)
+    passed = all(r["passed"] for r in rows)
+    task = accuracy.task_accuracy(actual, inputs.labels) if inputs.labels is not None else None
+    store.update_run(run_id, accuracy_passed=int(passed), task_accuracy=task)
+    return passed, rows
+
+
+def _store_profile(store, run_id, profile, whole_p50_us: float) -> None:
+    per_op_p50_sum = profile.per_op_sum_p50_us  # medians on both sides of the ratio
+    whole = whole_p50_us
+    attribution = {
+        "method": profile.method, "runs": profile.runs, "per_op_sum_us": profile.per_op_sum_us,
+        "per_op_sum_p50_us": per_op_p50_sum,
+        "instrumented_whole_us": profile.instrumented_whole_us,
+        "uninstrumented_whole_us": whole,
+        "overhead_ratio": (profile.instrumented_whole_us / whole
+                           if profile.instrumented_whole_us and whole else None),
+        "sum_to_whole": per_op_p50_sum / whole if whole else None,
+        "notes": profile.notes,
+    }
+    ops = [{**op.__dict__, "share": op.p50_us / whole if whole else None} for op in profile.ops]
+    store.add_op_profile(run_id, attribution, ops)
+
+
+def _final_status(store, run_id, passed: bool, rows: list[dict]) -> None:
+    if passed:
+        store.set_status(run_id, "ok")
+    else:
+        bad = next(r for r in rows if not r["passed"])
+        store.set_status(run_id, "mismatch", f"output {bad['output']}: {bad['reason']}")
+
+
+def _measure_native(store, run_id, job, compiler, artifact, bundle, inputs, reference, log):
+    """Time, check and profile the artifact with the native runner on the job's device.
+    Returns (passed, accuracy rows), or (None, None) when the run ended otherwise (its
+    status is then set here)."""
+    import onnx
+
+    from device_runner.devices import parse_device
+    from device_runner.native import RunnerSettings, op_profile, run_program
+
+    with captured_output(log):
+        program = compiler.native_program(artifact)
+    if program is None:
+        store.set_status(run_id, "skipped", f"{compiler.name} has no native runner backend "
+                         "(the runner's backends: sofie, tvm)")
+        return None, None
+    timing = TimingSettings(**job["timing"])
+    runner_settings = RunnerSettings(
+        runs=timing.runs, warmup=timing.warmup, max_seconds=timing.max_seconds,
+        min_runs=timing.min_runs, per_op_runs=job["profile_runs"],
+        rss_interval_ms=max(job["memory_interval_s"] * 1e3, 0.1),
+        sched_fifo=job.get("sched_fifo", 0), cpu=job.get("cpu", -1),
+        timeout_s=max(60.0, job.get("runner_timeout_s", 600.0)))
+    device = parse_device(job["device"])
+    _phase("measure")
+    try:
+        result = run_program(device, program, inputs.timing_inputs, inputs.examples, runner_settings)
+    finally:
+        device.close()
+    with open(log, "a") as f:
+        f.write("\n".join(["native runner commands:", *result.commands, ""]))
+    report = result.report
+    if report is not None and report.get("samples_ns"):
+        samples = np.asarray(report["samples_ns"], dtype=np.int64)
+        store.add_samples(run_id, samples)
+        memory = report.get("memory") or {}
+        store.add_memory_samples(run_id, [(t, int(kb) * 1024) for t, kb in memory.get("samples", [])])
+        stats = latency_stats(samples)
+        rss = [kb for _, kb in memory.get("samples", [])] or [0]
+        store.update_run(
+            run_id, first_us=report["first_ns"] / 1e3, stopped_early=int(report["stopped_early"]),
+            runtime_memory={**memory.get("runtime", {}), "runner": report["runner"],
+                            "scheduling": report.get("scheduling"), "notes": report.get("notes"),
+                            "commands": result.commands},
+            rss_avg_bytes=float(np.mean(rss)) * 1024, rss_peak_bytes=float(max(rss)) * 1024,
+            rss_samples=len(memory.get("samples", [])),
+            ru_maxrss_bytes=float(memory.get("maxrss_kb", 0)) * 1024,
+            **stats,
+            # emulated timings say nothing about the board's deadline: not judged
+            **(deadline.audit(samples, job["budget_us"]) if not device.emulated
+               else {"budget_us": job["budget_us"], "verdict": "not judged (emulated)"}),
+        )
+    if result.failure is not None:
+        store.set_status(run_id, "failed", f"runner on {job['device']}: {result.failure}")
+        return None, None
+    _phase("check")
+    passed, rows = _check_outputs(store, run_id, job, bundle, reference, result.outputs, inputs)
+    if result.per_op_report is not None:
+        graph = onnx.load(str(bundle.path("onnx")), load_external_data=False)
+        op_types = {n.name: n.op_type for n in graph.graph.node}
+        profile = op_profile(result.per_op_report, program.kernel_map, op_types,
+                             f"{compiler.name}/native")
+        if profile is not None:
+            _store_profile(store, run_id, profile, latency_stats(np.asarray(report["samples_ns"]))["p50_us"])
+    return passed, rows
+
+
 def run_job(job: dict) -> None:
     store = Store(Path(job["results_dir"]))
     run_id = job["run_id"]
@@ -87,6 +194,14 @@ def run_job(job: dict) -> None:
         store.update_run(run_id, compile_s=time.perf_counter() - t0,
                          compiler_version=artifact.compiler_version, kernel_map=artifact.kernel_map,
                          artifact_notes=artifact.notes)
+        if job.get("harness", "python") == "native":
+            stage = "native runner"
+            passed, rows = _measure_native(store, run_id, job, compiler, artifact, bundle, inputs,
+                                           reference, log)
+            if passed is None:
+                return
+            _final_status(store, run_id, passed, rows)
+            return
         if not target.is_host:  # a cross-compiled artifact: kept, measured only on its device
             store.set_status(run_id, "compiled", f"artifact for {target.name} kept in {workdir}; "
                              "it runs on a device of that architecture, not on local")
@@ -120,16 +235,7 @@ def run_job(job: dict) -> None:
             runnable.set_inputs(example)
             runnable.run()
             actual.append(runnable.outputs())
-        tol = accuracy.Tolerance(**job["tolerance"])
-        if any(len(a) != len(bundle.outputs) for a in actual):
-            rows = [{"output": "*", "passed": False, "max_abs_err": None, "rmse": None, "snr_db": None,
-                     "reason": f"{len(actual[0])} outputs, reference has {len(bundle.outputs)}"}]
-        else:
-            rows = accuracy.compare_all(reference, actual, [o.name for o in bundle.outputs], tol)
-        store.add_accuracy(run_id, rows)
-        passed = all(r["passed"] for r in rows)
-        task = accuracy.task_accuracy(actual, inputs.labels) if inputs.labels is not None else None
-        store.update_run(run_id, accuracy_passed=int(passed), task_accuracy=task)
+        passed, rows = _check_outputs(store, run_id, job, bundle, reference, actual, inputs)
 
         if job["profile_runs"] > 0 and cls.per_op_method:
             stage = "per-op profile"
@@ -138,27 +244,9 @@ def run_job(job: dict) -> None:
             with captured_output(log):
                 profile = compiler.profile_ops(artifact, bundle, inputs.timing_inputs, job["profile_runs"])
             if profile is not None:
-                whole = stats["p50_us"]
-                per_op_p50_sum = profile.per_op_sum_p50_us  # medians on both sides of the ratio
-                attribution = {
-                    "method": profile.method, "runs": profile.runs, "per_op_sum_us": profile.per_op_sum_us,
-                    "per_op_sum_p50_us": per_op_p50_sum,
-                    "instrumented_whole_us": profile.instrumented_whole_us,
-                    "uninstrumented_whole_us": whole,
-                    "overhead_ratio": (profile.instrumented_whole_us / whole
-                                       if profile.instrumented_whole_us and whole else None),
-                    "sum_to_whole": per_op_p50_sum / whole if whole else None,
-                    "notes": profile.notes,
-                }
-                ops = [{**op.__dict__, "share": op.p50_us / whole if whole else None}
-                       for op in profile.ops]
-                store.add_op_profile(run_id, attribution, ops)
+                _store_profile(store, run_id, profile, stats["p50_us"])
         runnable.close()
-        if passed:
-            store.set_status(run_id, "ok")
-        else:
-            bad = next(r for r in rows if not r["passed"])
-            store.set_status(run_id, "mismatch", f"output {bad['output']}: {bad['reason']}")
+        _final_status(store, run_id, passed, rows)
     except Exception as e:  # noqa: BLE001 - any compiler failure is recorded, never raised
         with open(log, "a") as f:
             traceback.print_exc(file=f)

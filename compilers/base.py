@@ -289,6 +289,11 @@ class Compiler(ABC):
         """Per-kernel attribution, or None where this compiler has no way to make one."""
         return None
 
+    def native_program(self, artifact: Artifact):
+        """The native runner (device_runner) that runs this artifact on a device, as a
+        device_runner.native.NativeProgram, or None where this compiler has no backend."""
+        return None
+
 
 def options_key(options: dict[str, Any]) -> str:
     """A stable key for a resolved option set (used to resume and to group rows)."""

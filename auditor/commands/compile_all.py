@@ -43,7 +43,11 @@ def compile_all(
     deadline_us: float = typer.Option(None, help="deadline in µs (overrides block size / sample rate)"),
     atol: float = typer.Option(1e-4, help="absolute tolerance against the reference"),
     rtol: float = typer.Option(1e-3, help="relative tolerance (times the reference's max |value|)"),
-    device: str = typer.Option("local", help="where to measure"),
+    device: str = typer.Option("local", help="where to measure: local, qemu-armv7 (emulated), ssh://user@host[:port]"),
+    harness: str = typer.Option("auto", help="python (runtime's Python API, local only), native (the C++ "
+                                "runner), auto (python on local, native elsewhere)"),
+    sched_fifo: int = typer.Option(0, min=0, max=99, help="native runner: SCHED_FIFO priority (0: default policy)"),
+    cpu: int = typer.Option(-1, min=-1, help="native runner: pin to this CPU (-1: no pinning)"),
     target: str = typer.Option("host", help=f"code generation target: {', '.join(TARGETS)}"),
     timeout: float = typer.Option(600.0, help="seconds one compiler variant may take"),
     resume: bool = typer.Option(False, "--resume", help="reuse variants already measured for this model"),
@@ -59,6 +63,7 @@ def compile_all(
         profile_runs=profile_runs,
         budget_us=deadline.budget_us(block_size, sample_rate, deadline_us),
         atol=atol, rtol=rtol, device=device, target=target, timeout_s=timeout, resume=resume,
+        harness=harness, sched_fifo=sched_fifo, cpu=cpu,
     )
     store = Store(results_dir)
     stale = store.mark_dead_runs_interrupted()
