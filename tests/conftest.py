@@ -5,6 +5,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.sshd import ssh_spec, sshd_server  # noqa: F401  (fixtures: a private sshd on loopback)
+
 ROOT = Path(__file__).resolve().parent.parent
 AUDITOR = [sys.executable, "-m", "auditor"]
 
@@ -38,7 +40,8 @@ def write_factory(path: Path, body: str, name: str = "make") -> str:
     return f"{path}:{name}"
 
 
-def audit_in(tmp: Path, spec: str, variants: list[str], target: str = "host", profile_runs: int = 20):
+def audit_in(tmp: Path, spec: str, variants: list[str], target: str = "host", profile_runs: int = 20,
+             device: str = "local", harness: str = "auto"):
     """A short in-process audit of `spec` with the given variants: (store, prepared, run ids)."""
     from auditor.pipeline import AuditSettings, ModelRequest, audit_variants, prepare
     from auditor.store import Store
@@ -48,6 +51,6 @@ def audit_in(tmp: Path, spec: str, variants: list[str], target: str = "host", pr
     store = Store(tmp)
     prepared = prepare(ModelRequest(spec), store)
     settings = AuditSettings(results_dir=tmp, timing=TimingSettings(warmup=5, runs=50, min_runs=10),
-                             profile_runs=profile_runs, target=target)
+                             profile_runs=profile_runs, target=target, device=device, harness=harness)
     run_ids = audit_variants(prepared, [registry.parse_variant(v) for v in variants], settings, store, "test")
     return store, prepared, run_ids

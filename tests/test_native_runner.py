@@ -1,0 +1,159 @@
+"""The native C++ runner end to end: built by CMake for SOFIE, run on local and under
+qemu-armv7 through compile-all, stored like every other run; a runner that crashes, hangs or
+is given bad input comes back as a failure with its reason."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import stat
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tests.conftest import audit_in
+
+pytest.importorskip("sofie")
+from device_runner.devices import LocalDevice, QemuArmv7Device  # noqa: E402
+from device_runner.native import NativeProgram, RunnerSettings, run_program  # noqa: E402
+
+MLP = "zoo:mlp:width=32,depth=2"
+
+
+def _native_rows(store, run_id):
+    run = store.run(run_id)
+    ops = store.db.execute("SELECT kernel, onnx_nodes FROM op_timings WHERE run_id=?", (run_id,)).fetchall()
+    n = store.db.execute("SELECT COUNT(*) FROM samples WHERE run_id=?", (run_id,)).fetchone()[0]
+    return run, ops, n
+
+
+def test_sofie_native_on_local_is_stored_with_per_op_rows(tmp_path):
+    store, prepared, (run_id,) = audit_in(tmp_path, MLP, ["sofie"], harness="native")
+    run, ops, n = _native_rows(store, run_id)
+    assert run["status"] == "ok", run["reason"]
+    assert run["device"] == "local" and run["emulated"] == 0
+    assert json.loads(run["settings"])["harness"] == "native"
+    assert n == 50  # every timed sample kept
+    memory = json.loads(run["runtime_memory"])
+    assert memory["runner"]["backend"] == "sofie" and memory["runner"]["arch"] == "x86_64"
+    assert memory["intermediate_pool_bytes"] >= 0
+    assert run["rss_peak_bytes"] > 0 and run["first_us"] > 0
+    assert ops, "per-op rows"
+    nodes = {n for _, js in ops for n in json.loads(js)}
+    graph_nodes = {r[0] for r in store.db.execute(
+        "SELECT name FROM onnx_nodes WHERE model_hash=?", (prepared.bundle.model_hash,))}
+    assert nodes and nodes <= graph_nodes  # every per-op row joins back to the ONNX graph
+    attribution = store.db.execute("SELECT method, sum_to_whole FROM op_attribution WHERE run_id=?",
+                                   (run_id,)).fetchone()
+    assert attribution[0] == "sofie-kprofile" and 0.5 < attribution[1] < 2.0
+    # the python harness's run of the same options is another run, not a resume hit
+    _, _, (py_id,) = audit_in(tmp_path, MLP, ["sofie"], harness="python")
+    assert py_id != run_id and json.loads(store.run(py_id)["settings"])["harness"] == "python"
+
+
+@pytest.mark.skipif(shutil.which("qemu-arm") is None or shutil.which("arm-linux-gnueabihf-g++") is None,
+                    reason="needs qemu-user and g++-arm-linux-gnueabihf")
+def test_sofie_on_qemu_armv7_is_emulated_and_correct(tmp_path):
+    store, _, run_ids = audit_in(tmp_path, MLP, ["sofie", "onnxruntime"], device="qemu-armv7")
+    sofie, ort = (store.run(r) for r in run_ids)
+    assert sofie["status"] == "ok", sofie["reason"]
+    assert sofie["device"] == "qemu-armv7" and sofie["emulated"] == 1
+    assert json.loads(sofie["target"])["name"] == "armv7-cortex-a8"
+    assert sofie["verdict"] == "not judged (emulated)"
+    assert json.loads(sofie["runtime_memory"])["runner"]["arch"] == "armv7l"
+    assert json.loads(sofie["host"])["controller"]["machine"] == "x86_64"
+    rows = store.db.execute("SELECT passed FROM accuracy WHERE run_id=?", (sofie["run_id"],)).fetchall()
+    assert rows and all(r[0] == 1 for r in rows)
+    # ORT cannot build for the board: recorded as skipped with the reason, the run goes on
+    assert ort["status"] == "skipped" and "armv7-cortex-a8" in ort["reason"]
+
+
+def _script(path: Path, body: str) -> Path:
+    path.write_text("#!/bin/sh\n" + body + "\n")
+    path.chmod(path.stat().st_mode | stat.S_IEXEC)
+    return path
+
+
+@pytest.mark.parametrize("body, timeout, expect", [
+    ("kill -SEGV $$", 30, "SIGSEGV"),
+    ("sleep 60", 2, "timed out"),
+    ("echo 'auditor-runner: boom' >&2; exit 4", 30, "exit 4: auditor-runner: boom"),
+])
+def test_runner_failures_come_back_with_their_reason(tmp_path, body, timeout, expect):
+    model = tmp_path / "m.bin"
+    model.write_bytes(b"x")
+    program = NativeProgram(runner=_script(tmp_path / "runner", body), model=model)
+    device = LocalDevice()
+    try:
+        result = run_program(device, program, [np.zeros(3, np.float32)], [],
+                             RunnerSettings(runs=5, timeout_s=timeout))
+    finally:
+        device.close()
+    assert result.failure is not None and expect in result.failure
+    assert result.outputs == []
+
+
+@pytest.fixture(scope="module")
+def built_runner(tmp_path_factory) -> tuple[Path, Path]:
+    """The SOFIE native runner of the MLP and its weights, built by the adapter (once)."""
+    tmp_path = tmp_path_factory.mktemp("sofie-runner")
+    from compilers.base import TARGETS
+    from compilers.sofie_cpp import Sofie
+    from auditor.pipeline import ModelRequest, prepare
+    from auditor.store import Store
+
+    prepared = prepare(ModelRequest(MLP), Store(tmp_path / "r"))
+    compiler = Sofie()
+    artifact = compiler.compile(prepared.bundle, TARGETS["host"], Sofie.resolve_options({}), tmp_path / "a")
+    program = compiler.native_program(artifact)
+    return program.runner, program.model
+
+
+def test_runner_rejects_bad_input_with_one_line(tmp_path, built_runner):
+    runner, weights = built_runner
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    out = tmp_path / "r.json"
+    # usage
+    done = subprocess.run([runner, "--model", weights], capture_output=True, text=True)
+    assert done.returncode == 2 and "--inputs-dir and --json are required" in done.stderr
+    # no input files: exit 2, JSON says why
+    done = subprocess.run([runner, "--model", weights, "--inputs-dir", inputs, "--json", out],
+                          capture_output=True, text=True)
+    assert done.returncode == 2 and json.loads(out.read_text())["error"].startswith("no timing_0.npy")
+    # wrong dtype
+    np.save(inputs / "timing_0.npy", np.zeros((1, 16), np.float64))
+    done = subprocess.run([runner, "--model", weights, "--inputs-dir", inputs, "--json", out],
+                          capture_output=True, text=True)
+    report = json.loads(out.read_text())
+    assert done.returncode == 2 and "wants float32" in report["error"] and "holds float64" in report["error"]
+    # not a .npy file
+    (inputs / "timing_0.npy").write_bytes(b"garbage")
+    done = subprocess.run([runner, "--model", weights, "--inputs-dir", inputs, "--json", out],
+                          capture_output=True, text=True)
+    assert done.returncode == 2 and "not a .npy file" in json.loads(out.read_text())["error"]
+    # a weights file that does not exist: the model does not load (exit 3)
+    np.save(inputs / "timing_0.npy", np.zeros((1, 16), np.float32))
+    done = subprocess.run([runner, "--model", tmp_path / "missing.dat", "--inputs-dir", inputs,
+                           "--json", out], capture_output=True, text=True)
+    assert done.returncode == 3 and json.loads(out.read_text())["status"] == 3
+
+
+def test_runner_sched_fifo_and_pinning_apply_or_say_why(tmp_path, built_runner):
+    runner, weights = built_runner
+    (tmp_path / "in").mkdir()
+    np.save(tmp_path / "in" / "timing_0.npy", np.zeros((1, 16), np.float32))
+    out = tmp_path / "r.json"
+    cpu = sorted(os.sched_getaffinity(0))[-1]
+    subprocess.run([runner, "--model", weights, "--inputs-dir", tmp_path / "in", "--json", out,
+                    "--runs", "200", "--sched-fifo", "10", "--cpu", str(cpu)], check=True)
+    sched = json.loads(out.read_text())["scheduling"]
+    if sched["policy"] == "SCHED_FIFO":
+        assert sched["priority"] == 10 and sched["cpu"] == cpu
+    else:
+        assert any("SCHED_FIFO" in n for n in sched["notes"])
+    memory = json.loads(out.read_text())["memory"]
+    assert len(memory["samples"]) >= 2 and memory["peak_rss_kb"] > 0
