@@ -1,0 +1,141 @@
+"""The native runner's acceptance figures on local: does it agree with the Python harness,
+what does per-op instrumentation cost, and do per-op times add up to the whole?
+
+For each model and compiler with a native backend (SOFIE; TVM when its backend is built),
+rounds alternate in shuffled order between
+  - the plain runner (`--runs N`: one block of N timed inferences),
+  - the Python harness on the same artifact (the adapter's Runnable under auditor.timing),
+  - the instrumented runner (SOFIE: the kProfile binary; TVM: the same binary's per-op runs),
+so each figure is a median over rounds of per-block medians, and the ratios compare blocks
+measured under the same conditions. Prints, per model and compiler:
+  runner p50, Python p50, runner / Python (issue: within 5 %),
+  instrumented / plain p50 (issue: overhead <= 3 %),
+  per-op sum of medians / plain whole p50 (issue: within 10 %).
+
+    .venv/bin/python benchmarks/native_runner.py [--rounds 15] [--runs 2000] [--compilers sofie,tvm]
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import statistics
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from auditor.pipeline import ModelRequest, prepare  # noqa: E402
+from auditor.store import Store  # noqa: E402
+from auditor.timing import TimingSettings, time_calls  # noqa: E402
+from compilers import registry  # noqa: E402
+from compilers.base import TARGETS  # noqa: E402
+from device_runner.devices import LocalDevice  # noqa: E402
+from device_runner.native import RunnerSettings, run_program  # noqa: E402
+
+MODELS = ["zoo:mlp", "zoo:mlp:width=256,depth=3", "zoo:conv1d", "zoo:autoencoder"]
+
+
+def p50(ns) -> float:
+    return float(np.median(np.asarray(ns, dtype=np.float64))) / 1e3
+
+
+def bench(spec: str, compiler_name: str, rounds: int, runs: int, tmp: Path) -> dict | None:
+    cls = registry.get(compiler_name)
+    ok, why = cls.available()
+    if not ok:
+        return {"model": spec, "compiler": compiler_name, "error": why}
+    prepared = prepare(ModelRequest(spec), Store(tmp / "results"))
+    bundle = prepared.bundle
+    compiler = cls()
+    artifact = compiler.compile(bundle, TARGETS["host"], cls.resolve_options({}), tmp / f"{compiler_name}-{bundle.model_hash}")
+    program = compiler.native_program(artifact)
+    x = [np.random.default_rng(0).standard_normal(s.shape).astype(s.dtype) for s in bundle.inputs]
+    runnable = compiler.load(artifact, bundle)
+    runnable.set_inputs(x)
+    device = LocalDevice()
+    plain, python, instrumented, sums = [], [], [], []
+    settings = RunnerSettings(runs=runs, warmup=50, max_seconds=60, min_runs=runs, rss_interval_ms=1)
+    instrumented_settings = RunnerSettings(runs=runs, warmup=50, max_seconds=60, min_runs=runs,
+                                           rss_interval_ms=1, per_op_runs=runs)
+    kinds = ["plain", "python", "instrumented"]
+    try:
+        for _ in range(rounds):
+            random.shuffle(kinds)
+            for kind in kinds:
+                if kind == "python":
+                    t = time_calls(runnable.run, TimingSettings(warmup=50, runs=runs, max_seconds=60,
+                                                                min_runs=runs))
+                    python.append(p50(t.samples_ns))
+                elif kind == "plain":
+                    r = run_program(device, program, x, [], settings)
+                    if r.failure:
+                        raise RuntimeError(r.failure)
+                    plain.append(p50(r.report["samples_ns"]))
+                else:
+                    if program.instrumented_runner is not None:
+                        # the kProfile build: its timers are on in every run it times
+                        r = run_program(device, program, x, [], instrumented_settings)
+                        report = r.per_op_report
+                    else:
+                        r = run_program(device, program, x, [], instrumented_settings)
+                        report = r.report
+                    if r.failure:
+                        raise RuntimeError(r.failure)
+                    per_op = report["per_op"]
+                    instrumented.append(p50(per_op["whole_ns"]))
+                    sums.append(sum(p50(k["ns"]) for k in per_op["kernels"]))
+    finally:
+        runnable.close()
+        device.close()
+    med = statistics.median
+    return {
+        "model": spec, "compiler": compiler_name, "kernels": len(program.kernel_map),
+        "runner_p50_us": med(plain), "python_p50_us": med(python),
+        "runner_over_python": med(a / b for a, b in zip(plain, python)),
+        "runner_over_python_range": (min(a / b for a, b in zip(plain, python)),
+                                     max(a / b for a, b in zip(plain, python))),
+        "instrumented_over_plain": med(a / b for a, b in zip(instrumented, plain)),
+        "per_op_sum_over_whole": med(a / b for a, b in zip(sums, plain)),
+        "per_op_sum_over_instrumented_whole": med(a / b for a, b in zip(sums, instrumented)),
+    }
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--rounds", type=int, default=15)
+    ap.add_argument("--runs", type=int, default=2000)
+    ap.add_argument("--compilers", default="sofie,tvm")
+    ap.add_argument("--models", default=";".join(MODELS), help="model specs, separated by ';'")
+    args = ap.parse_args()
+    models = [m for m in args.models.split(";") if m]
+    from tabulate import tabulate
+
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for spec in models:
+            for name in args.compilers.split(","):
+                r = bench(spec, name, args.rounds, args.runs, Path(tmp))
+                if r is None:
+                    continue
+                if "error" in r:
+                    rows.append([spec, name, r["error"], "", "", "", "", ""])
+                    continue
+                lo, hi = r["runner_over_python_range"]
+                rows.append([spec, name, f"{r['runner_p50_us']:.2f}", f"{r['python_p50_us']:.2f}",
+                             f"{r['runner_over_python']:.3f} ({lo:.3f}-{hi:.3f})",
+                             f"{r['instrumented_over_plain']:.3f}", f"{r['per_op_sum_over_whole']:.3f}",
+                             f"{r['per_op_sum_over_instrumented_whole']:.3f}"])
+                print(rows[-1], flush=True)
+    print(tabulate(rows, headers=["model", "compiler", "runner p50 µs", "python p50 µs",
+                                  "runner/python (min-max)", "instr/plain", "op sum/whole",
+                                  "op sum/instr whole"]))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
