@@ -12,6 +12,7 @@ import os
 import sqlite3
 import time
 import uuid
+import zlib
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -58,6 +59,19 @@ CREATE TABLE IF NOT EXISTS op_attribution (run_id TEXT PRIMARY KEY, method TEXT,
 CREATE TABLE IF NOT EXISTS op_timings (run_id TEXT, idx INTEGER, kernel TEXT, op_type TEXT,
     onnx_nodes TEXT, calls INTEGER, mean_us REAL, p50_us REAL, std_us REAL, provider TEXT,
     share REAL, method TEXT, PRIMARY KEY (run_id, idx));
+CREATE TABLE IF NOT EXISTS profiles (
+    profile_id TEXT PRIMARY KEY, run_id TEXT, model_hash TEXT, compiler TEXT, device TEXT,
+    event TEXT, frequency INTEGER, samples INTEGER, ms_per_sample REAL, created_at REAL,
+    capture TEXT, notes TEXT, folded BLOB, svg_path TEXT);
+CREATE INDEX IF NOT EXISTS profiles_by_run ON profiles (run_id);
+CREATE INDEX IF NOT EXISTS profiles_by_model ON profiles (model_hash, compiler);
+CREATE TABLE IF NOT EXISTS profile_functions (profile_id TEXT, idx INTEGER, function TEXT, dso TEXT,
+    self_samples INTEGER, total_samples INTEGER, kernel TEXT, onnx_nodes TEXT,
+    PRIMARY KEY (profile_id, idx));
+CREATE TABLE IF NOT EXISTS profile_threads (profile_id TEXT, idx INTEGER, comm TEXT, tid INTEGER,
+    samples INTEGER, top_function TEXT, PRIMARY KEY (profile_id, idx));
+CREATE TABLE IF NOT EXISTS profile_kernels (profile_id TEXT, idx INTEGER, name TEXT, kind TEXT,
+    samples INTEGER, symbols TEXT, onnx_nodes TEXT, PRIMARY KEY (profile_id, idx));
 """
 
 RUN_SUMMARY_FIELDS = (
@@ -199,6 +213,38 @@ class Store:
                   attribution["method"]) for i, o in enumerate(ops)],
             )
 
+    def add_profile(self, profile: dict, *, model_hash: str, compiler: str, device: str,
+                    run_id: str | None = None, svg_path: str | None = None) -> str:
+        """One perf profile (device_runner.profile.Profile.to_dict()) and its per-function,
+        per-thread and per-kernel rows; its id. Folded stacks are kept zlib-compressed. Times
+        are not stored: samples x profiles.ms_per_sample gives them (see profile())."""
+        profile_id = uuid.uuid4().hex[:12]
+        folded = "".join(f"{stack} {n}\n" for stack, n in sorted(profile["folded"].items()))
+        with self.db:
+            self.db.execute("BEGIN")
+            self.db.execute(
+                "INSERT INTO profiles VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                (profile_id, run_id, model_hash, compiler, device, profile["event"], profile["frequency"],
+                 profile["samples"], profile["ms_per_sample"], time.time(), _json(profile["capture"]),
+                 _json(profile["notes"]), zlib.compress(folded.encode()), svg_path),
+            )
+            self.db.executemany(
+                "INSERT INTO profile_functions VALUES (?,?,?,?,?,?,?,?)",
+                [(profile_id, i, f["function"], f["dso"], f["self_samples"], f["total_samples"], f["kernel"],
+                  _json(f["onnx_nodes"])) for i, f in enumerate(profile["functions"])],
+            )
+            self.db.executemany(
+                "INSERT INTO profile_threads VALUES (?,?,?,?,?,?)",
+                [(profile_id, i, t["comm"], t["tid"], t["samples"], t["top_function"])
+                 for i, t in enumerate(profile["threads"])],
+            )
+            self.db.executemany(
+                "INSERT INTO profile_kernels VALUES (?,?,?,?,?,?,?)",
+                [(profile_id, i, k["name"], k["kind"], k["samples"], _json(k["symbols"]), _json(k["onnx_nodes"]))
+                 for i, k in enumerate(profile["kernels"])],
+            )
+        return profile_id
+
     def mark_dead_runs_interrupted(self) -> int:
         """Runs left pending/running by a process that no longer exists."""
         stale = self.db.execute(
@@ -239,6 +285,38 @@ class Store:
 
     def attribution(self, run_id: str) -> sqlite3.Row | None:
         return self.db.execute("SELECT * FROM op_attribution WHERE run_id=?", (run_id,)).fetchone()
+
+    def profile(self, profile_id: str) -> dict:
+        """A stored profile (an id or a unique prefix of one) in the shape add_profile took,
+        plus its ids, svg_path and, on every row, share of all samples and ms."""
+        rows = self.db.execute("SELECT * FROM profiles WHERE profile_id LIKE ?", (profile_id + "%",)).fetchall()
+        if not rows:
+            raise AuditorError(f"no profile {profile_id!r} in {self.path}")
+        if len(rows) > 1:
+            raise AuditorError(f"profile id {profile_id!r} is ambiguous ({len(rows)} profiles start with it)")
+        head = dict(rows[0])
+        pid, total, ms = head["profile_id"], head["samples"] or 0, head["ms_per_sample"] or 0.0
+
+        def table(name: str) -> list[dict]:
+            return [dict(r) for r in self.db.execute(
+                f"SELECT * FROM {name} WHERE profile_id=? ORDER BY idx", (pid,)).fetchall()]
+
+        def share(n: int) -> float:
+            return n / total if total else 0.0
+
+        functions = [dict(f, onnx_nodes=json.loads(f["onnx_nodes"]), self_share=share(f["self_samples"]),
+                          total_share=share(f["total_samples"]), self_ms=f["self_samples"] * ms,
+                          total_ms=f["total_samples"] * ms) for f in table("profile_functions")]
+        threads = [dict(t, thread=f"{t['comm']}-{t['tid']}", share=share(t["samples"]), ms=t["samples"] * ms)
+                   for t in table("profile_threads")]
+        kernels = [dict(k, symbols=json.loads(k["symbols"]), onnx_nodes=json.loads(k["onnx_nodes"]),
+                        share=share(k["samples"]), ms=k["samples"] * ms) for k in table("profile_kernels")]
+        folded: dict[str, int] = {}
+        for line in zlib.decompress(head.pop("folded")).decode().splitlines():
+            stack, _, n = line.rpartition(" ")
+            folded[stack] = int(n)
+        return dict(head, capture=json.loads(head["capture"]), notes=json.loads(head["notes"]), folded=folded,
+                    functions=functions, threads=threads, kernels=kernels)
 
     def model(self, model_hash: str) -> sqlite3.Row | None:
         return self.db.execute("SELECT * FROM models WHERE model_hash=?", (model_hash,)).fetchone()
