@@ -9,9 +9,11 @@ PYTHON  ?= python3
 
 # perf for profiles and `doctor`; BLAS builds for SOFIE's generated C++ (OpenBLAS, BLIS,
 # reference); the ARMv7 cross toolchain, armhf BLAS/libstdc++ (multiarch) and qemu for the
-# board target.
+# board target; cmake and ninja build the native runner (device_runner/runner); ssh/scp for ssh:// devices, and sshd for the tests, which start a private
+# one on 127.0.0.1 (tests/sshd.py) and never use a system ssh service.
 APT_PACKAGES := linux-perf libopenblas-dev libblas-dev libblis-dev g++-arm-linux-gnueabihf qemu-user \
-                libopenblas-dev:armhf libblas-dev:armhf libblis-dev:armhf libstdc++6:armhf
+                libopenblas-dev:armhf libblas-dev:armhf libblis-dev:armhf libstdc++6:armhf \
+                openssh-client openssh-server cmake ninja-build g++
 
 # torch and litert-torch must be resolved together in the first pip step: in one step with
 # the rest pip reports the set unresolvable (see README).
@@ -31,6 +33,8 @@ test: deps
 
 deps: apt $(VENV)/.installed
 
+# Installing openssh-server would start sshd as a service; policy-rc.d (exit 101) stops any
+# package from starting one during this install (removed again unless it was already there).
 apt:
 	@dpkg --print-foreign-architectures | grep -qx armhf || dpkg --add-architecture armhf
 	@missing=""; for p in $(APT_PACKAGES); do \
@@ -39,7 +43,12 @@ apt:
 	if [ -n "$$missing" ]; then \
 	  echo "apt-get install:$$missing"; \
 	  apt-get update -qq || echo "apt-get update reported a problem; installing anyway"; \
-	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; \
+	  norc=""; if [ ! -e /usr/sbin/policy-rc.d ]; then \
+	    printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d && chmod 755 /usr/sbin/policy-rc.d && norc=1; \
+	  fi; \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; rc=$$?; \
+	  if [ -n "$$norc" ]; then rm -f /usr/sbin/policy-rc.d; fi; \
+	  exit $$rc; \
 	fi
 
 $(VENV)/.installed: pyproject.toml Makefile

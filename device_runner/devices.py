@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import platform
+import re
 import shlex
 import shutil
 import subprocess
@@ -43,6 +44,16 @@ class Completed:
             return f"timed out after {self.wall_s:.0f} s"
         if self.returncode == 0:
             return None
+        # the dynamic loader: "<program>: error while loading shared libraries: <lib>: cannot open ..."
+        missing = re.search(r"(?m)^(?:(.*?): )?error while loading shared libraries: ([^:\s]+):",
+                            f"{self.stderr}\n{self.stdout}")
+        if missing:
+            binary = (missing[1] or "").strip() or (self.argv[0] if self.argv else "the program")
+            return f"the device lacks {missing[2]} needed by {binary}"
+        old_libc = re.search(r"version `(GLIBC_[0-9.]+)' not found \(required by ([^)]+)\)", self.stderr or "")
+        if old_libc:
+            return (f"the device's C library is older than {old_libc[1]}, which {old_libc[2]} needs "
+                    f"(link it statically or build it against an older glibc)")
         tail = [ln for ln in (self.stderr or self.stdout).strip().splitlines() if ln.strip()]
         why = tail[-1] if tail else "no output"
         if self.returncode is not None and self.returncode < 0:

@@ -292,7 +292,7 @@ int run_main(int argc, char **argv)
       for (int i = 0; i < args.warmup; ++i)
          backend->run();
       std::vector<long long> samples;
-      samples.reserve(args.runs);
+      samples.reserve(std::min(args.runs, 1 << 20));  // a long profiling run grows it as it goes
       sampler.start();
       const long long deadline = now_ns() + static_cast<long long>(args.max_seconds * 1e9);
       bool stopped_early = false;

@@ -1,0 +1,460 @@
+"""A board (or any Linux machine) reached over ssh: `ssh://user@host[:port]`.
+
+Uses the system OpenSSH client (`ssh`, `scp`) with key authentication only (BatchMode: it
+never asks for a password). The key is `AUDITOR_SSH_KEY` when set (then only that key is
+offered), else whatever ssh would use by default (~/.ssh/id_*, ssh-agent, ~/.ssh/config).
+
+Host keys: a board is reflashed and re-keyed often, so its key is not written to the
+user's ~/.ssh/known_hosts. It is accepted on first contact (`StrictHostKeyChecking=
+accept-new`) into the auditor's own file, `<cache_root()>/ssh/known_hosts`, and checked
+against that file afterwards; a changed key is refused with the command that forgets it.
+
+One ssh master connection per device (ControlMaster/ControlPersist, socket in a short
+folder under /tmp) carries every command and copy, so a run of many commands pays for one
+handshake; close() ends the master and removes the device's working directory.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import posixpath
+import re
+import shlex
+import shutil
+import signal
+import subprocess
+import tempfile
+import time
+import weakref
+from collections.abc import Callable
+from pathlib import Path
+
+from device_runner.devices import Completed, Device, DeviceError, host_machine
+
+DEFAULT_PORT = 22
+CONNECT_TIMEOUT_S = 10.0
+KILL_AFTER_S = 2  # the device's `timeout` sends SIGTERM, then SIGKILL this much later
+LOCAL_GRACE_S = 5.0  # how long past the remote deadline the local side waits before killing
+CONTROL_PERSIST_S = 300  # an idle master connection ends by itself after this long
+TIMEOUT_EXIT_CODES = (124, 137, 143)  # GNU timeout (TERM/KILL), busybox timeout
+SUPPORTED = "armv7l (-> armv7-cortex-a8) or this machine's own architecture"
+
+_SPEC = re.compile(r"^ssh://(?P<user>[A-Za-z0-9._][A-Za-z0-9._-]*)@"
+                   r"(?P<host>\[[0-9A-Fa-f:.%a-z0-9]+\]|[A-Za-z0-9._-]+)(?::(?P<port>\d{1,5}))?/?$")
+
+
+def parse_spec(spec: str) -> tuple[str, str, int]:
+    """`ssh://user@host[:port]` -> (user, host, port); DeviceError when malformed."""
+    m = _SPEC.match(spec.strip())
+    if not m:
+        raise DeviceError(f"bad device {spec!r}: expected ssh://user@host[:port], "
+                          "e.g. ssh://root@192.168.7.2 or ssh://root@board.local:2222")
+    port = int(m["port"]) if m["port"] else DEFAULT_PORT
+    if not 1 <= port <= 65535:
+        raise DeviceError(f"bad device {spec!r}: port {port} is not in 1-65535")
+    return m["user"], m["host"].strip("[]"), port
+
+
+def target_for_machine(machine: str, local_machine: str | None = None) -> str:
+    """The compilers.base.TARGETS key of code that runs on a device whose `uname -m` is
+    `machine`; DeviceError for an architecture nothing is built for."""
+    local_machine = local_machine or host_machine()
+    if machine.startswith("armv7"):
+        return "armv7-cortex-a8"
+    if machine == "x86_64" and local_machine == "x86_64":
+        return "host"
+    if machine == local_machine:
+        raise DeviceError(f"the device is {machine}: the 'host' target is built for x86_64 only")
+    raise DeviceError(f"the device's architecture {machine!r} is not supported (supported: {SUPPORTED}, "
+                      f"which is {local_machine})")
+
+
+def _last_line(text: str, default: str = "no output") -> str:
+    lines = [ln.strip() for ln in (text or "").splitlines() if ln.strip()]
+    return lines[-1] if lines else default
+
+
+def classify_ssh_error(stderr: str, where: str, key: str | None, known_hosts: Path | str,
+                       connect_timeout_s: float = CONNECT_TIMEOUT_S) -> str | None:
+    """One line saying why ssh/scp could not reach or log in to `where` (user@host:port),
+    from the client's stderr; None when the text is not an ssh connection failure."""
+    text = stderr or ""
+    m = re.search(r"Could not resolve hostname [^:\n]+: ([^\n]+)", text)
+    if m:
+        return f"cannot reach {where}: host name not found ({m[1].strip().rstrip('.')})"
+    m = re.search(r"(?m)^(?:ssh: )?connect to host \S+ port \d+: ([^\n]+)$", text)
+    reason = m[1].strip().rstrip(".") if m else ""
+    if reason == "Connection refused":
+        return f"cannot reach {where}: connection refused (no ssh server on that port?)"
+    if "timed out" in reason or "Connection timed out during banner exchange" in text:
+        return f"cannot reach {where}: connection timed out after {connect_timeout_s:g} s"
+    if reason:
+        return f"cannot reach {where}: {reason[0].lower() + reason[1:]}"
+    if "REMOTE HOST IDENTIFICATION HAS CHANGED" in text or "Host key verification failed" in text:
+        host, port = where.split("@", 1)[-1].rsplit(":", 1)
+        name = host if port == str(DEFAULT_PORT) else f"[{host}]:{port}"
+        return (f"the host key of {where} differs from the one recorded in {known_hosts} "
+                f"(reflashed board?); if that is expected, forget the old one: "
+                f"ssh-keygen -f {known_hosts} -R '{name}'")
+    if re.search(r"Permission denied \((publickey|password|keyboard-interactive|gssapi|hostbased)",
+                 text) or "Too many authentication failures" in text:
+        tried = f"the key {key} (AUDITOR_SSH_KEY)" if key else \
+            "ssh's default keys (~/.ssh/id_*, ssh-agent; AUDITOR_SSH_KEY is not set)"
+        return (f"{where} refused key authentication with {tried}: put its public key in the "
+                f"device's ~/.ssh/authorized_keys, or set AUDITOR_SSH_KEY=/path/to/private_key")
+    if re.search(r"Timeout, server \S+ not responding", text):
+        return f"lost the connection to {where}: no answer to keep-alives"
+    if re.search(r"Connection to \S+ closed by remote host|client_loop: send disconnect|"
+                 r"Broken pipe|Connection reset by", text):
+        return f"lost the connection to {where}: {_last_line(text)}"
+    if "kex_exchange_identification" in text or re.search(r"Connection closed by \S+ port \d+", text):
+        return (f"cannot reach {where}: the connection was closed during the ssh handshake "
+                f"(is an ssh server listening there?)")
+    return None
+
+
+def classify_copy_error(stderr: str) -> str | None:
+    """'disk full' when scp's stderr says the device ran out of space, else None."""
+    if re.search(r"No space left on device|Disk quota exceeded", stderr or ""):
+        return "disk full"
+    return None
+
+
+def _free_kb(df_output: str) -> int | None:
+    """Available KiB from `df -Pk <dir>` output (last line), None if unreadable."""
+    m = re.search(r"\s(\d+)\s+(\d+)\s+(\d+)\s+\d+%\s", _last_line(df_output, "") + " ")
+    return int(m[3]) if m else None
+
+
+def _teardown(control_dir: str, argv: list[str]) -> None:
+    """Ends the master connection and removes its socket folder (also run at exit)."""
+    try:
+        subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        pass
+    shutil.rmtree(control_dir, ignore_errors=True)
+
+
+class SshDevice(Device):
+    """A device reached with the system ssh/scp; see the module docstring for keys and
+    known hosts. Nothing connects until the first command, copy or `target_name`."""
+
+    def __init__(self, user: str, host: str, port: int = DEFAULT_PORT, spec: str | None = None,
+                 key: str | None = None, connect_timeout_s: float = CONNECT_TIMEOUT_S) -> None:
+        self._target: str | None = None
+        super().__init__(spec=spec or f"ssh://{user}@{host}:{port}", emulated=False)
+        self._target = None  # Device.__init__ set the default; probe on first use instead
+        self.user, self.host, self.port = user, host, port
+        self.where = f"{user}@{host}:{port}"
+        self.key = os.path.expanduser(key) if key else None
+        self.connect_timeout_s = connect_timeout_s
+        self.local_grace_s = LOCAL_GRACE_S
+        from device_runner.build import cache_root
+
+        self.known_hosts = cache_root() / "ssh" / "known_hosts"
+        self.machine: str | None = None  # `uname -m` of the device, set on connect
+        self._timeout_mode: str | None = None  # how the device's `timeout` is called
+        self._scp_legacy = True  # scp -O: no sftp-server needed; real errno texts
+        self._dir: str | None = None
+        self._mktemp_error = ""
+        self._control_dir: str | None = None
+        self._finalizer: weakref.finalize | None = None
+        self._runs = 0
+
+    @classmethod
+    def from_spec(cls, spec: str, connect_timeout_s: float = CONNECT_TIMEOUT_S) -> SshDevice:
+        user, host, port = parse_spec(spec)
+        return cls(user, host, port, spec=spec.strip(), key=os.environ.get("AUDITOR_SSH_KEY") or None,
+                   connect_timeout_s=connect_timeout_s)
+
+    def __repr__(self) -> str:  # the dataclass repr would read target_name, i.e. connect
+        return f"SshDevice({self.spec!r})"
+
+    # a connection, compared by identity (the dataclass __eq__ would read target_name too)
+    __eq__ = object.__eq__
+    __hash__ = object.__hash__
+
+    # --- target ---------------------------------------------------------------------------
+
+    @property
+    def target_name(self) -> str:  # type: ignore[override]
+        if self._target is None:
+            self._connect()
+            self._target = target_for_machine(self.machine or "?")
+        return self._target
+
+    @target_name.setter
+    def target_name(self, value: str) -> None:
+        self._target = value
+
+    # --- ssh plumbing ---------------------------------------------------------------------
+
+    def _options(self) -> list[str]:
+        opts = ["-o", "BatchMode=yes", "-o", f"ConnectTimeout={max(1, math.ceil(self.connect_timeout_s))}",
+                "-o", "ServerAliveInterval=10", "-o", "ServerAliveCountMax=3",
+                "-o", "StrictHostKeyChecking=accept-new", "-o", f"UserKnownHostsFile={self.known_hosts}",
+                "-o", "HashKnownHosts=no", "-o", "LogLevel=ERROR",
+                "-o", "ControlMaster=auto", "-o", f"ControlPath={self._control_dir}/%C",
+                "-o", f"ControlPersist={CONTROL_PERSIST_S}"]
+        if self.key:
+            opts += ["-i", self.key, "-o", "IdentitiesOnly=yes"]
+        return opts
+
+    def _ssh_argv(self, remote_command: str) -> list[str]:
+        return ["ssh", "-p", str(self.port), *self._options(), f"{self.user}@{self.host}", remote_command]
+
+    def _remote(self, path: str) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{self.user}@{host}:{shlex.quote(path) if self._scp_legacy else path}"
+
+    def _connection_error(self, stderr: str) -> str | None:
+        return classify_ssh_error(stderr, self.where, self.key, self.known_hosts, self.connect_timeout_s)
+
+    def _ssh(self, remote_command: str, timeout_s: float, what: str) -> subprocess.CompletedProcess:
+        """Run one of the device class's own shell commands; DeviceError when the device
+        cannot be reached or does not answer in time."""
+        from auditor.children import die_with_parent
+
+        remote = f"exec sh -c {shlex.quote(remote_command)}"  # POSIX sh whatever the login shell
+        try:
+            done = subprocess.run(self._ssh_argv(remote), stdin=subprocess.DEVNULL,
+                                  capture_output=True, text=True, errors="replace",
+                                  timeout=timeout_s, preexec_fn=die_with_parent)
+        except subprocess.TimeoutExpired:
+            raise DeviceError(f"{self.where} did not answer within {timeout_s:.0f} s ({what})") from None
+        except FileNotFoundError:
+            raise DeviceError("ssh not found (apt-get install openssh-client)") from None
+        if done.returncode == 255:
+            raise DeviceError(self._connection_error(done.stderr)
+                              or f"cannot reach {self.where}: {_last_line(done.stderr, 'ssh exited 255')}")
+        return done
+
+    def _connect(self) -> None:
+        """Open the master connection and probe the device (once)."""
+        if self.machine is not None:
+            return
+        if shutil.which("ssh") is None or shutil.which("scp") is None:
+            raise DeviceError("ssh/scp not found (apt-get install openssh-client)")
+        if self.key and not os.path.isfile(self.key):
+            raise DeviceError(f"AUDITOR_SSH_KEY={self.key}: no such file (it must name a private key)")
+        self.known_hosts.parent.mkdir(parents=True, exist_ok=True)
+        if self._control_dir is None:  # sockets need a short path: /tmp, not a deep TMPDIR
+            self._control_dir = tempfile.mkdtemp(prefix="auditor-ssh-", dir="/tmp" if os.path.isdir("/tmp") else None)
+            exit_argv = ["ssh", "-p", str(self.port), "-o", f"ControlPath={self._control_dir}/%C",
+                         "-O", "exit", f"{self.user}@{self.host}"]
+            self._finalizer = weakref.finalize(self, _teardown, self._control_dir, exit_argv)
+        # one round trip: the architecture, how `timeout` is called there, a working directory
+        probe = ("echo machine=$(uname -m); "
+                 "if timeout -k 1 5 true 2>/dev/null; then echo timeout=k; "
+                 "elif timeout -s KILL 5 true 2>/dev/null; then echo timeout=s; "
+                 "elif timeout -t 5 -s KILL true 2>/dev/null; then echo timeout=t; "
+                 "else echo timeout=none; fi; "
+                 "echo dir=$(mktemp -d /tmp/auditor.XXXXXX 2>&1)")
+        done = self._ssh(probe, timeout_s=self.connect_timeout_s + 30, what="connecting")
+        said = dict(ln.split("=", 1) for ln in done.stdout.splitlines() if "=" in ln)
+        if done.returncode != 0 or not said.get("machine"):
+            raise DeviceError(f"{self.where} did not run `uname -m`: {_last_line(done.stderr)}")
+        self.machine = said["machine"].strip()
+        self._timeout_mode = said.get("timeout", "none").strip()
+        note = ("no usable `timeout` on the device: runs past their deadline are killed "
+                "through their pid after the local deadline")
+        if self._timeout_mode == "none" and note not in self.notes:
+            self.notes.append(note)
+        made = said.get("dir", "").strip()
+        if made.startswith("/tmp/auditor."):
+            self._dir = made
+        else:
+            self._mktemp_error = made or _last_line(done.stderr)
+
+    # --- Device interface -------------------------------------------------------------------
+
+    def workdir(self) -> str:
+        """A fresh `mktemp -d` directory under the device's /tmp (made when connecting)."""
+        if self._dir is None:
+            self._connect()
+        if self._dir is None:
+            raise DeviceError(f"cannot create a working directory under /tmp on {self.where}: "
+                              f"{self._mktemp_error}")
+        return self._dir
+
+    def _dest(self, remote_name: str) -> str:
+        parts = Path(remote_name).parts
+        if not parts or Path(remote_name).is_absolute() or ".." in parts:
+            raise DeviceError(f"bad remote name {remote_name!r}: a relative path inside the working directory")
+        return posixpath.join(self.workdir(), *parts)
+
+    def _scp(self, args: Callable[[], list[str]], timeout_s: float) -> subprocess.CompletedProcess:
+        """scp with the master connection; `args` gives the paths (they depend on the protocol)."""
+        from auditor.children import die_with_parent
+
+        for _attempt in range(2):
+            argv = ["scp", "-p", *(["-O"] if self._scp_legacy else []), "-P", str(self.port),
+                    *self._options(), *args()]
+            try:
+                done = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, text=True,
+                                      errors="replace", timeout=timeout_s, preexec_fn=die_with_parent)
+            except subprocess.TimeoutExpired:
+                raise DeviceError(f"copying to/from {self.where} took more than {timeout_s:.0f} s") from None
+            problem = self._connection_error(done.stderr)
+            if problem:
+                raise DeviceError(problem)
+            # a device without an scp binary (legacy protocol) may still have sftp-server
+            if done.returncode != 0 and self._scp_legacy and re.search(r"scp: (command )?not found", done.stderr):
+                self._scp_legacy = False
+                continue
+            return done
+        return done
+
+    def put(self, local: Path, remote_name: str) -> str:
+        local = Path(local)
+        if not local.is_file():
+            raise DeviceError(f"cannot stage {local}: no such file")
+        dest = self._dest(remote_name)
+        parent = posixpath.dirname(dest)
+        need_kb = math.ceil(local.stat().st_size / 1024) + 16  # + a few blocks of slack
+
+        def free_kb() -> int | None:
+            done = self._ssh(f"mkdir -p {shlex.quote(parent)} && df -Pk {shlex.quote(parent)}", timeout_s=60,
+                             what="checking free space")
+            if done.returncode != 0:
+                raise DeviceError(f"cannot prepare {parent} on {self.where}: {_last_line(done.stderr)}")
+            return _free_kb(done.stdout)
+
+        def full(detail: str) -> DeviceError:
+            return DeviceError(f"the device {self.where} is out of disk space: staging {local.name} "
+                               f"needs {need_kb} KB and {detail} (check with df -Pk {parent})")
+
+        free = free_kb()
+        if free is not None and free < need_kb:
+            raise full(f"{parent} has {free} KB free")
+        done = self._scp(lambda: [str(local), self._remote(dest)],
+                         timeout_s=120 + local.stat().st_size / 100_000)
+        if done.returncode != 0:
+            self._ssh(f"rm -f {shlex.quote(dest)}", timeout_s=60, what="removing a partial copy")
+            if classify_copy_error(done.stderr):
+                raise full(f"scp said: {_last_line(done.stderr)}")
+            free = free_kb()  # sftp-mode scp says only "Failure"; or something else filled it
+            if free is not None and free < need_kb:
+                raise full(f"{parent} has {free} KB free")
+            raise DeviceError(f"cannot copy {local.name} to {self.where}:{dest}: {_last_line(done.stderr)}")
+        return dest
+
+    def get(self, remote_path: str, local: Path) -> None:
+        """Copy remote_path (relative: inside workdir()) from the device to local."""
+        if not remote_path.startswith("/"):
+            remote_path = posixpath.join(self.workdir(), remote_path)
+        self._connect()
+        local = Path(local)
+        done = self._scp(lambda: [self._remote(remote_path), str(local)], timeout_s=600)
+        if done.returncode != 0:
+            raise DeviceError(f"cannot fetch {remote_path} from {self.where}: {_last_line(done.stderr)}")
+
+    def _timeout_prefix(self, secs: int) -> str:
+        return {"k": f"timeout -k {KILL_AFTER_S} {secs} ", "s": f"timeout -s KILL {secs} ",
+                "t": f"timeout -t {secs} -s KILL "}.get(self._timeout_mode or "none", "")
+
+    def run(self, argv: list[str], timeout_s: float, cwd: str | None = None) -> Completed:
+        """Run argv on the device under `timeout` (killed there at the deadline) and locally
+        bounded too; cwd defaults to workdir(). Never raises for a non-zero exit or a
+        timeout; DeviceError only when the device cannot be reached."""
+        from auditor.children import die_with_parent
+
+        if not argv:
+            raise ValueError("run() needs a command")
+        argv = [str(a) for a in argv]
+        wd = self.workdir()
+        self._runs += 1
+        pidfile = shlex.quote(f"{wd}/.run-{self._runs}.pid")
+        secs = max(1, math.ceil(timeout_s))
+        # A shell stays the parent (no exec) so a runner killed by a signal comes back as
+        # exit 128+N, not as ssh's own 255. Its pid (sshd made it a session leader) lets the
+        # local side kill everything it started if the remote timeout never fires.
+        script = (f"echo $$ > {pidfile}; cd {shlex.quote(cwd or wd)} || exit 126; "
+                  f"{self._timeout_prefix(secs)}{shlex.join(argv)}; rc=$?; rm -f {pidfile}; exit $rc")
+        remote = f"exec sh -c {shlex.quote(script)}"
+        if self._timeout_mode == "none":
+            local_deadline = timeout_s + 0.5
+        else:
+            local_deadline = secs + KILL_AFTER_S + self.local_grace_s
+        t0 = time.perf_counter()
+        proc = subprocess.Popen(self._ssh_argv(remote), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True, errors="replace",
+                                preexec_fn=die_with_parent, start_new_session=True)
+        try:
+            out, err = proc.communicate(timeout=local_deadline)
+        except subprocess.TimeoutExpired:
+            wall = time.perf_counter() - t0
+            os.killpg(proc.pid, signal.SIGKILL)
+            try:
+                # The mux client handed its pipes to the master connection, which keeps them
+                # open while the remote command lives: kill that first, then read what came.
+                self._kill_remote(pidfile, argv[0], timeout_s)
+            finally:
+                try:
+                    out, err = proc.communicate(timeout=5)
+                except subprocess.TimeoutExpired:
+                    for pipe in (proc.stdout, proc.stderr):
+                        pipe.close()
+                    proc.wait()
+                    out, err = "", ""
+            return Completed(argv, None, out, err, wall, timed_out=True)
+        wall = time.perf_counter() - t0
+        rc = proc.returncode
+        if rc == 255:
+            problem = self._connection_error(err)
+            if problem:
+                raise DeviceError(problem)
+        if rc in TIMEOUT_EXIT_CODES and self._timeout_mode != "none" and wall >= timeout_s:
+            return Completed(argv, None, out, err, wall, timed_out=True)
+        return Completed(argv, rc, out, err, wall)
+
+    def _kill_remote(self, pidfile: str, program: str, timeout_s: float) -> None:
+        """Kill what a run left on the device: its shell's process group and session."""
+        script = (f'p=$(cat {pidfile} 2>/dev/null) || exit 0; [ -n "$p" ] || exit 0; '
+                  f'kill -KILL -"$p" 2>/dev/null; pkill -KILL -s "$p" 2>/dev/null; '
+                  f'kill -KILL "$p" 2>/dev/null; rm -f {pidfile}; exit 0')
+        try:
+            self._ssh(script, timeout_s=30, what="killing a run past its deadline")
+        except DeviceError as e:
+            raise DeviceError(f"{program} ran past its {timeout_s:g} s timeout on {self.where} and the "
+                              f"device did not answer the kill: {e}") from None
+
+    def tool_problem(self, tool: str) -> str | None:
+        """Why `tool` cannot be used on the device, or None when it runs. For perf this
+        also runs `perf --version`: Debian's /usr/bin/perf is a wrapper that exists even
+        when no perf matches the running kernel."""
+        check = f"command -v {shlex.quote(tool)} >/dev/null 2>&1 || {{ echo missing; exit 1; }}"
+        if tool == "perf":
+            check += '; out=$(perf --version 2>&1); rc=$?; echo "$out" | head -n 3; exit $rc'
+        done = self.run(["sh", "-c", check], timeout_s=30)
+        if done.returncode == 0:
+            return None
+        hint = " (Debian: apt-get install linux-perf)" if tool == "perf" else ""
+        if done.stdout.strip() == "missing":
+            return f"{tool} is not installed on {self.where}{hint}"
+        return f"{tool} does not run on {self.where}: {_last_line(done.stdout + done.stderr)}{hint}"
+
+    def which(self, tool: str) -> bool:
+        return self.tool_problem(tool) is None
+
+    def require_tool(self, tool: str) -> None:
+        """DeviceError saying what is missing when `tool` (e.g. perf) cannot run on the device."""
+        problem = self.tool_problem(tool)
+        if problem:
+            raise DeviceError(problem)
+
+    def close(self) -> None:
+        """Remove the working directory on the device and end the master connection.
+        Never raises: an unreachable device only leaves its /tmp folder behind."""
+        if self._dir is not None and self.machine is not None:
+            try:
+                self._ssh(f"rm -rf -- {shlex.quote(self._dir)}", timeout_s=60, what="removing the working directory")
+            except DeviceError as e:
+                self.notes.append(f"could not remove {self._dir} on the device: {e}")
+        self._dir = None
+        self.machine = None
+        if self._finalizer is not None:
+            self._finalizer()
+            self._finalizer = None
+        self._control_dir = None
