@@ -152,7 +152,9 @@ class SshDevice(Device):
         self.local_grace_s = LOCAL_GRACE_S
         from device_runner.build import cache_root
 
-        self.known_hosts = cache_root() / "ssh" / "known_hosts"
+        # AUDITOR_SSH_KNOWN_HOSTS: another file (the tests' throw-away sshd uses one per session)
+        self.known_hosts = Path(os.environ.get("AUDITOR_SSH_KNOWN_HOSTS")
+                                or cache_root() / "ssh" / "known_hosts")
         self.machine: str | None = None  # `uname -m` of the device, set on connect
         self._timeout_mode: str | None = None  # how the device's `timeout` is called
         self._scp_legacy = True  # scp -O: no sftp-server needed; real errno texts

@@ -130,5 +130,5 @@ def sshd_server(tmp_path_factory):
 def ssh_spec(sshd_server, monkeypatch, tmp_path):
     """`ssh://root@127.0.0.1:PORT` of the private sshd, with AUDITOR_SSH_KEY set to its client key."""
     monkeypatch.setenv("AUDITOR_SSH_KEY", str(sshd_server.client_key))
-    monkeypatch.setenv("AUDITOR_CACHE", str(tmp_path / "auditor-cache"))
+    monkeypatch.setenv("AUDITOR_SSH_KNOWN_HOSTS", str(tmp_path / "known_hosts"))
     yield sshd_server.spec

@@ -157,3 +157,39 @@ def test_runner_sched_fifo_and_pinning_apply_or_say_why(tmp_path, built_runner):
         assert any("SCHED_FIFO" in n for n in sched["notes"])
     memory = json.loads(out.read_text())["memory"]
     assert len(memory["samples"]) >= 2 and memory["peak_rss_kb"] > 0
+
+
+def test_sofie_on_the_loopback_ssh_device(tmp_path, ssh_spec):
+    """The same runner over ssh: staged, run, fetched; stored with the device's spec and
+    facts; then profiled there with the device's perf."""
+    store, _, (run_id,) = audit_in(tmp_path, MLP, ["sofie"], device=ssh_spec)
+    run = store.run(run_id)
+    assert run["status"] == "ok", run["reason"]
+    assert run["device"] == ssh_spec and run["emulated"] == 0
+    host = json.loads(run["host"])
+    assert host["device"] == ssh_spec and "uname" in host and "controller" in host
+    assert json.loads(run["settings"])["harness"] == "native"
+    assert store.db.execute("SELECT COUNT(*) FROM op_timings WHERE run_id=?", (run_id,)).fetchone()[0] > 0
+    if shutil.which("perf") is None:
+        return
+    from tests.conftest import run_cli
+
+    done = run_cli("profile", MLP, "-c", "sofie", "--device", ssh_spec, "--seconds", "1",
+                   "-o", tmp_path, "--json")
+    assert done.returncode == 0, done.stderr
+    prof = json.loads(done.stdout)
+    assert prof["device"] == ssh_spec and prof["event"] in ("cycles", "cpu-clock")
+    assert prof["samples"] > 100 and prof["functions"]
+    assert Path(prof["svg_path"]).read_text().startswith("<svg")
+
+
+def test_profile_refuses_what_it_cannot_do_in_one_line(tmp_path):
+    from tests.conftest import run_cli
+
+    for args, expect in ((["--device", "qemu-armv7", "-c", "sofie"], "qemu"),
+                         (["-c", "onnxruntime"], "no native runner backend"),
+                         (["-c", "sofie,tvm"], "one variant")):
+        done = run_cli("profile", MLP, *args, "-o", tmp_path, "--seconds", "0.5")
+        assert done.returncode == 2, (args, done.stderr)
+        lines = [ln for ln in done.stderr.strip().splitlines() if ln.strip()]
+        assert len(lines) == 1 and expect in lines[0], (args, done.stderr)

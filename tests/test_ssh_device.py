@@ -224,11 +224,13 @@ def test_changed_host_key_is_refused(ssh_spec, sshd_server, tmp_path):
     d.close()
 
 
-def test_known_hosts_go_to_the_auditor_cache(dev, ssh_spec, sshd_server):
-    dev.workdir()
+def test_known_hosts_go_to_the_auditor_cache(dev, ssh_spec, sshd_server, monkeypatch):
     from device_runner.build import cache_root
+    from device_runner.ssh_device import SshDevice
 
-    assert dev.known_hosts == cache_root() / "ssh" / "known_hosts"
+    monkeypatch.delenv("AUDITOR_SSH_KNOWN_HOSTS")
+    assert SshDevice.from_spec(ssh_spec).known_hosts == cache_root() / "ssh" / "known_hosts"
+    dev.workdir()  # the fixture's device records the key in its own file
     assert f"[127.0.0.1]:{sshd_server.port} ssh-ed25519" in dev.known_hosts.read_text()
 
 
