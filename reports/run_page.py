@@ -35,11 +35,29 @@ def histogram_svg(samples_us: np.ndarray, budget_us: float | None, width=640, he
     return f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" role="img">{bars}{marks}</svg>'
 
 
+def profiles_of(store: Store, run) -> list[dict]:
+    """perf profiles of the same model, compiler variant and device, with their flamegraphs
+    inline (interactive: the SVG carries its own script)."""
+    rows = store.db.execute(
+        "SELECT profile_id, svg_path FROM profiles WHERE model_hash=? AND compiler=? AND device=? "
+        "ORDER BY created_at", (run["model_hash"], run["variant"], run["device"])).fetchall()
+    out = []
+    for profile_id, svg_path in rows:
+        if svg_path and Path(svg_path).exists():
+            p = store.profile(profile_id)
+            out.append({**p, "svg": Path(svg_path).read_text(encoding="utf-8")})
+    return out
+
+
 def run_context(store: Store, run_id: str) -> dict:
     run = dict(store.run(run_id))
     samples = np.array([r["latency_ns"] for r in store.rows("samples", run["run_id"])], dtype=np.float64) / 1e3
     attribution = store.attribution(run["run_id"])
+    memory = json.loads(run["runtime_memory"] or "{}")
     return {
+        "settings": json.loads(run["settings"] or "{}"),
+        "runner": memory if "runner" in memory else None,
+        "profiles": profiles_of(store, run),
         "run": run,
         "options": json.loads(run["options"] or "{}"),
         "target": json.loads(run["target"] or "{}"),

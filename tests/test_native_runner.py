@@ -181,6 +181,8 @@ def test_sofie_on_the_loopback_ssh_device(tmp_path, ssh_spec):
     assert prof["device"] == ssh_spec and prof["event"] in ("cycles", "cpu-clock")
     assert prof["samples"] > 100 and prof["functions"]
     assert Path(prof["svg_path"]).read_text().startswith("<svg")
+    page = (tmp_path / "reports" / f"run-{run_id}.html").read_text()
+    assert f"perf profile {prof['profile_id']}" in page and "<svg" in page and "native runner: sofie" in page
 
 
 def test_profile_refuses_what_it_cannot_do_in_one_line(tmp_path):

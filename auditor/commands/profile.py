@@ -110,6 +110,12 @@ def profile(
         dev.close()
 
     stored = store.profile(profile_id)
+    # the run pages of this model, variant and device show the new flamegraph
+    from reports.run_page import write_run_page
+
+    pages = [write_run_page(store, r["run_id"]) for r in store.db.execute(
+        "SELECT run_id FROM runs WHERE model_hash=? AND variant=? AND device=?",
+        (bundle.model_hash, variant.label, dev.spec)).fetchall()]
     store.close()
     if as_json:
         print(json.dumps(stored, indent=2, default=str))
@@ -127,4 +133,4 @@ def profile(
         print(tabulate(krows, headers=["kernel / bucket", "kind", "samples", "%", "ONNX nodes"]))
     for note in stored["notes"]:
         print(f"note: {note}")
-    print(f"flamegraph: {svg_path}")
+    print(f"flamegraph: {svg_path}" + (f"; shown on {len(pages)} run page(s) in {pages[0].parent}" if pages else ""))
