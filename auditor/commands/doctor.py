@@ -12,6 +12,24 @@ from compilers import registry
 from device_runner import perf
 
 
+# What the native runner and each device kind need on this machine.
+DEVICE_TOOLS = (
+    ("cmake", "cmake", "building the native runner"),
+    ("ninja", "ninja-build", "faster runner builds (optional)"),
+    ("g++", "g++", "the runner and SOFIE on local"),
+    ("arm-linux-gnueabihf-g++", "g++-arm-linux-gnueabihf", "ARMv7 runners (qemu-armv7, a Bela over ssh)"),
+    ("qemu-arm", "qemu-user", "--device qemu-armv7 (emulated timings)"),
+    ("ssh", "openssh-client", "--device ssh://user@host[:port]"),
+)
+
+
+def device_tools() -> list[dict]:
+    import shutil
+
+    return [{"tool": t, "package": pkg, "for": why, "found": shutil.which(t) is not None}
+            for t, pkg, why in DEVICE_TOOLS]
+
+
 def doctor(as_json: bool = typer.Option(False, "--json")) -> None:
     """Versions and availability of everything auditor uses, with how to add what is missing."""
     host = host_facts()
@@ -23,7 +41,7 @@ def doctor(as_json: bool = typer.Option(False, "--json")) -> None:
                           "reason": None if ok else detail, "install": None if ok else cls.install_hint,
                           "per_op": cls.per_op_method, "accepts": list(cls.accepts)})
     facts = {"host": host, "torch": package_version("torch"), "onnx": package_version("onnx"),
-             "compilers": compilers, "perf": perf.probe()}
+             "compilers": compilers, "perf": perf.probe(), "devices": device_tools()}
     if as_json:
         print(json.dumps(facts, indent=2))
         return
@@ -33,6 +51,10 @@ def doctor(as_json: bool = typer.Option(False, "--json")) -> None:
     print(tabulate([[c["compiler"], "yes" if c["available"] else "NO", c["version"] or c["reason"],
                      c["per_op"] or "—", ", ".join(c["accepts"]), c["install"] or ""] for c in compilers],
                    headers=["compiler", "installed", "version / reason", "per-op timings", "takes", "to add"]))
+    print("\nnative runner and devices:")
+    for d in facts["devices"]:
+        print(f"  {d['tool']:<24} {'yes' if d['found'] else 'NO'}  {d['for']}"
+              + ("" if d["found"] else f"  (apt-get install {d['package']})"))
     p = facts["perf"]
     print(f"\nperf: {p['version'] or 'unavailable'} (perf_event_paranoid={p['paranoid']}); {p['record']}")
     if p["events"]:
