@@ -15,6 +15,11 @@ g++-arm-linux-gnueabihf) into a 32-bit ARM hard-float shared object, kept for th
 
 Per-op timing uses the VM's instrument hook: a Python callback before and after every VM
 call instruction, timestamps taken inside it (see `profile_ops`).
+
+Native runner (`native_program`): device_runner's TVM backend loads model.so through TVM's
+C++ runtime and instruments the same hook with a native callback. One generic runner per
+target, cached: on the host it links the wheel's libtvm_runtime.so/libtvm_ffi.so; for
+armv7 it builds TVM's runtime from the sources the wheels ship (a few minutes, once).
 """
 
 from __future__ import annotations
@@ -123,6 +128,30 @@ def _has_tuning_records(work_dir: Path) -> bool:
     return (work_dir / COMPLETE).exists() and records.exists() and records.stat().st_size > 0
 
 
+def runner_build_inputs(target: Target) -> tuple[dict[str, str], tuple[Path, ...]]:
+    """CMake definitions of the TVM runner (device_runner/runner/backends/tvm.cmake) and the
+    wheel source trees it compiles from (part of the runner cache key). Host: the wheel's
+    shared runtime; any other target: the runtime built from the wheels' sources."""
+    import importlib.metadata
+    import importlib.util
+
+    def package_dir(name: str) -> Path:
+        spec = importlib.util.find_spec(name)
+        if spec is None or spec.origin is None:
+            raise RuntimeError(f"the {name} package is not installed (pip install apache-tvm)")
+        return Path(spec.origin).parent
+
+    tvm_dir, ffi_dir = package_dir("tvm"), package_dir("tvm_ffi")
+    defines = {
+        "TVM_WHEEL_DIR": str(tvm_dir), "TVM_FFI_DIR": str(ffi_dir),
+        "TVM_WHEEL_VERSION": importlib.metadata.version("apache-tvm"),
+        "TVM_FFI_WHEEL_VERSION": importlib.metadata.version("apache-tvm-ffi"),
+        "TVM_RUNTIME": "wheel" if target.is_host else "source",
+    }
+    sources = (tvm_dir / "src" / "runtime", tvm_dir / "include", ffi_dir / "src", ffi_dir / "include")
+    return defines, sources
+
+
 class TvmRunnable(Runnable):
     def __init__(self, library_path: Path, bundle: ModelBundle):
         import tvm
@@ -193,6 +222,8 @@ class TvmRelax(Compiler):
         from compilers import tvm_relax_kernels as kernels
 
         options = self.resolve_options(options)
+        workdir = Path(workdir)
+        workdir.mkdir(parents=True, exist_ok=True)  # callers outside the pipeline pass a new path
         notes: list[str] = []
         if options["tune_trials"] < 0:
             raise ValueError(f"tune_trials must be >= 0, got {options['tune_trials']}")
@@ -346,6 +377,19 @@ class TvmRelax(Compiler):
         if unmapped:
             notes.append(f"kernels with no ONNX origin: {', '.join(unmapped)}")
         return kernel_map, notes
+
+    # ------------------------------------------------------------------ native runner
+    def native_program(self, artifact):
+        """The generic TVM runner for the artifact's target (built once per machine into the
+        runner cache) and the artifact's model.so; instrumentation is switched at run time."""
+        from device_runner.build import cached_runner
+        from device_runner.native import NativeProgram
+
+        defines, sources = runner_build_inputs(artifact.target)
+        runner = cached_runner("tvm", artifact.target, defines, "auditor-runner-tvm",
+                               extra_sources=sources)
+        return NativeProgram(runner=runner, model=artifact.path("library"), extra_files=[],
+                             instrumented_runner=None, kernel_map=dict(artifact.kernel_map))
 
     # ------------------------------------------------------------------ run
     def load(self, artifact, bundle):

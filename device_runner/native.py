@@ -69,41 +69,58 @@ def _order(order: list[int] | None, n: int) -> list[int]:
     return list(range(n)) if order is None else list(order)
 
 
+@dataclass
+class Staged:
+    """A program and its inputs on a device: paths there."""
+
+    device: Device
+    runner: str
+    model: str
+    instrumented: str | None
+    work: str
+    examples: int
+
+    def argv(self, exe: str, json_name: str, extra: list[str]) -> list[str]:
+        return [exe, "--model", self.model, "--inputs-dir", self.work, "--json",
+                f"{self.work}/{json_name}", *extra]
+
+
+def stage_program(device: Device, program: NativeProgram, timing_inputs: list[np.ndarray],
+                  examples: list[list[np.ndarray]], local: Path, instrumented: bool) -> Staged:
+    """Copy the runner(s), the model's files and the inputs (as .npy, in the runner's tensor
+    order) into the device's working directory."""
+    in_order = _order(program.input_order, len(timing_inputs))
+    runner = device.put(program.runner, "auditor-runner")
+    model = device.put(program.model, program.model.name)
+    for extra in program.extra_files:
+        device.put(extra, extra.name)
+    for k, b in enumerate(in_order):
+        np.save(local / f"timing_{k}.npy", np.ascontiguousarray(timing_inputs[b]))
+        device.put(local / f"timing_{k}.npy", f"timing_{k}.npy")
+    for e, example in enumerate(examples):
+        for k, b in enumerate(in_order):
+            np.save(local / f"example{e}_{k}.npy", np.ascontiguousarray(example[b]))
+            device.put(local / f"example{e}_{k}.npy", f"example{e}_{k}.npy")
+    staged_instrumented = None
+    if program.instrumented_runner is not None and instrumented:
+        staged_instrumented = device.put(program.instrumented_runner, "auditor-runner-instrumented")
+    return Staged(device, runner, model, staged_instrumented, device.workdir(), len(examples))
+
+
 def run_program(device: Device, program: NativeProgram, timing_inputs: list[np.ndarray],
                 examples: list[list[np.ndarray]], settings: RunnerSettings) -> RunnerResult:
     """Stage, run (plain, then instrumented when that is another binary) and fetch."""
     import shlex
 
-    in_order = _order(program.input_order, len(timing_inputs))
     with tempfile.TemporaryDirectory(prefix="auditor-native-") as tmp:
         local = Path(tmp)
-        staged: dict[str, str] = {}
-
-        def stage(path: Path, name: str) -> str:
-            staged[name] = device.put(path, name)
-            return staged[name]
-
-        runner = stage(program.runner, "auditor-runner")
-        model = stage(program.model, program.model.name)
-        for extra in program.extra_files:
-            stage(extra, extra.name)
-        for k, b in enumerate(in_order):
-            np.save(local / f"timing_{k}.npy", np.ascontiguousarray(timing_inputs[b]))
-            stage(local / f"timing_{k}.npy", f"timing_{k}.npy")
-        for e, example in enumerate(examples):
-            for k, b in enumerate(in_order):
-                np.save(local / f"example{e}_{k}.npy", np.ascontiguousarray(example[b]))
-                stage(local / f"example{e}_{k}.npy", f"example{e}_{k}.npy")
-        instrumented = None
-        if program.instrumented_runner is not None and settings.per_op_runs > 0:
-            instrumented = stage(program.instrumented_runner, "auditor-runner-instrumented")
-        work = device.workdir()
-
+        staged = stage_program(device, program, timing_inputs, examples, local,
+                               instrumented=settings.per_op_runs > 0)
+        runner, instrumented, work = staged.runner, staged.instrumented, staged.work
         commands: list[str] = []
 
         def invoke(exe: str, json_name: str, extra: list[str]) -> tuple[dict | None, str | None]:
-            argv = [exe, "--model", model, "--inputs-dir", work, "--json", f"{work}/{json_name}",
-                    *extra]
+            argv = staged.argv(exe, json_name, extra)
             commands.append(shlex.join(argv))
             done = device.run(argv, timeout_s=settings.timeout_s, cwd=work)
             report = None

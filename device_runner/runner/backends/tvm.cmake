@@ -7,6 +7,7 @@
 #   TVM_FFI_DIR        the installed `tvm_ffi` package directory (apache-tvm-ffi wheel):
 #                      include/, src/ffi/, lib/libtvm_ffi.so
 #   TVM_WHEEL_VERSION  apache-tvm's version (the runner reports it as the backend version)
+#   TVM_FFI_WHEEL_VERSION  apache-tvm-ffi's version (in the runner's notes)
 #   TVM_RUNTIME        `wheel`: link the wheel's libtvm_runtime.so / libtvm_ffi.so (host
 #                      only; the runner's RPATH points at them); `source`: build the runtime
 #                      from the sources the wheels ship into a static library linked into the
@@ -19,12 +20,18 @@
 set(TVM_WHEEL_DIR "" CACHE PATH "installed apache-tvm package directory (tvm/)")
 set(TVM_FFI_DIR "" CACHE PATH "installed apache-tvm-ffi package directory (tvm_ffi/)")
 set(TVM_WHEEL_VERSION "" CACHE STRING "apache-tvm version, reported by the runner")
+set(TVM_FFI_WHEEL_VERSION "" CACHE STRING "apache-tvm-ffi version, in the runner's notes")
 if(CMAKE_CROSSCOMPILING)
   set(_auditor_tvm_default_runtime source)
 else()
   set(_auditor_tvm_default_runtime wheel)
 endif()
 set(TVM_RUNTIME ${_auditor_tvm_default_runtime} CACHE STRING "wheel or source (see tvm.cmake)")
+
+if(AUDITOR_STATIC)
+  message(FATAL_ERROR "TVM backend: the runner dlopens the model .so, so it cannot be linked "
+                      "-static (AUDITOR_STATIC=OFF; libstdc++ is still linked in)")
+endif()
 
 foreach(_check IN ITEMS "${TVM_WHEEL_DIR}/include/tvm/runtime/base.h"
                         "${TVM_FFI_DIR}/include/tvm/ffi/c_api.h")
@@ -42,7 +49,8 @@ set(_auditor_tvm_includes ${TVM_WHEEL_DIR}/include ${TVM_FFI_DIR}/include
 auditor_add_runner(auditor-runner-tvm ${CMAKE_CURRENT_LIST_DIR}/backend_tvm.cpp)
 target_include_directories(auditor-runner-tvm PRIVATE ${_auditor_tvm_includes})
 target_compile_definitions(auditor-runner-tvm PRIVATE
-  AUDITOR_TVM_WHEEL_VERSION="${TVM_WHEEL_VERSION}" AUDITOR_TVM_RUNTIME="${TVM_RUNTIME}")
+  AUDITOR_TVM_WHEEL_VERSION="${TVM_WHEEL_VERSION}"
+  AUDITOR_TVM_FFI_WHEEL_VERSION="${TVM_FFI_WHEEL_VERSION}" AUDITOR_TVM_RUNTIME="${TVM_RUNTIME}")
 
 if(TVM_RUNTIME STREQUAL "wheel")
   if(CMAKE_CROSSCOMPILING)

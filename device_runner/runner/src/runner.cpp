@@ -281,8 +281,10 @@ int run_main(int argc, char **argv)
       const long long first_ns = now_ns() - t0;
       std::vector<TensorInfo> in_infos = backend->inputs();
       if (in_infos.empty())
-         for (const auto &a : timing_inputs)
-            in_infos.push_back(a.info);
+         for (std::size_t i = 0; i < timing_inputs.size(); ++i) {
+            in_infos.push_back(timing_inputs[i].info);
+            in_infos.back().name = "input_" + std::to_string(i);  // as bind_inputs names them
+         }
       const std::vector<TensorInfo> out_infos = backend->outputs();
       j.key("inputs");
       tensors_json(j, in_infos);
