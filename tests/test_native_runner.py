@@ -1,5 +1,5 @@
-"""The native C++ runner end to end: built by CMake for SOFIE, run on local and under
-qemu-armv7 through compile-all, stored like every other run; a runner that crashes, hangs or
+"""The native C++ runner end to end: built by CMake for SOFIE and TVM, run on local, under
+qemu-armv7 and on the loopback ssh device through compile-all, stored like every other run; a runner that crashes, hangs or
 is given bad input comes back as a failure with its reason."""
 
 from __future__ import annotations
@@ -57,8 +57,10 @@ def test_sofie_native_on_local_is_stored_with_per_op_rows(tmp_path):
 @pytest.mark.skipif(shutil.which("qemu-arm") is None or shutil.which("arm-linux-gnueabihf-g++") is None,
                     reason="needs qemu-user and g++-arm-linux-gnueabihf")
 def test_sofie_on_qemu_armv7_is_emulated_and_correct(tmp_path):
-    store, _, run_ids = audit_in(tmp_path, MLP, ["sofie", "onnxruntime"], device="qemu-armv7")
-    sofie, ort = (store.run(r) for r in run_ids)
+    store, _, run_ids = audit_in(tmp_path, MLP, ["sofie", "onnxruntime", "tvm"], device="qemu-armv7")
+    sofie, ort, tvm = (store.run(r) for r in run_ids)
+    assert tvm["status"] == "ok" and tvm["emulated"] == 1, tvm["reason"]
+    assert json.loads(tvm["runtime_memory"])["runner"]["backend"] == "tvm"
     assert sofie["status"] == "ok", sofie["reason"]
     assert sofie["device"] == "qemu-armv7" and sofie["emulated"] == 1
     assert json.loads(sofie["target"])["name"] == "armv7-cortex-a8"
@@ -162,7 +164,9 @@ def test_runner_sched_fifo_and_pinning_apply_or_say_why(tmp_path, built_runner):
 def test_sofie_on_the_loopback_ssh_device(tmp_path, ssh_spec):
     """The same runner over ssh: staged, run, fetched; stored with the device's spec and
     facts; then profiled there with the device's perf."""
-    store, _, (run_id,) = audit_in(tmp_path, MLP, ["sofie"], device=ssh_spec)
+    store, _, (run_id, tvm_id) = audit_in(tmp_path, MLP, ["sofie", "tvm"], device=ssh_spec)
+    tvm = store.run(tvm_id)
+    assert tvm["status"] == "ok" and tvm["device"] == ssh_spec, tvm["reason"]
     run = store.run(run_id)
     assert run["status"] == "ok", run["reason"]
     assert run["device"] == ssh_spec and run["emulated"] == 0
