@@ -1,7 +1,7 @@
 """libtorch's TorchScript interpreter: the model traced, frozen and optimised for inference.
 
 This is what a C++ program linking libtorch would run (torch.jit.load + forward), here
-driven from Python. The user's own TorchScript archive is used as is when that is what
+driven from Python; with `--harness native` the native runner's libtorch backend runs it. The user's own TorchScript archive is used as is when that is what
 they gave; otherwise the torch.export program is traced.
 """
 
@@ -47,6 +47,24 @@ class TorchScriptJit(Compiler):
             compiler=self.name, compiler_version=torch.__version__, target=target, options=options,
             directory=workdir, files={"torchscript": path.name}, notes=[origin],
         )
+
+    def native_program(self, artifact):
+        """The generic libtorch runner (host only), linked against the installed torch wheel,
+        built once per machine; it runs the saved TorchScript archive."""
+        if not artifact.target.is_host:
+            return None
+        import torch
+
+        from device_runner.build import cached_runner
+        from device_runner.native import NativeProgram
+
+        from pathlib import Path
+
+        defines = {"TORCH_DIR": str(Path(torch.__file__).parent),
+                   "TORCH_CXX11_ABI": str(int(torch._C._GLIBCXX_USE_CXX11_ABI)),
+                   "TORCH_WHEEL_VERSION": torch.__version__}
+        runner = cached_runner("libtorch", artifact.target, defines, "auditor-runner-libtorch")
+        return NativeProgram(runner=runner, model=artifact.path("torchscript"), instrumentable=False)
 
     def load(self, artifact, bundle):
         import torch

@@ -28,6 +28,7 @@ class NativeProgram:
     extra_files: list[Path] = field(default_factory=list)  # staged next to the model
     instrumented_runner: Path | None = None  # when instrumentation is compiled in
     kernel_map: dict[str, list[str]] = field(default_factory=dict)
+    instrumentable: bool = True  # False: the backend has no per-kernel timing at all
     # runner tensor k is bundle tensor order[k] (None: the same order)
     input_order: list[int] | None = None
     output_order: list[int] | None = None
@@ -110,7 +111,11 @@ def stage_program(device: Device, program: NativeProgram, timing_inputs: list[np
 def run_program(device: Device, program: NativeProgram, timing_inputs: list[np.ndarray],
                 examples: list[list[np.ndarray]], settings: RunnerSettings) -> RunnerResult:
     """Stage, run (plain, then instrumented when that is another binary) and fetch."""
+    import dataclasses
     import shlex
+
+    if not program.instrumentable and settings.per_op_runs:
+        settings = dataclasses.replace(settings, per_op_runs=0)
 
     with tempfile.TemporaryDirectory(prefix="auditor-native-") as tmp:
         local = Path(tmp)

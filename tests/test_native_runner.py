@@ -199,3 +199,13 @@ def test_profile_refuses_what_it_cannot_do_in_one_line(tmp_path):
         assert done.returncode == 2, (args, done.stderr)
         lines = [ln for ln in done.stderr.strip().splitlines() if ln.strip()]
         assert len(lines) == 1 and expect in lines[0], (args, done.stderr)
+
+
+def test_libtorch_runner_runs_the_torchscript_artifact(tmp_path):
+    """The host runner's libtorch backend, linked against the installed torch wheel."""
+    store, _, (run_id,) = audit_in(tmp_path, MLP, ["torchscript"], harness="native")
+    run = store.run(run_id)
+    assert run["status"] == "ok", run["reason"]
+    runner = json.loads(run["runtime_memory"])["runner"]
+    assert runner["backend"] == "libtorch" and runner["backend_version"].startswith("2.13")
+    assert store.attribution(run_id) is None  # no per-op instrument: none claimed
