@@ -134,3 +134,23 @@ def test_export_import_roundtrip(tmp_path, spec_path, cli):
     assert strip(a) == strip(b)  # everything but the raw RSS trace survives the trip
     bad = cli("dataset", "import", spec_path, "--results-dir", tmp_path / "b")
     assert bad.returncode == 2 and "not a readable dataset file" in bad.stderr
+
+
+def test_shipped_host_dataset_imports_and_covers_every_family(tmp_path, cli):
+    """datasets/host-v1.parquet: what a fresh install learns from (issue: >= 500 graphs, every
+    family, four variants each)."""
+    shipped = ROOT / "datasets" / "host-v1.parquet"
+    assert shipped.stat().st_size < 30 * 2**20
+    done = cli("dataset", "import", shipped, "-o", tmp_path)
+    assert done.returncode == 0, done.stderr
+    db = sqlite3.connect(tmp_path / "results.sqlite")
+    assert db.execute("SELECT COUNT(DISTINCT model_hash) FROM runs WHERE status='ok'").fetchone()[0] >= 500
+    per_model = db.execute("SELECT MIN(c) FROM (SELECT COUNT(DISTINCT variant) c FROM runs "
+                           "WHERE status='ok' GROUP BY model_hash)").fetchone()[0]
+    assert per_model >= 4
+    info = cli("dataset", "info", "host-v1", "-o", tmp_path)
+    for family in ("linear", "conv1d", "recurrent", "mlp", "transformer", "mdn", "reparam_kl",
+                   "gesture_classifier", "audio_decoder", "sensor_autoencoder"):
+        assert family in info.stdout
+    hosts = {json.loads(h)["cpu_model"] for (h,) in db.execute("SELECT DISTINCT host FROM runs")}
+    assert len(hosts) == 1 and db.execute("SELECT SUM(emulated) FROM runs").fetchone()[0] == 0
