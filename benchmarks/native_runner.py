@@ -37,7 +37,8 @@ from compilers.base import TARGETS  # noqa: E402
 from device_runner.devices import LocalDevice  # noqa: E402
 from device_runner.native import RunnerSettings, run_program  # noqa: E402
 
-MODELS = ["zoo:mlp", "zoo:mlp:width=256,depth=3", "zoo:conv1d", "zoo:autoencoder"]
+MODELS = ["zoo:mlp", "zoo:mlp:width=256,depth=3", "zoo:conv1d", "zoo:sensor_autoencoder",
+          "zoo:audio_decoder"]
 
 
 def p50(ns) -> float:
@@ -119,7 +120,10 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         for spec in models:
             for name in args.compilers.split(","):
-                r = bench(spec, name, args.rounds, args.runs, Path(tmp))
+                try:
+                    r = bench(spec, name, args.rounds, args.runs, Path(tmp))
+                except Exception as e:  # noqa: BLE001 - one model's failure is a row, not the end
+                    r = {"error": f"{type(e).__name__}: {str(e).splitlines()[0][:100]}"}
                 if r is None:
                     continue
                 if "error" in r:
