@@ -159,7 +159,7 @@ def _measure_native(store, run_id, job, compiler, artifact, bundle, inputs, refe
         profile = op_profile(result.per_op_report, program.kernel_map, op_types,
                              f"{compiler.name}/native")
         if profile is not None:
-            _store_profile(store, run_id, profile, latency_stats(np.asarray(report["samples_ns"]))["p50_us"])
+            _store_profile(store, run_id, profile, stats["p50_us"])
     return passed, rows
 
 

@@ -149,6 +149,15 @@ class OpTiming:
     std_us: float
     provider: str | None = None
 
+    @classmethod
+    def from_runs(cls, kernel: str, op_type: str, onnx_nodes: list[str], calls: int, per_run_us,
+                  provider: str | None = None) -> OpTiming:
+        """One kernel's statistics from its time in each instrumented inference (µs)."""
+        values = np.asarray(per_run_us, dtype=np.float64)
+        return cls(kernel=kernel, op_type=op_type, onnx_nodes=onnx_nodes, calls=calls,
+                   mean_us=float(values.mean()), p50_us=float(np.median(values)),
+                   std_us=float(values.std()), provider=provider)
+
 
 @dataclass
 class OpProfile:

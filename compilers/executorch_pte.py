@@ -574,11 +574,8 @@ class ExecuTorch(Compiler):
             values = k.per_run(PROFILE_WARMUP)
             if k.name not in artifact.kernel_map:
                 missing.append(k.name)
-            ops.append(OpTiming(
-                kernel=k.name, op_type=k.op_type, onnx_nodes=artifact.kernel_map.get(k.name, []),
-                calls=1, mean_us=float(values.mean()), p50_us=float(np.median(values)),
-                std_us=float(values.std()), provider=k.provider,
-            ))
+            ops.append(OpTiming.from_runs(k.name, k.op_type, artifact.kernel_map.get(k.name, []), 1,
+                                          values, provider=k.provider))
         execute = np.asarray(whole.perf_data.raw[PROFILE_WARMUP:], dtype=np.float64)
         per_op = sum(op.mean_us for op in ops)
         notes = [

@@ -50,11 +50,8 @@ def profile_fx(graph_module, args: tuple, runs: int, kernel_map: dict[str, list[
         if node.name not in totals:
             continue
         per_run = np.array(totals[node.name], dtype=np.float64).reshape(runs, -1).sum(axis=1) / 1e3
-        ops.append(OpTiming(
-            kernel=node.name, op_type=str(node.target), onnx_nodes=kernel_map.get(node.name, []),
-            calls=len(totals[node.name]) // runs, mean_us=float(per_run.mean()),
-            p50_us=float(np.median(per_run)), std_us=float(per_run.std()),
-        ))
+        ops.append(OpTiming.from_runs(node.name, str(node.target), kernel_map.get(node.name, []),
+                                      len(totals[node.name]) // runs, per_run))
     return OpProfile(
         method="fx-node-timer", ops=ops, runs=runs, instrumented_whole_us=float(np.median(whole_us)),
         notes="each FX node of the torch.export program timed with perf_counter_ns inside "

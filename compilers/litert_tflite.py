@@ -507,11 +507,8 @@ class LiteRT(Compiler):
                 skipped.append(f"{kernel} ({type(e).__name__}: {str(e).splitlines()[0][:80] if str(e) else ''})")
                 continue
             floor.append(float(np.median(us)))
-            ops.append(OpTiming(
-                kernel=kernel, op_type=op_type, onnx_nodes=artifact.kernel_map.get(kernel, []),
-                calls=1, mean_us=float(us.mean()), p50_us=float(np.median(us)),
-                std_us=float(us.std()), provider=provider,
-            ))
+            ops.append(OpTiming.from_runs(kernel, op_type, artifact.kernel_map.get(kernel, []), 1, us,
+                                          provider=provider))
         full.close()
 
         whole_runner = LiteRTRunnable(path, options, bundle)

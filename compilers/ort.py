@@ -188,11 +188,8 @@ def parse_profile(events: list[dict], kernel_map: dict[str, list[str]], skip_run
     for kernel in order:
         values = np.array([totals.get(kernel, 0.0) for totals in per_run], dtype=np.float64)
         op_type, provider = info[kernel]
-        ops.append(OpTiming(
-            kernel=kernel, op_type=op_type, onnx_nodes=kernel_map.get(kernel, []),
-            calls=calls.get(kernel, 1), mean_us=float(values.mean()), p50_us=float(np.median(values)),
-            std_us=float(values.std()), provider=provider,
-        ))
+        ops.append(OpTiming.from_runs(kernel, op_type, kernel_map.get(kernel, []), calls.get(kernel, 1),
+                                      values, provider=provider))
     whole = [end - start for start, end in run_spans]
     return OpProfile(
         method="ort-profiler", ops=ops, runs=len(run_spans),

@@ -673,12 +673,8 @@ class Sofie(Compiler):
             per_run = values[: calls * runs].reshape(runs, calls).sum(axis=1) if len(values) >= runs \
                 else values
             nodes = artifact.kernel_map.get(label, [])
-            ops.append(OpTiming(
-                kernel=label, op_type="+".join(op_type[n] for n in nodes) or "?",
-                onnx_nodes=nodes, calls=calls, mean_us=float(per_run.mean()),
-                p50_us=float(np.median(per_run)), std_us=float(per_run.std()),
-                provider=f"sofie/{artifact.options['blas']}",
-            ))
+            ops.append(OpTiming.from_runs(label, "+".join(op_type[n] for n in nodes) or "?", nodes, calls,
+                                          per_run, provider=f"sofie/{artifact.options['blas']}"))
         overall = np.asarray(entries.get(OVERALL, ([], 0.0))[0], dtype=np.float64)
         whole_us = whole / 1e3
         op_sum = sum(op.mean_us for op in ops)

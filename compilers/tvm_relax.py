@@ -455,11 +455,8 @@ class TvmRelax(Compiler):
                 builtin_calls += calls
                 builtin_us += float(np.median(values))
                 continue
-            ops.append(OpTiming(
-                kernel=name, op_type=op_types.get(name, name), onnx_nodes=artifact.kernel_map[name],
-                calls=calls, mean_us=float(values.mean()), p50_us=float(np.median(values)),
-                std_us=float(values.std()), provider="tvm-llvm",
-            ))
+            ops.append(OpTiming.from_runs(name, op_types.get(name, name), artifact.kernel_map[name],
+                                          calls, values, provider="tvm-llvm"))
         floor = ""
         empty = [v for r in per_run for v in r.get("vm.builtin.null_value", [])]
         if empty:

@@ -187,8 +187,6 @@ class QemuArmv7Device(LocalDevice):
     def run(self, argv, timeout_s, cwd=None):
         if self.qemu is None:
             raise DeviceError("qemu-arm not found (apt-get install qemu-user)")
-        if argv and argv[0] in ("sh", "uname", "perf"):  # host tools, not ARM binaries
-            return _run_local(argv, timeout_s, cwd)
         # Dynamically linked ARM binaries find the armhf loader and libraries through
         # multiarch (libc6:armhf); -L would mix in the cross toolchain's loader instead.
         return _run_local([self.qemu, "-cpu", QEMU_CPU, *argv], timeout_s, cwd)

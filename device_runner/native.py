@@ -135,12 +135,13 @@ def run_program(device: Device, program: NativeProgram, timing_inputs: list[np.n
             except Exception:  # noqa: BLE001 - a crashed runner writes no JSON
                 report = None
             failure = done.failure()
-            if failure is None and report is not None and report.get("error"):
-                failure = f"runner error: {report['error']}"
-            if failure is None and report is None:
+            error = (report or {}).get("error")
+            if failure is None and error:
+                failure = f"runner error: {error}"
+            elif failure is None and report is None:
                 failure = "the runner exited 0 but wrote no JSON"
-            if failure is not None and report is not None and report.get("error"):
-                failure = f"{failure} ({report['error']})" if report["error"] not in failure else failure
+            elif failure is not None and error and error not in failure:
+                failure = f"{failure} ({error})"
             return report, failure
 
         per_op_in_plain = settings.per_op_runs if instrumented is None else 0
@@ -181,13 +182,10 @@ def op_profile(per_op_report: dict, kernel_map: dict[str, list[str]], op_types: 
     runs = int(per_op["runs"])
     ops = []
     for k in per_op["kernels"]:
-        ns = np.asarray(k["ns"], dtype=np.float64)
         nodes = kernel_map.get(k["name"], [])
-        ops.append(OpTiming(
-            kernel=k["name"], op_type="+".join(op_types.get(n, "?") for n in nodes) or "?",
-            onnx_nodes=nodes, calls=int(k["calls"]), mean_us=float(ns.mean() / 1e3),
-            p50_us=float(np.median(ns) / 1e3), std_us=float(ns.std() / 1e3), provider=provider,
-        ))
+        ops.append(OpTiming.from_runs(k["name"], "+".join(op_types.get(n, "?") for n in nodes) or "?",
+                                      nodes, int(k["calls"]), np.asarray(k["ns"], dtype=np.float64) / 1e3,
+                                      provider=provider))
     whole = np.asarray(per_op["whole_ns"], dtype=np.float64) / 1e3
     runner = per_op_report["runner"]
     unmapped = [op.kernel for op in ops if not op.onnx_nodes]

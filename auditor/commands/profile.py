@@ -23,6 +23,7 @@ from auditor.inputs import InputSet
 from auditor.pipeline import AuditSettings, ModelRequest, prepare, resolve_device
 from auditor.quiet import captured_output
 from auditor.store import Store
+from auditor.timing import latency_stats
 from auditor.commands.variants import parse_compiler_specs
 from compilers import registry
 from compilers.base import TARGETS
@@ -85,7 +86,7 @@ def profile(
                             RunnerSettings(runs=200, warmup=20, min_runs=20, max_seconds=5))
         if probe.failure:
             raise AuditorError(f"the runner failed on {dev.spec}: {probe.failure}")
-        p50_s = sorted(probe.report["samples_ns"])[len(probe.report["samples_ns"]) // 2] / 1e9
+        p50_s = latency_stats(probe.report["samples_ns"])["p50_us"] / 1e6
         runs = max(100, int(seconds / max(p50_s, 1e-7)))
 
         with tempfile.TemporaryDirectory(prefix="auditor-profile-") as tmp:
