@@ -21,7 +21,7 @@ from typing import Any
 
 from auditor.children import die_with_parent
 from auditor.errors import AuditorError, first_line
-from auditor.pipeline import AuditSettings, ModelRequest, Prepared, audit_variants, prepare
+from auditor.pipeline import AuditSettings, ModelRequest, Prepared, audit_variants, prepare, resolve_device
 from auditor.store import Store
 from auditor.sweeps import Sweep
 from compilers.registry import Variant
@@ -65,10 +65,11 @@ def _prepare_point(spec: str, results_dir: str) -> Prepared | str:
 
 
 def build(sweep: Sweep, store: Store, variants: list[Variant], settings: AuditSettings, jobs: int = 1,
-          progress=None, command: str = "auditor dataset build") -> dict[str, int]:
+          progress=None, command: str = "auditor dataset build", resolved=None) -> dict[str, int]:
     """Measure every point of the sweep; returns counts of points by final state."""
     _ensure_table(store)
     settings.resume = True
+    resolved = resolved or resolve_device(settings)  # once, and a bad device fails before any export
     counts = {"measured": 0, "failed": 0}
     pool = ProcessPoolExecutor(max_workers=jobs - 1, mp_context=get_context("spawn"),
                                initializer=die_with_parent) if jobs > 1 else None
@@ -88,7 +89,8 @@ def build(sweep: Sweep, store: Store, variants: list[Variant], settings: AuditSe
             else:
                 _record_point(store, sweep.name, spec, prepared.bundle.model_hash, "measuring")
                 audit_variants(prepared, variants, settings, store, command,
-                               (lambda label, phase: progress(spec, label, phase)) if progress else None)
+                               (lambda label, phase: progress(spec, label, phase)) if progress else None,
+                               resolved)
                 _record_point(store, sweep.name, spec, prepared.bundle.model_hash, "measured")
                 counts["measured"] += 1
             if progress:

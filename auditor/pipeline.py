@@ -162,9 +162,10 @@ def resolve_device(settings: AuditSettings):
 
 
 def audit_variants(prepared: Prepared, variants: list[registry.Variant], settings: AuditSettings,
-                   store: Store, command: str, progress=None) -> list[str]:
-    """Measure each variant in its own worker; returns run ids (reused ones on resume)."""
-    device, target_name, harness = resolve_device(settings)
+                   store: Store, command: str, progress=None, resolved=None) -> list[str]:
+    """Measure each variant in its own worker; returns run ids (reused ones on resume).
+    resolved: resolve_device(settings) when the caller has already checked the device."""
+    device, target_name, harness = resolved or resolve_device(settings)
     target = TARGETS[target_name]
     facts = {**host_facts(), **load_facts()} if device.spec == "local" else \
         {**device.facts(), "controller": {**host_facts(), **load_facts()}}

@@ -55,6 +55,11 @@ def _cases(tmp):
         "unknown compiler": ([good, "-c", "tensorrt"], r"unknown compiler 'tensorrt'"),
         "unknown target": ([good, "--target", "riscv"], r"unknown target 'riscv'"),
         "labels without inputs": ([good, "--labels", tmp / "l.npy"], r"--labels needs --inputs"),
+        "unknown device": ([good, "--device", "board"], r"unknown device 'board'"),
+        "malformed ssh device": ([good, "--device", "ssh://nouser"], r"bad device 'ssh://nouser'"),
+        "python harness off local": ([good, "--device", "qemu-armv7", "--harness", "python"],
+                                     r"the python harness runs only on local"),
+        "unknown harness": ([good, "--harness", "jit"], r"unknown harness 'jit'"),
     }
 
 
@@ -62,7 +67,8 @@ CASE_NAMES = [
     "missing file", "unknown extension", "truncated onnx", "corrupt onnx", "pickle without trust",
     "unknown standard op", "custom-domain op", "wrong input shape", "shape the model rejects",
     "no shape for factory", "results dir not writable", "bad compiler spec", "unknown compiler",
-    "unknown target", "labels without inputs",
+    "unknown target", "labels without inputs", "unknown device", "malformed ssh device",
+    "python harness off local", "unknown harness",
 ]
 
 
@@ -83,3 +89,8 @@ def test_results_without_store(tmp_path, cli):
 def test_usage_error_is_exit_2(cli):
     proc = cli("compile-all")
     assert proc.returncode == 2 and "Traceback" not in proc.stderr and "Missing argument" in proc.stderr
+
+
+def test_dataset_build_bad_device_is_one_line(tmp_path, cli):
+    proc = cli("dataset", "build", "--spec", "datasets/sweeps/host-v1.json", "-o", tmp_path, "--device", "board")
+    _assert_one_line(proc, r"unknown device 'board'")

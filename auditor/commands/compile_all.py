@@ -13,7 +13,7 @@ from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeEl
 
 from auditor import deadline
 from auditor.errors import AuditorError
-from auditor.pipeline import AuditSettings, ModelRequest, audit_variants, prepare
+from auditor.pipeline import AuditSettings, ModelRequest, audit_variants, prepare, resolve_device
 from auditor.store import Store
 from auditor.summary import run_summary, table
 from auditor.timing import TimingSettings
@@ -65,6 +65,8 @@ def compile_all(
         atol=atol, rtol=rtol, device=device, target=target, timeout_s=timeout, resume=resume,
         harness=harness, sched_fifo=sched_fifo, cpu=cpu,
     )
+    # the device, target and harness first: a bad one is one line, before anything is exported
+    resolved = resolve_device(settings)
     store = Store(results_dir)
     stale = store.mark_dead_runs_interrupted()
     console = Console(stderr=True)
@@ -81,7 +83,7 @@ def compile_all(
             done = len(PHASES) if phase in ("finished", "stored") else PHASES.index(phase) if phase in PHASES else None
             bar.update(tasks[label], phase=phase, **({"completed": done} if done is not None else {}))
 
-        run_ids = audit_variants(prepared, variants, settings, store, command, progress)
+        run_ids = audit_variants(prepared, variants, settings, store, command, progress, resolved)
     summaries = [run_summary(store, store.run(r)) for r in run_ids]
     pages = [write_run_page(store, r) for r in run_ids]
     if as_json:

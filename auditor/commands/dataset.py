@@ -15,7 +15,7 @@ from tabulate import tabulate
 from auditor import dataset as ds
 from auditor.commands.variants import parse_compiler_specs
 from auditor.errors import AuditorError
-from auditor.pipeline import AuditSettings
+from auditor.pipeline import AuditSettings, resolve_device
 from auditor.store import Store
 from auditor.sweeps import load_sweep
 from auditor.timing import TimingSettings
@@ -45,6 +45,7 @@ def build(spec: Path = typer.Option(..., "--spec", help="sweep spec (JSON), e.g.
                               max_seconds=timing.get("max_seconds", 2.0), min_runs=min(50, timing.get("runs", 200))),
         profile_runs=timing.get("profile_runs", 20),
     )
+    resolved = resolve_device(settings)  # a bad device is one line, before anything starts
     store = Store(results_dir)
     store.mark_dead_runs_interrupted()
     console = Console(stderr=True)
@@ -61,7 +62,7 @@ def build(spec: Path = typer.Option(..., "--spec", help="sweep spec (JSON), e.g.
                 bar.update(task, now=f"{point.split(':')[1]} {label} {phase}")
 
         counts = ds.build(sweep, store, variants, settings, jobs, progress,
-                          command=shlex.join(["auditor", *sys.argv[1:]]))
+                          command=shlex.join(["auditor", *sys.argv[1:]]), resolved=resolved)
     print(f"dataset {sweep.name}: {counts['measured']} points measured, {counts['failed']} failed to build; "
           f"store {store.path}")
 
