@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ctypes
+import functools
 import os
 import signal
 from pathlib import Path
@@ -10,11 +11,19 @@ from pathlib import Path
 PR_SET_PDEATHSIG = 1
 
 
-def die_with_parent() -> None:
-    """In a child (preexec_fn or a pool initializer): SIGKILL it when its parent dies, so a
-    killed audit leaves no worker, exporter or compiler running on."""
+def die_with_parent(parent: int) -> None:
+    """In a child: SIGKILL it when its parent dies, so a killed audit leaves no worker, exporter
+    or compiler running on. A parent that died between fork and prctl sends no signal, so the
+    child checks it still has that parent (an orphan once finished a run into a resumed store)."""
     libc = ctypes.CDLL("libc.so.6", use_errno=True)
     libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    if os.getppid() != parent:
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+def dies_with_me():
+    """The preexec_fn / pool initializer for a child of this process (picklable for spawn)."""
+    return functools.partial(die_with_parent, os.getpid())
 
 
 def worker_env() -> dict[str, str]:

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from auditor.children import die_with_parent, worker_env
+from auditor.children import dies_with_me, worker_env
 from auditor.errors import first_line
 from auditor.store import Store
 
@@ -182,7 +182,7 @@ def run_compiler(store: Store, variant, cases: list[Case], case_timeout: float, 
         job_path.write_text(json.dumps(job))
         proc = subprocess.Popen([sys.executable, "-m", "auditor.coverage_worker", str(job_path)],
                                 stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=worker_env(),
-                                preexec_fn=die_with_parent, start_new_session=True)
+                                preexec_fn=dies_with_me(), start_new_session=True)
         while proc.poll() is None:
             time.sleep(0.2)
             row = store.db.execute("SELECT suite, case_name, updated_at FROM coverage WHERE variant=? AND "

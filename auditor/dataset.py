@@ -19,7 +19,7 @@ from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
 
-from auditor.children import die_with_parent
+from auditor.children import dies_with_me
 from auditor.errors import AuditorError, first_line
 from auditor.pipeline import AuditSettings, ModelRequest, Prepared, audit_variants, prepare, resolve_device
 from auditor.store import Store
@@ -72,7 +72,7 @@ def build(sweep: Sweep, store: Store, variants: list[Variant], settings: AuditSe
     resolved = resolved or resolve_device(settings)  # once, and a bad device fails before any export
     counts = {"measured": 0, "failed": 0}
     pool = ProcessPoolExecutor(max_workers=jobs - 1, mp_context=get_context("spawn"),
-                               initializer=die_with_parent) if jobs > 1 else None
+                               initializer=dies_with_me()) if jobs > 1 else None
     ahead: dict[str, Any] = {}
     try:
         for index, spec in enumerate(sweep.points):

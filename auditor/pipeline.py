@@ -18,7 +18,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from auditor.children import die_with_parent, worker_env
+from auditor.children import dies_with_me, worker_env
 from auditor.errors import AuditorError
 from auditor.export import prepare_bundle, write_reference
 from auditor.host import host_facts, load_facts
@@ -83,7 +83,7 @@ def run_worker(job: dict, timeout_s: float, on_phase) -> tuple[int | None, bool]
         proc = subprocess.Popen(
             [sys.executable, "-m", "auditor.worker", str(job_path)],
             stdout=subprocess.PIPE, stderr=err, text=True, env=worker_env(),
-            preexec_fn=die_with_parent, start_new_session=True,
+            preexec_fn=dies_with_me(), start_new_session=True,
         )
         phases: queue.Queue = queue.Queue()
         reader = threading.Thread(target=_read_phases, args=(proc.stdout, phases), daemon=True)

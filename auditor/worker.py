@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from auditor import accuracy, deadline
-from auditor.children import die_with_parent
+from auditor.children import dies_with_me
 from auditor.errors import first_line
 from auditor.inputs import InputSet
 from auditor.memory import RssSampler
@@ -44,7 +44,7 @@ def compile_isolated(cls, bundle, target, options, workdir: Path, log: Path):
     runtime and not what the compiler allocated; a compiler crash surfaces as an error here.
     The parent has imported the compiler's package (available()), which the child shares."""
     with ProcessPoolExecutor(max_workers=1, mp_context=get_context("fork"),
-                             initializer=die_with_parent) as pool:
+                             initializer=dies_with_me()) as pool:
         try:
             return pool.submit(_compile, cls, bundle, target, options, workdir, log).result()
         except BrokenProcessPool:

@@ -121,11 +121,11 @@ class Device(ABC):
 
 
 def _run_local(argv: list[str], timeout_s: float, cwd: str | None) -> Completed:
-    from auditor.children import die_with_parent
+    from auditor.children import dies_with_me
 
     t0 = time.perf_counter()
     proc = subprocess.Popen(argv, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, errors="replace", preexec_fn=die_with_parent,
+                            text=True, errors="replace", preexec_fn=dies_with_me(),
                             start_new_session=True)
     try:
         out, err = proc.communicate(timeout=timeout_s)

@@ -216,13 +216,13 @@ class SshDevice(Device):
     def _ssh(self, remote_command: str, timeout_s: float, what: str) -> subprocess.CompletedProcess:
         """Run one of the device class's own shell commands; DeviceError when the device
         cannot be reached or does not answer in time."""
-        from auditor.children import die_with_parent
+        from auditor.children import dies_with_me
 
         remote = f"exec sh -c {shlex.quote(remote_command)}"  # POSIX sh whatever the login shell
         try:
             done = subprocess.run(self._ssh_argv(remote), stdin=subprocess.DEVNULL,
                                   capture_output=True, text=True, errors="replace",
-                                  timeout=timeout_s, preexec_fn=die_with_parent)
+                                  timeout=timeout_s, preexec_fn=dies_with_me())
         except subprocess.TimeoutExpired:
             raise DeviceError(f"{self.where} did not answer within {timeout_s:.0f} s ({what})") from None
         except FileNotFoundError:
@@ -288,14 +288,14 @@ class SshDevice(Device):
 
     def _scp(self, args: Callable[[], list[str]], timeout_s: float) -> subprocess.CompletedProcess:
         """scp with the master connection; `args` gives the paths (they depend on the protocol)."""
-        from auditor.children import die_with_parent
+        from auditor.children import dies_with_me
 
         for _attempt in range(2):
             argv = ["scp", "-p", *(["-O"] if self._scp_legacy else []), "-P", str(self.port),
                     *self._options(), *args()]
             try:
                 done = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, text=True,
-                                      errors="replace", timeout=timeout_s, preexec_fn=die_with_parent)
+                                      errors="replace", timeout=timeout_s, preexec_fn=dies_with_me())
             except subprocess.TimeoutExpired:
                 raise DeviceError(f"copying to/from {self.where} took more than {timeout_s:.0f} s") from None
             problem = self._connection_error(done.stderr)
@@ -360,7 +360,7 @@ class SshDevice(Device):
         """Run argv on the device under `timeout` (killed there at the deadline) and locally
         bounded too; cwd defaults to workdir(). Never raises for a non-zero exit or a
         timeout; DeviceError only when the device cannot be reached."""
-        from auditor.children import die_with_parent
+        from auditor.children import dies_with_me
 
         if not argv:
             raise ValueError("run() needs a command")
@@ -382,7 +382,7 @@ class SshDevice(Device):
         t0 = time.perf_counter()
         proc = subprocess.Popen(self._ssh_argv(remote), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                                 stderr=subprocess.PIPE, text=True, errors="replace",
-                                preexec_fn=die_with_parent, start_new_session=True)
+                                preexec_fn=dies_with_me(), start_new_session=True)
         try:
             out, err = proc.communicate(timeout=local_deadline)
         except subprocess.TimeoutExpired:

@@ -39,6 +39,19 @@ def _running(pid: str) -> bool:
         return False
 
 
+def _processes_mentioning(path) -> list[str]:
+    """Live processes whose command line names path (the measuring worker's job file is under it)."""
+    found = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            cmdline = open(f"/proc/{pid}/cmdline").read().replace("\0", " ")
+        except OSError:
+            continue
+        if str(path) in cmdline and _running(pid):
+            found.append(f"{pid}: {cmdline[:150]}")
+    return found
+
+
 def _measured(results):
     db = sqlite3.connect(results / "results.sqlite")
     rows = db.execute("SELECT p.spec, r.variant, r.status FROM dataset_points p JOIN runs r "
@@ -103,6 +116,13 @@ def test_sigkill_then_resume_matches_uninterrupted_build(tmp_path, spec_path):
         time.sleep(0.1)
     assert alive == [], "children outlived the killed build: " + "; ".join(
         open(f"/proc/{c}/cmdline").read().replace("\0", " ")[:150] for c in alive if _running(c))
+    orphans = _processes_mentioning(killed)  # a worker forked after pgrep above must be gone too
+    for _ in range(100):
+        if not orphans:
+            break
+        time.sleep(0.1)
+        orphans = _processes_mentioning(killed)
+    assert orphans == [], f"processes outlived the killed build: {orphans}"
     partial_rows, partial_points = _measured(killed)
     assert len([p for p in partial_points if p[1] == "measured"]) < len(clean_points)
 

@@ -1,0 +1,46 @@
+"""Children never outlive the auditing process, even when it dies right at their fork."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from functools import partial
+
+from auditor.children import die_with_parent, dies_with_me
+from tests.conftest import ROOT
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+def test_child_whose_parent_already_died_kills_itself():
+    # a parent that died between fork and prctl sends no death signal: the child must notice
+    proc = subprocess.Popen(["sleep", "30"], preexec_fn=partial(die_with_parent, os.getpid() + 10**6))
+    assert proc.wait(timeout=10) == -signal.SIGKILL
+
+
+def test_child_dies_when_its_parent_is_killed():
+    script = ("import subprocess, sys, time; from auditor.children import dies_with_me; "
+              "p = subprocess.Popen(['sleep', '30'], preexec_fn=dies_with_me()); "
+              "print(p.pid, flush=True); time.sleep(30)")
+    parent = subprocess.Popen([sys.executable, "-c", script], cwd=ROOT, stdout=subprocess.PIPE, text=True,
+                              env=dict(os.environ, PYTHONPATH=str(ROOT)))
+    child = int(parent.stdout.readline())
+    assert open(f"/proc/{child}/cmdline").read().startswith("sleep")
+    parent.kill()
+    parent.wait()
+    end = time.monotonic() + 10
+    while _alive(child) and time.monotonic() < end:  # reparented to init or a subreaper, reaped there
+        time.sleep(0.05)
+    assert not _alive(child)
+
+
+def test_dies_with_me_binds_this_process():
+    bound = dies_with_me()
+    assert bound.func is die_with_parent and bound.args == (os.getpid(),)
