@@ -1,9 +1,12 @@
 """SOFIE (ROOT/TMVA's ONNX -> C++ generator, PyPI `sofie`), built with g++ against a BLAS.
 
 compile() has SOFIE generate two headers from the canonical ONNX graph: the plain one and
-one with `Options.kProfile`, whose per-operator std::chrono timers give the per-op rows.
-Each header is wrapped by compilers/sofie_glue.cpp (a small C ABI: create / infer /
-destroy, plus the profiler's op names, samples, averages and reset) and built into a shared
+one with `Options.kProfile`. SOFIE's own timers (two steady_clock reads, a std::map lookup by
+name and a push_back per operator) cost more than a small block's operators, so
+`light_profile_header` rewrites them into one read of device_runner's op clock per operator
+boundary (rdtsc on x86-64) added into a fixed array. Each header is wrapped by
+compilers/sofie_glue.cpp (a small C ABI: create / infer / destroy, plus the operator names
+and the per-operator times since the last take) and built into a shared
 library for the host (loaded with ctypes) and into the native runner (device_runner/,
 backend `sofie`): static ARMv7 executables kept for the board at compile time, host
 executables on first use (`native_program`).
@@ -36,6 +39,10 @@ from compilers.base import (
 
 HERE = Path(__file__).resolve().parent
 GLUE = HERE / "sofie_glue.cpp"
+PROFILE_METHOD = "sofie-light-timers"
+LIGHT_TIMERS = ("SOFIE's kProfile operator boundaries with one op-clock read each: an operator's time "
+                "runs from the previous read to the end of its generated code")
+OP_CLOCK_DIR = HERE.parent / "device_runner" / "runner" / "src"  # op_clock.h, shared with the runner
 
 HOST_LIB = Path("/usr/lib/x86_64-linux-gnu")
 ARM_LIB = Path("/usr/lib/arm-linux-gnueabihf")
@@ -74,7 +81,6 @@ C_TYPES = {
     "uint32_t": "uint32", "uint64_t": "uint64", "bool": "bool",
 }
 
-OVERALL = "Overall_Time"  # SOFIE's own whole-doInfer timer in the kProfile build
 
 
 # ---------------------------------------------------------------------------------------
@@ -162,10 +168,56 @@ def _match_order(bundle_names: list[str], sofie_names: list[str], what: str) -> 
     return order
 
 
+_KPROFILE_START = re.compile(r"^[ \t]*tp_start = std::chrono::steady_clock::now\(\);[ \t]*$", re.M)
+_KPROFILE_STOP = re.compile(
+    r'fProfilingResults\["([^"]+)"\]\.push_back\(\s*std::chrono::duration_cast<std::chrono::duration<'
+    r'double,\s*std::micro>>\(\s*std::chrono::steady_clock::now\(\)\s*-\s*(tp_start|tp_overall_start)'
+    r'\)\.count\(\)\);')
+_KPROFILE_OVERALL_START = re.compile(r"^[ \t]*tp_overall_start = std::chrono::steady_clock::now\(\);[ \t]*$", re.M)
+_ONLY_COMMENTS = re.compile(r"^(\s*(//[^\n]*)?)*\s*$")
+_OP_STOP = re.compile(r'AUDITOR_OP_STOP\((\d+), "([^"]+)"\);')
+
+
+def light_profile_header(text: str) -> str:
+    """SOFIE's kProfile header with its timers replaced by the glue's light ones.
+
+    Every operator's `tp_start = now()` ... `fProfilingResults[name].push_back(now() - tp_start)`
+    becomes `AUDITOR_OP_START();` ... `AUDITOR_OP_STOP(k, "name");`, and a START right after
+    the previous STOP with only comments between is dropped: that STOP's clock read starts
+    the next operator too, so each boundary costs one read. SOFIE's Overall_Time timer goes.
+    A header not in this form is an error, never a silently uninstrumented build.
+    """
+    starts = list(_KPROFILE_START.finditer(text))
+    stops = [m for m in _KPROFILE_STOP.finditer(text) if m.group(2) == "tp_start"]
+    overall = [m for m in _KPROFILE_STOP.finditer(text) if m.group(2) == "tp_overall_start"]
+    if not stops or len(starts) != len(stops) or len(overall) != 1 or any(
+            not (a.end() <= b.start() and (i + 1 == len(starts) or b.end() <= starts[i + 1].start()))
+            for i, (a, b) in enumerate(zip(starts, stops))):
+        raise RuntimeError(f"SOFIE's kProfile header is not in the form this adapter instruments "
+                           f"({len(starts)} timer starts, {len(stops)} operator stops, "
+                           f"{len(overall)} overall timers)")
+    names = [m.group(1) for m in stops]
+    if len(set(names)) != len(names):
+        raise RuntimeError(f"SOFIE's kProfile header times an operator name twice: {names}")
+    edits = [(overall[0].start(), overall[0].end(), "")]
+    edits += [(m.start(), m.end(), "") for m in _KPROFILE_OVERALL_START.finditer(text)]
+    previous_stop = None
+    for k, (start, stop) in enumerate(zip(starts, stops)):
+        chained = previous_stop is not None and _ONLY_COMMENTS.match(text[previous_stop:start.start()])
+        edits.append((start.start(), start.end(), "" if chained else "   AUDITOR_OP_START();"))
+        edits.append((stop.start(), stop.end(), f'AUDITOR_OP_STOP({k}, "{stop.group(1)}");'))
+        previous_stop = stop.end()
+    for begin, end, new in sorted(edits, reverse=True):
+        text = text[:begin] + new + text[end:]
+    return text
+
+
 def profile_labels(header_text: str) -> list[str]:
-    """Operator names of a kProfile header, in execution order."""
-    names = re.findall(r'fProfilingResults\["([^"]+)"\]\.push_back', header_text)
-    return [n for n in names if n != OVERALL]
+    """Operator names of a light-profile header, in execution order (index = timer slot)."""
+    found = [(int(k), name) for k, name in _OP_STOP.findall(header_text)]
+    if [k for k, _ in found] != list(range(len(found))):
+        raise RuntimeError("the profiled SOFIE header's operator timers are not numbered 0..n-1")
+    return [name for _, name in found]
 
 
 def kernel_nodes(labels: list[str], onnx_model, folded) -> tuple[dict[str, list[str]], list[str]]:
@@ -232,8 +284,9 @@ def kernel_nodes(labels: list[str], onnx_model, folded) -> tuple[dict[str, list[
 # building
 
 
-def _fill_glue(header: Path, namespace: str, params, in_specs, out_specs) -> str:
-    """in_specs/out_specs: the bundle's TensorSpecs in doInfer order."""
+def _fill_glue(header: Path, namespace: str, params, in_specs, out_specs, op_names=()) -> str:
+    """in_specs/out_specs: the bundle's TensorSpecs in doInfer order; op_names: the profiled
+    header's operators in timer-slot order."""
     in_bytes = [int(np.prod(s.shape)) * np.dtype(s.dtype).itemsize for s in in_specs]
     out_bytes = [int(np.prod(s.shape)) * np.dtype(s.dtype).itemsize for s in out_specs]
 
@@ -259,6 +312,7 @@ def _fill_glue(header: Path, namespace: str, params, in_specs, out_specs) -> str
         "@OUTPUT_BYTES@": ", ".join(str(b) for b in out_bytes) or "0",
         "@INPUT_DTYPES@": dtypes(in_specs), "@OUTPUT_DTYPES@": dtypes(out_specs),
         "@INPUT_SHAPES@": shapes(in_specs), "@OUTPUT_SHAPES@": shapes(out_specs),
+        "@OP_COUNT@": str(len(op_names)), "@OP_NAMES@": ", ".join(json.dumps(n) for n in op_names) or '""',
     }.items():
         text = text.replace(key, value)
     return text
@@ -358,14 +412,14 @@ class SofieLibrary:
         lib.sofie_intermediate_bytes.restype = ctypes.c_size_t
         lib.sofie_intermediate_bytes.argtypes = [ctypes.c_void_p]
         if profiled:
-            lib.sofie_prof_count.argtypes = [ctypes.c_void_p]
             lib.sofie_prof_name.restype = ctypes.c_char_p
-            lib.sofie_prof_name.argtypes = [ctypes.c_void_p, ctypes.c_int]
-            lib.sofie_prof_avg_us.restype = ctypes.c_double
-            lib.sofie_prof_avg_us.argtypes = [ctypes.c_void_p, ctypes.c_int]
-            lib.sofie_prof_samples.argtypes = [ctypes.c_void_p, ctypes.c_int,
-                                               ctypes.POINTER(ctypes.c_double), ctypes.c_int]
-            lib.sofie_prof_reset.argtypes = [ctypes.c_void_p]
+            lib.sofie_prof_name.argtypes = [ctypes.c_int]
+            lib.sofie_prof_clock.restype = ctypes.c_char_p
+            lib.sofie_prof_take.argtypes = [ctypes.POINTER(ctypes.c_double), ctypes.POINTER(ctypes.c_int)]
+            self.op_names = [lib.sofie_prof_name(i).decode() for i in range(lib.sofie_prof_count())]
+            self.op_clock = lib.sofie_prof_clock().decode()
+            self._ns = (ctypes.c_double * max(1, len(self.op_names)))()
+            self._calls = (ctypes.c_int * max(1, len(self.op_names)))()
         lib.sofie_set_threads(threads)
         handle = lib.sofie_create(str(weights).encode())
         if not handle:
@@ -379,17 +433,11 @@ class SofieLibrary:
     def error(self) -> str:
         return self.lib.sofie_error(self.handle).decode(errors="replace")
 
-    def profile(self) -> dict[str, tuple[list[float], float]]:
-        """Entry name -> (every sample in µs, SOFIE's GetOpAvgTime average)."""
-        lib, h = self.lib, self.handle
-        out = {}
-        for i in range(lib.sofie_prof_count(h)):
-            name = lib.sofie_prof_name(h, i).decode()
-            n = lib.sofie_prof_samples(h, i, None, 0)
-            buf = (ctypes.c_double * n)()
-            lib.sofie_prof_samples(h, i, buf, n)
-            out[name] = (list(buf), lib.sofie_prof_avg_us(h, i))
-        return out
+    def take_op_times(self) -> tuple[list[float], list[int]]:
+        """Per operator (op_names order): nanoseconds and calls since the last take; zeroes them."""
+        self.lib.sofie_prof_take(self._ns, self._calls)
+        n = len(self.op_names)
+        return list(self._ns[:n]), list(self._calls[:n])
 
     def close(self) -> None:
         if self.handle:
@@ -457,7 +505,7 @@ class Sofie(Compiler):
                                 "bytes it never writes, e.g. SOFIE 0.1.0's dilated Conv"),
     }
     default_variants = ({}, {"blas": "blis"}, {"blas": "reference"})
-    per_op_method = "sofie-kprofile"
+    per_op_method = PROFILE_METHOD
     install_hint = ("pip install sofie; apt-get install g++ libopenblas-dev libblis-dev "
                     "libblas-dev (board: g++-arm-linux-gnueabihf and the same packages :armhf)")
 
@@ -494,7 +542,8 @@ class Sofie(Compiler):
             if weights_prof.read_bytes() != weights.read_bytes():
                 raise RuntimeError("SOFIE wrote different weights for the profiled build")
             weights_prof.unlink()
-        text, text_prof = header.read_text(), header_prof.read_text()
+        text, text_prof = header.read_text(), light_profile_header(header_prof.read_text())
+        header_prof.write_text(text_prof)
         params = infer_params(text)
         if infer_params(text_prof) != params:
             raise RuntimeError("SOFIE's plain and profiled doInfer signatures differ")
@@ -544,7 +593,7 @@ class Sofie(Compiler):
 
         glue, glue_prof = workdir / "sofie_glue_model.cpp", workdir / "sofie_glue_model_prof.cpp"
         glue.write_text(_fill_glue(header, namespace, params, in_specs, out_specs))
-        glue_prof.write_text(_fill_glue(header_prof, namespace, params, in_specs, out_specs))
+        glue_prof.write_text(_fill_glue(header_prof, namespace, params, in_specs, out_specs, labels))
 
         opt = shlex.split(options["opt_flags"])
         defines = [f"-D{blas['define']}"] if blas["define"] else []
@@ -560,7 +609,7 @@ class Sofie(Compiler):
             if march == "native":
                 notes.append(f"-march=native resolved to {_native_march(cxx)}")
             base = [cxx, "-std=c++17", *opt, *arch, "-fPIC", "-shared", "-fvisibility=hidden",
-                    "-fvisibility-inlines-hidden", *defines]
+                    "-fvisibility-inlines-hidden", f"-I{OP_CLOCK_DIR}", *defines]
             lib, lib_prof = "libsofie_model.so", "libsofie_model_prof.so"
             commands = [
                 ("library", [*base, "-o", lib, glue.name, *blas["host"], "-ldl"]),
@@ -581,7 +630,7 @@ class Sofie(Compiler):
         if not target.is_host:
             files.update(_build_native(workdir, target, options, files))
             notes.append("static ARMv7 native runners (device_runner, backend sofie): "
-                         f"{files['runner']} and the kProfile-instrumented {files['runner_profile']}")
+                         f"{files['runner']} and the instrumented {files['runner_profile']}")
 
         io = {
             "input_order": input_order, "output_order": output_order,
@@ -604,7 +653,7 @@ class Sofie(Compiler):
         )
 
     def native_program(self, artifact: Artifact):
-        """The runner with this model compiled in (and its kProfile build): built at compile
+        """The runner with this model compiled in (and its light-timer build): built at compile
         time for a device target, on first use (into the artifact directory) for the host."""
         from device_runner.native import NativeProgram
 
@@ -646,48 +695,36 @@ class Sofie(Compiler):
             runnable.set_inputs(inputs)
             for _ in range(warmup):
                 runnable.run()
-            runnable.library.lib.sofie_prof_reset(runnable.library.handle)
+            library = runnable.library
+            library.take_op_times()
             clock = time.perf_counter_ns
             whole = np.empty(runs, dtype=np.float64)
+            per_run = np.empty((runs, len(library.op_names)), dtype=np.float64)
+            calls = [0] * len(library.op_names)
             for i in range(runs):
                 t0 = clock()
                 runnable.run()
                 whole[i] = clock() - t0
-            err = runnable.library.error()
+                per_run[i], calls = library.take_op_times()
+            err = library.error()
             if err:
                 raise RuntimeError(f"SOFIE doInfer threw: {err}")
-            entries = runnable.library.profile()
+            names, op_clock = library.op_names, library.op_clock
         finally:
             runnable.close()
 
         graph = onnx.load(str(bundle.path("onnx")), load_external_data=False)
         op_type = {n.name: n.op_type for n in graph.graph.node}
-        labels = profile_labels(artifact.path("header_profile").read_text())
         ops = []
-        for label in labels:
-            samples, _avg = entries.get(label, ([], 0.0))
-            if not samples:
+        for k, label in enumerate(names):
+            if not calls[k]:
                 continue
-            values = np.asarray(samples, dtype=np.float64)
-            calls = max(1, len(values) // runs)
-            per_run = values[: calls * runs].reshape(runs, calls).sum(axis=1) if len(values) >= runs \
-                else values
             nodes = artifact.kernel_map.get(label, [])
-            ops.append(OpTiming.from_runs(label, "+".join(op_type[n] for n in nodes) or "?", nodes, calls,
-                                          per_run, provider=f"sofie/{artifact.options['blas']}"))
-        overall = np.asarray(entries.get(OVERALL, ([], 0.0))[0], dtype=np.float64)
-        whole_us = whole / 1e3
-        op_sum = sum(op.mean_us for op in ops)
-        notes = (
-            "SOFIE Options.kProfile build: std::chrono::steady_clock around each generated "
-            f"operator in doInfer, {runs} runs after {warmup} warm-up runs, not rescaled; "
-            f"instrumented whole = ctypes call timed from Python like the plain build. "
-            f"SOFIE's own Overall_Time median {np.median(overall):.3f} µs; per-op sum "
-            f"{op_sum:.3f} µs. The timers' map lookups and push_backs are inside Overall_Time "
-            "but outside every operator's interval."
-            if overall.size else "SOFIE kProfile timers, not rescaled"
-        )
+            ops.append(OpTiming.from_runs(label, "+".join(op_type[n] for n in nodes) or "?", nodes, calls[k],
+                                          per_run[:, k] / 1e3, provider=f"sofie/{artifact.options['blas']}"))
+        notes = (f"{LIGHT_TIMERS} ({op_clock}); {runs} runs after {warmup} warm-up runs, not rescaled; "
+                 "instrumented whole = ctypes call timed from Python like the plain build")
         return OpProfile(
-            method="sofie-kprofile", ops=ops, runs=runs,
-            instrumented_whole_us=float(np.median(whole_us)), notes=notes,
+            method=PROFILE_METHOD, ops=ops, runs=runs,
+            instrumented_whole_us=float(np.median(whole)) / 1e3, notes=notes,
         )

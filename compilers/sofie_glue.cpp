@@ -2,10 +2,35 @@
 //
 // The adapter replaces the @...@ placeholders (header, namespace, the doInfer call, the
 // tensor sizes) and builds this file into a shared library (host, loaded with ctypes) or,
-// with sofie_runner.cpp, into a static executable for a device. Define SOFIE_GLUE_PROFILE
-// when the header was generated with Options::kProfile; SOFIE_GLUE_OPENBLAS / _BLIS to set
+// with the native runner, into an executable for a device. Define SOFIE_GLUE_PROFILE for the
+// header whose timers light_profile_header rewrote into AUDITOR_OP_START / AUDITOR_OP_STOP
+// (defined here, on device_runner's op clock); SOFIE_GLUE_OPENBLAS / _BLIS to set
 // the BLAS thread count; SOFIE_GLUE_ZERO_POOL to zero the intermediate pool before each
 // inference.
+
+#if defined(SOFIE_GLUE_PROFILE)
+#include "op_clock.h"
+
+// The operator timers, in this library only (one model per library). An operator's time runs
+// from the previous clock read (its START, or the operator before it) to its STOP; times are
+// summed per operator until sofie_prof_take.
+namespace auditor_sofie_prof {
+constexpr int kOps = @OP_COUNT@;
+const char *const kNames[] = {@OP_NAMES@};
+std::uint64_t g_last = 0;
+std::uint64_t g_ticks[kOps > 0 ? kOps : 1] = {};
+int g_calls[kOps > 0 ? kOps : 1] = {};
+}  // namespace auditor_sofie_prof
+
+#define AUDITOR_OP_START() (auditor_sofie_prof::g_last = auditor::op_ticks())
+#define AUDITOR_OP_STOP(k, name)                                  \
+   do {                                                           \
+      const std::uint64_t auditor_now_ = auditor::op_ticks();     \
+      auditor_sofie_prof::g_ticks[k] += auditor_now_ - auditor_sofie_prof::g_last; \
+      auditor_sofie_prof::g_calls[k] += 1;                        \
+      auditor_sofie_prof::g_last = auditor_now_;                  \
+   } while (0)
+#endif
 
 #include "@HEADER@"
 
@@ -16,7 +41,6 @@
 #include <cstdint>
 #include <exception>
 #include <iterator>
-#include <map>
 #include <string>
 #include <vector>
 
@@ -45,9 +69,6 @@ struct Handle {
    sofie_model::Session session;
    std::string error;
    bool failed = false;
-#if defined(SOFIE_GLUE_PROFILE)
-   std::vector<std::string> names;  // snapshot of the profiled operators' names
-#endif
 };
 
 // fIntermediateMemoryPool exists in the SOFIE versions seen so far; 0 when it does not.
@@ -155,38 +176,26 @@ SOFIE_API std::size_t sofie_intermediate_bytes(void *h)
 }
 
 #if defined(SOFIE_GLUE_PROFILE)
-// Per-operator timers of the kProfile build. Entry names are SOFIE's operator names plus
-// "Overall_Time" (its own whole doInfer timer); times are microseconds, one per call.
+// The light operator timers: names in execution order, and what they hold since the last take.
 
-SOFIE_API int sofie_prof_count(void *h)
+SOFIE_API int sofie_prof_count() { return auditor_sofie_prof::kOps; }
+
+SOFIE_API const char *sofie_prof_name(int i) { return auditor_sofie_prof::kNames[i]; }
+
+SOFIE_API const char *sofie_prof_clock() { return auditor::op_clock_name(); }
+
+// Copies each operator's summed nanoseconds and call count since the last take, then zeroes
+// them; called between inferences, never inside a timed one.
+SOFIE_API void sofie_prof_take(double *ns, int *calls)
 {
-   Handle &handle = *static_cast<Handle *>(h);
-   handle.names.clear();
-   for (const auto &kv : handle.session.GetOpAvgTime())
-      handle.names.push_back(kv.first);
-   return static_cast<int>(handle.names.size());
+   const double rate = auditor::op_ns_per_tick();
+   for (int i = 0; i < auditor_sofie_prof::kOps; ++i) {
+      ns[i] = static_cast<double>(auditor_sofie_prof::g_ticks[i]) * rate;
+      calls[i] = auditor_sofie_prof::g_calls[i];
+      auditor_sofie_prof::g_ticks[i] = 0;
+      auditor_sofie_prof::g_calls[i] = 0;
+   }
 }
-
-SOFIE_API const char *sofie_prof_name(void *h, int i) { return static_cast<Handle *>(h)->names.at(i).c_str(); }
-
-SOFIE_API double sofie_prof_avg_us(void *h, int i)
-{
-   Handle &handle = *static_cast<Handle *>(h);
-   return handle.session.GetOpAvgTime().at(handle.names.at(i));
-}
-
-// Copies up to cap samples of entry i into buf; returns how many the entry holds.
-SOFIE_API int sofie_prof_samples(void *h, int i, double *buf, int cap)
-{
-   Handle &handle = *static_cast<Handle *>(h);
-   const auto &samples = handle.session.fProfilingResults.at(handle.names.at(i));
-   int n = static_cast<int>(samples.size());
-   for (int k = 0; k < n && k < cap; ++k)
-      buf[k] = samples[k];
-   return n;
-}
-
-SOFIE_API void sofie_prof_reset(void *h) { static_cast<Handle *>(h)->session.ResetProfilingResults(); }
 #endif
 
 }  // extern "C"

@@ -48,7 +48,7 @@ def test_sofie_native_on_local_is_stored_with_per_op_rows(tmp_path):
     assert nodes and nodes <= graph_nodes  # every per-op row joins back to the ONNX graph
     attribution = store.db.execute("SELECT method, sum_to_whole FROM op_attribution WHERE run_id=?",
                                    (run_id,)).fetchone()
-    assert attribution[0] == "sofie-kprofile" and 0.5 < attribution[1] < 2.0
+    assert attribution[0] == "sofie-light-timers" and 0.5 < attribution[1] < 2.0
     # the python harness's run of the same options is another run, not a resume hit
     _, _, (py_id,) = audit_in(tmp_path, MLP, ["sofie"], harness="python")
     assert py_id != run_id and json.loads(store.run(py_id)["settings"])["harness"] == "python"

@@ -73,7 +73,7 @@ def _check(result, artifact, expected, arch: str):
     report = result.report
     runner = report["runner"]
     assert runner["backend"] == "tvm" and runner["arch"] == arch
-    assert runner["instrument_method"] == "tvm-vm-instrument-native"
+    assert runner["instrument_method"] == "tvm-timed-callees"
     assert runner["backend_version"] == artifact.compiler_version  # the wheel's version
     assert report["error"] is None and report["samples_ns"]
     assert [o["name"] for o in report["outputs"]] == [f"output_{j}" for j in range(len(expected))]
@@ -135,7 +135,7 @@ def test_native_harness_stores_tvm_rows_that_join_the_graph(tmp_path):
     assert json.loads(run["runtime_memory"])["runner"]["backend"] == "tvm"
     attribution = store.db.execute("SELECT method, sum_to_whole FROM op_attribution WHERE run_id=?",
                                    (run_id,)).fetchone()
-    assert attribution[0] == "tvm-vm-instrument-native"
+    assert attribution[0] == "tvm-timed-callees"
     ops = store.db.execute("SELECT kernel, onnx_nodes FROM op_timings WHERE run_id=?", (run_id,)).fetchall()
     kernels = {k: json.loads(nodes) for k, nodes in ops}
     assert kernels["fused_matmul_add_relu"] == ["node_linear", "node_relu"]

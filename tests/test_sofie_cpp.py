@@ -23,7 +23,8 @@ from auditor.store import Store  # noqa: E402
 from auditor.timing import TimingSettings  # noqa: E402
 from compilers import registry  # noqa: E402
 from compilers.base import TARGETS  # noqa: E402
-from compilers.sofie_cpp import BLAS, Sofie, SofieLibrary, kernel_nodes  # noqa: E402
+from compilers.sofie_cpp import (BLAS, Sofie, SofieLibrary, kernel_nodes, light_profile_header,  # noqa: E402
+                                 profile_labels)
 from device_runner.devices import QemuArmv7Device  # noqa: E402
 from device_runner.native import RunnerSettings, run_program  # noqa: E402
 
@@ -107,7 +108,7 @@ def test_mlp_through_the_pipeline(mlp, mlp_run):
         assert op["mean_us"] > 0 and op["calls"] == 1
         assert json.loads(op["onnx_nodes"]) == kernel_map[op["kernel"]]
     att = store.attribution(run_id)
-    assert att["method"] == "sofie-kprofile" and att["runs"] == 50
+    assert att["method"] == "sofie-light-timers" and att["runs"] == 50
     assert 0 < att["per_op_sum_us"] < att["instrumented_whole_us"]
     assert att["overhead_ratio"] > 0.5
     assert json.loads(row["runtime_memory"])["intermediate_pool_bytes"] > 0
@@ -134,26 +135,50 @@ def test_other_blas_builds_bind_their_library(mlp, blas, tmp_path):
         runnable.close()
 
 
-def test_profile_samples_agree_with_sofie_average(mlp_run):
+def test_light_timers_replace_sofie_kprofile_and_add_up(mlp_run):
     _, row = mlp_run
     workdir = Path(row["artifact_dir"])
-    kernel_map = json.loads(row["kernel_map"])
+    order = ["node_relu", "node_linear_1", "node_tanh", "node_linear_2"]  # execution order
+    header = (workdir / "sofie_model_prof.hxx").read_text()
+    # SOFIE's map-and-chrono timers are gone; operators follow each other with nothing between,
+    # so only the first one reads the clock at its start
+    assert "steady_clock::now()" not in header and "fProfilingResults[" not in header
+    assert header.count("AUDITOR_OP_START();") == 1 and profile_labels(header) == order
     lib = SofieLibrary(workdir / "libsofie_model_prof.so", workdir / "sofie_model.dat", 1, profiled=True)
     try:
+        assert lib.op_names == order and "rdtsc" in lib.op_clock
         x = (np.arange(16, dtype=np.float32) / 16).reshape(1, 16)
         out = np.empty((1, 8), dtype=np.float32)
         ins = (ctypes.c_void_p * 1)(x.ctypes.data)
         outs = (ctypes.c_void_p * 1)(out.ctypes.data)
+        lib.take_op_times()
         for _ in range(7):
             lib.lib.sofie_infer(lib.handle, ins, outs)
-        entries = lib.profile()
-        assert set(entries) == set(kernel_map) | {"Overall_Time"}
-        for samples, avg in entries.values():
-            assert len(samples) == 7 and avg == pytest.approx(np.mean(samples), rel=1e-9)
-        lib.lib.sofie_prof_reset(lib.handle)
-        assert lib.profile() == {}
+        ns, calls = lib.take_op_times()
+        assert calls == [7] * len(order) and all(t > 0 for t in ns)
+        assert lib.take_op_times() == ([0.0] * len(order), [0] * len(order))  # a take zeroes
     finally:
         lib.close()
+
+
+def test_light_profile_header_refuses_a_form_it_does_not_know():
+    timer = ("   tp_start = std::chrono::steady_clock::now();\n   work();\n"
+             '   fProfilingResults["{0}"].push_back(\n      std::chrono::duration_cast<std::chrono::duration'
+             '<double, std::micro>>(\n         std::chrono::steady_clock::now() - tp_start).count());\n')
+    overall = ('   fProfilingResults["Overall_Time"].push_back(\n      std::chrono::duration_cast<std::chrono::'
+               'duration<double, std::micro>>(\n         std::chrono::steady_clock::now() - tp_overall_start)'
+               '.count());\n')
+    good = "   tp_overall_start = std::chrono::steady_clock::now();\n" + timer.format("a") + \
+        "   copy();\n" + timer.format("b") + overall
+    light = light_profile_header(good)
+    assert profile_labels(light) == ["a", "b"]
+    assert light.count("AUDITOR_OP_START();") == 2  # copy() between them: b starts its own clock
+    assert "tp_overall_start = " not in light and "Overall_Time" not in light
+    with pytest.raises(RuntimeError, match="not in the form"):
+        light_profile_header(timer.format("a") + timer.format("b").replace("tp_start = ", "tp_begin = ")
+                             + overall)
+    with pytest.raises(RuntimeError, match="twice"):
+        light_profile_header(timer.format("a") + timer.format("a") + overall)
 
 
 def test_two_outputs_in_bundle_order(extra):

@@ -1,8 +1,8 @@
 // SOFIE backend: the model is compiled in. SOFIE generates C++ per model; the adapter
 // (compilers/sofie_cpp.py) fills compilers/sofie_glue.cpp's C ABI around that code, and
 // this backend drives it. The instrumented binary (AUDITOR_SOFIE_PROFILE) links the glue
-// of the Options::kProfile header, whose std::chrono timers wrap each generated operator:
-// SOFIE's instrumentation is compiled in, so switching it off means the other binary.
+// of the kProfile header whose timers the adapter rewrote into one op-clock read per operator
+// boundary: the instrumentation is compiled in, so switching it off means the other binary.
 
 #include <cstring>
 #include <stdexcept>
@@ -31,10 +31,10 @@ const char *sofie_error(void *h);
 const char *sofie_blas_library();
 std::size_t sofie_intermediate_bytes(void *h);
 #if defined(AUDITOR_SOFIE_PROFILE)
-int sofie_prof_count(void *h);
-const char *sofie_prof_name(void *h, int i);
-int sofie_prof_samples(void *h, int i, double *buf, int cap);
-void sofie_prof_reset(void *h);
+int sofie_prof_count();
+const char *sofie_prof_name(int i);
+const char *sofie_prof_clock();
+void sofie_prof_take(double *ns, int *calls);
 #endif
 }
 
@@ -44,9 +44,6 @@ void sofie_prof_reset(void *h);
 
 namespace auditor {
 namespace {
-
-// SOFIE's own whole-doInfer timer in kProfile builds: not an operator.
-constexpr const char *kOverall = "Overall_Time";
 
 TensorInfo info(bool input, int i)
 {
@@ -121,34 +118,20 @@ class SofieBackend : public Backend {
    void set_instrumented(bool on) override
    {
       on_ = on;
-      sofie_prof_reset(handle_);
+      ns_.assign(sofie_prof_count(), 0.0);
+      calls_.assign(sofie_prof_count(), 0);
+      sofie_prof_take(ns_.data(), calls_.data());  // start afresh
    }
-   // The kProfile timers record every call; read this inference's and start afresh.
+   // The timers sum every inference; take this one's and zero them.
    std::vector<KernelTime> last_kernel_times() override
    {
       std::vector<KernelTime> out;
       if (!on_)
          return out;
-      const int n = sofie_prof_count(handle_);
-      std::vector<double> buf(64);
-      for (int i = 0; i < n; ++i) {
-         const std::string name = sofie_prof_name(handle_, i);
-         if (name == kOverall)
-            continue;
-         int calls = sofie_prof_samples(handle_, i, buf.data(), static_cast<int>(buf.size()));
-         if (calls > static_cast<int>(buf.size())) {
-            buf.resize(calls);
-            calls = sofie_prof_samples(handle_, i, buf.data(), calls);
-         }
-         KernelTime k;
-         k.name = name;
-         k.calls = calls;
-         for (int c = 0; c < calls; ++c)
-            k.ns += buf[c] * 1e3;  // SOFIE's timers are in microseconds
-         if (calls > 0)
-            out.push_back(k);
-      }
-      sofie_prof_reset(handle_);
+      sofie_prof_take(ns_.data(), calls_.data());
+      for (int i = 0; i < static_cast<int>(ns_.size()); ++i)
+         if (calls_[i] > 0)
+            out.push_back({sofie_prof_name(i), calls_[i], ns_[i]});
       return out;
    }
 #else
@@ -156,12 +139,12 @@ class SofieBackend : public Backend {
    void set_instrumented(bool on) override
    {
       if (on)
-         throw std::runtime_error("this SOFIE runner was built without kProfile timers");
+         throw std::runtime_error("this SOFIE runner was built without operator timers");
    }
    std::vector<KernelTime> last_kernel_times() override { return {}; }
 #endif
 
-   std::string instrument_method() const override { return "sofie-kprofile"; }
+   std::string instrument_method() const override { return "sofie-light-timers"; }
 
    std::map<std::string, long long> memory_info() const override
    {
@@ -171,12 +154,21 @@ class SofieBackend : public Backend {
    std::vector<std::string> notes() const override
    {
       const char *blas = sofie_blas_library();
-      return {std::string("sgemm_ bound to ") + (*blas ? blas : "(statically linked)")};
+      std::vector<std::string> out = {std::string("sgemm_ bound to ") + (*blas ? blas : "(statically linked)")};
+#if defined(AUDITOR_SOFIE_PROFILE)
+      out.push_back(std::string("per-op: SOFIE's kProfile operator boundaries, one ") + sofie_prof_clock() +
+                    " read each; an operator runs from the previous read to the end of its code");
+#endif
+      return out;
    }
 
  private:
    void *handle_ = nullptr;
    bool on_ = false;
+#if defined(AUDITOR_SOFIE_PROFILE)
+   std::vector<double> ns_;
+   std::vector<int> calls_;
+#endif
    std::vector<TensorInfo> inputs_, outputs_;
    std::vector<std::vector<char>> in_, out_;
    std::vector<const void *> in_ptrs_;

@@ -2,8 +2,11 @@
 // loaded through TVM's C++ runtime, as tvm.relax.VirtualMachine does it in Python:
 //   Module::LoadFromFile -> "vm_load_executable"() -> "vm_initialization"(cpu, 0, pooled)
 //   -> "main", called with the input tensors bound once.
-// Per-kernel times come from the VM's instrument hook: a callback the VM calls before and
-// after every call instruction (kernels and VM builtins alike), timestamped inside it.
+// Per-kernel times come from a second VM over the same executable whose kernel library is
+// swapped, while that VM resolves its functions, for a module handing out every callee
+// (kernels and VM builtins alike) wrapped in one op-clock read after the call. The VM's own
+// set_instrument hook costs ~150 ns per call even with an empty native callback (it packs
+// every argument twice), more than a small block's kernels take; the wrapper costs one read.
 // Only tvm-ffi's API is used, so the same code runs against the wheel's shared libraries
 // (host) and against the runtime built from source (armv7); see tvm.cmake.
 #include <tvm/ffi/any.h>
@@ -25,11 +28,13 @@
 #include <optional>
 #include <stdexcept>
 #include <string>
+#include <memory>
 #include <unordered_map>
 #include <utility>
 #include <vector>
 
 #include "backend.h"
+#include "op_clock.h"
 
 #ifndef AUDITOR_TVM_WHEEL_VERSION
 #define AUDITOR_TVM_WHEEL_VERSION ""
@@ -45,13 +50,9 @@ namespace auditor {
 namespace {
 
 namespace ffi = tvm::ffi;
-using Clock = std::chrono::steady_clock;
 
 constexpr int kPooledAllocator = 2;  // tvm::runtime::memory::AllocatorType::kPooled
 constexpr size_t kAlignment = 64;    // TVM's kAllocAlignment: kernels may assume it
-// A global function returning None: "set_instrument" takes a function or the name of a
-// factory, and only the factory path can hand the VM a null instrument (= no hook at all).
-constexpr const char *kNoInstrument = "auditor.tvm.no_instrument";
 
 // Input tensors: CPU memory aligned as TVM's own allocator aligns it.
 struct AlignedCpuAlloc {
@@ -77,6 +78,62 @@ std::string shape_text(const std::vector<int64_t> &shape) {
    return out + (shape.size() == 1 ? ",)" : ")");
 }
 
+// What the timed callees record: an interval runs from the previous read (the call into main,
+// or the previous callee's return) to this callee's return, so it holds the VM's dispatch of
+// the call as well as the callee; intervals of one inference add up to nearly all of it.
+struct Recorder {
+   std::uint64_t last = 0;
+   std::vector<std::string> names;  // slot -> callee name, in resolution order
+   std::vector<std::uint64_t> ticks;
+   std::vector<int> calls;
+   std::vector<int> order;  // slots in first-call order this inference
+   std::unordered_map<std::string, int> slot_of;
+
+   int slot(const std::string &name) {
+      auto it = slot_of.find(name);
+      if (it != slot_of.end()) return it->second;
+      names.push_back(name);
+      ticks.push_back(0);
+      calls.push_back(0);
+      return slot_of[name] = static_cast<int>(names.size()) - 1;
+   }
+};
+
+// Stands in for the executable's imports while the instrumented VM resolves its function
+// pool: the VM looks a callee up in its imports first, then in the global registry (the
+// vm.builtin.* functions), so this module answers both, each wrapped in a timer.
+class TimedImports : public ffi::ModuleObj {
+ public:
+   TimedImports(std::vector<ffi::Module> inner, std::shared_ptr<Recorder> rec)
+       : inner_(std::move(inner)), rec_(std::move(rec)) {}
+
+   const char *kind() const final { return "auditor.timed_imports"; }
+
+   ffi::Optional<ffi::Function> GetFunction(const ffi::String &name) final {
+      ffi::Optional<ffi::Function> found;
+      for (const ffi::Module &m : inner_) {
+         found = m->GetFunction(name, true);
+         if (found.has_value()) break;
+      }
+      if (!found.has_value()) found = ffi::Function::GetGlobal(std::string(name));
+      if (!found.has_value()) return std::nullopt;
+      ffi::Function callee = *found;
+      std::shared_ptr<Recorder> rec = rec_;
+      const int slot = rec->slot(std::string(name));
+      return ffi::Function::FromPacked([callee, rec, slot](ffi::PackedArgs args, ffi::Any *rv) {
+         callee.CallPacked(args, rv);
+         const std::uint64_t now = op_ticks();
+         rec->ticks[slot] += now - rec->last;
+         if (rec->calls[slot]++ == 0) rec->order.push_back(slot);
+         rec->last = now;
+      });
+   }
+
+ private:
+   std::vector<ffi::Module> inner_;
+   std::shared_ptr<Recorder> rec_;
+};
+
 class TvmBackend : public Backend {
  public:
    std::string name() const override { return "tvm"; }
@@ -91,23 +148,14 @@ class TvmBackend : public Backend {
    void load(const std::string &model_path) override {
       try {
          lib_ = ffi::Module::LoadFromFile(model_path);
-         ffi::Function load_exec = require(*lib_, "vm_load_executable", model_path);
-         vm_ = load_exec().cast<ffi::Module>();
-         require(*vm_, "vm_initialization", model_path)(static_cast<int>(kDLCPU), 0,
-                                                        kPooledAllocator);
-         main_ = require(*vm_, "main", model_path);
-         set_instrument_ = require(*vm_, "set_instrument", model_path);
+         model_path_ = model_path;
+         vm_ = new_vm();
+         main_ = plain_main_ = require(*vm_, "main", model_path);
          arity_ = require(*vm_, "get_function_arity", model_path)("main").cast<int>();
          ffi::Function param_name = require(*vm_, "get_function_param_name", model_path);
          for (int i = 0; i < arity_; ++i) {
             param_names_.push_back(param_name("main", i).cast<std::string>());
          }
-         if (!ffi::Function::GetGlobal(kNoInstrument)) {
-            ffi::Function::SetGlobal(kNoInstrument,
-                                     ffi::Function::FromPacked([](ffi::PackedArgs, ffi::Any *) {}));
-         }
-         instrument_ = ffi::Function::FromPacked(
-             [this](ffi::PackedArgs args, ffi::Any *rv) { on_call(args, rv); });
       } catch (const ffi::Error &e) {
          rethrow(("cannot load " + model_path + " as a relax VM module").c_str(), e);
       }
@@ -150,8 +198,11 @@ class TvmBackend : public Backend {
    void run() override {
       if (args_.empty() && arity_ > 0) bind_inputs();
       if (instrumented_) {
-         for (Slot &slot : slots_) slot.calls = 0, slot.ns = 0;
-         open_.clear();
+         std::fill(rec_->ticks.begin(), rec_->ticks.end(), 0);
+         std::fill(rec_->calls.begin(), rec_->calls.end(), 0);
+         rec_->order.clear();
+         rec_->order.reserve(rec_->names.size());
+         rec_->last = op_ticks();
       }
       try {
          main_.CallPacked(args_.data(), static_cast<int32_t>(args_.size()), &result_);
@@ -182,32 +233,34 @@ class TvmBackend : public Backend {
       if (bytes != 0) std::memcpy(data, static_cast<const char *>(t->data) + t->byte_offset, bytes);
    }
 
-   // The relax VM always has the hook (asked before load(); a module without it fails to load).
+   // Any relax VM executable can be given timed callees.
    bool can_instrument() const override { return true; }
 
    void set_instrumented(bool on) override {
       if (on == instrumented_) return;
-      try {
-         if (on) {
-            set_instrument_(instrument_);
-         } else {
-            set_instrument_(kNoInstrument);  // the VM's instrument_ back to null: no hook
+      if (on && !timed_vm_) {
+         try {
+            timed_vm_ = new_timed_vm();
+            timed_main_ = require(*timed_vm_, "main", model_path_);
+         } catch (const ffi::Error &e) {
+            rethrow("building the instrumented VM", e);
          }
-      } catch (const ffi::Error &e) {
-         rethrow("set_instrument", e);
       }
+      main_ = on ? timed_main_ : plain_main_;
       instrumented_ = on;
    }
 
    std::vector<KernelTime> last_kernel_times() override {
       std::vector<KernelTime> out;
-      for (const Slot &slot : slots_) {
-         if (slot.calls > 0) out.push_back({slot.name, slot.calls, static_cast<double>(slot.ns)});
+      if (!instrumented_) return out;
+      const double rate = op_ns_per_tick();
+      for (int i : rec_->order) {
+         out.push_back({rec_->names[i], rec_->calls[i], static_cast<double>(rec_->ticks[i]) * rate});
       }
       return out;
    }
 
-   std::string instrument_method() const override { return "tvm-vm-instrument-native"; }
+   std::string instrument_method() const override { return "tvm-timed-callees"; }
 
    std::vector<std::string> notes() const override {
       TVMFFIVersion ffi_version;
@@ -224,19 +277,14 @@ class TvmBackend : public Backend {
               std::to_string(ffi_version.major) + "." + std::to_string(ffi_version.minor) + "." +
               std::to_string(ffi_version.patch) + wheels + "); pooled allocator; main(" +
               join(param_names_) + ") called with its input tensors bound once",
-          "per-op: the VM's set_instrument hook, a native callback before and after every call "
-          "instruction (kernels and vm.builtin.*), steady_clock read last on the way in and "
-          "first on the way out; each interval still holds the VM's hook dispatch"};
+          std::string("per-op: a second VM whose callees (kernels and vm.builtin.*) are wrapped in one ") +
+              op_clock_name() + " read after each call; an interval runs from the previous read "
+              "(the call into main or the previous callee's return) to this callee's return, so it "
+              "holds the VM's dispatch of the call too"};
       return out;
    }
 
  private:
-   struct Slot {
-      std::string name;
-      int calls = 0;
-      int64_t ns = 0;
-   };
-
    static ffi::Function require(const ffi::Module &mod, const char *name, const std::string &path) {
       ffi::Optional<ffi::Function> f = mod->GetFunction(name, true);
       if (!f.has_value()) {
@@ -287,45 +335,40 @@ class TvmBackend : public Backend {
       outputs_known_ = true;
    }
 
-   int slot_of(const ffi::AnyView &name) {
-      // The VM passes the callee's name as a C string owned by the executable's function
-      // table: its address identifies the callee without building a string per call.
-      if (std::optional<const char *> raw = name.try_cast<const char *>()) {
-         auto it = slot_by_address_.find(*raw);
-         if (it != slot_by_address_.end()) return it->second;
-         int slot = slot_by_name(*raw);
-         slot_by_address_.emplace(*raw, slot);
-         return slot;
-      }
-      return slot_by_name(name.cast<std::string>());
+   // A VM over the loaded executable, initialised as tvm.relax.VirtualMachine does.
+   ffi::Module new_vm() {
+      ffi::Function load_exec = require(*lib_, "vm_load_executable", model_path_);
+      ffi::Module vm = load_exec().cast<ffi::Module>();
+      require(vm, "vm_initialization", model_path_)(static_cast<int>(kDLCPU), 0, kPooledAllocator);
+      return vm;
    }
 
-   int slot_by_name(const std::string &name) {
-      auto it = slot_by_name_.find(name);
-      if (it != slot_by_name_.end()) return it->second;
-      slots_.push_back({name, 0, 0});
-      int slot = static_cast<int>(slots_.size()) - 1;
-      slot_by_name_.emplace(name, slot);
-      return slot;
-   }
-
-   // instrument(func, name, before_run, ret, *args): rv left None = go on with the call.
-   void on_call(ffi::PackedArgs args, ffi::Any *) {
-      if (args[2].cast<bool>()) {
-         open_.push_back({slot_of(args[1]), Clock::time_point()});
-         open_.back().second = Clock::now();  // last thing before the call
-      } else {
-         Clock::time_point end = Clock::now();  // first thing after it
-         if (open_.empty()) return;
-         auto [slot, start] = open_.back();
-         open_.pop_back();
-         slots_[slot].calls += 1;
-         slots_[slot].ns += std::chrono::duration_cast<std::chrono::nanoseconds>(end - start).count();
+   // A VM whose function pool holds timed callees: the executable's imports are swapped for
+   // TimedImports while the VM is made and resolves its pool, then put back as they were.
+   ffi::Module new_timed_vm() {
+      ffi::Module exec = *lib_;
+      std::vector<ffi::Module> original;
+      for (const ffi::Any &m : exec->imports()) original.push_back(m.cast<ffi::Module>());
+      auto restore = [&] {
+         exec->ClearImports();
+         for (const ffi::Module &m : original) exec->ImportModule(m);
+      };
+      exec->ClearImports();
+      exec->ImportModule(ffi::Module(ffi::make_object<TimedImports>(original, rec_)));
+      try {
+         ffi::Module vm = new_vm();
+         restore();
+         return vm;
+      } catch (...) {
+         restore();
+         throw;
       }
    }
 
-   std::optional<ffi::Module> lib_, vm_;
-   ffi::Function main_, set_instrument_, instrument_;
+   std::shared_ptr<Recorder> rec_ = std::make_shared<Recorder>();  // outlives both VMs' callees
+   std::optional<ffi::Module> lib_, vm_, timed_vm_;
+   ffi::Function main_, plain_main_, timed_main_;
+   std::string model_path_;
    int arity_ = 0;
    std::vector<std::string> param_names_;
    std::vector<ffi::Tensor> inputs_;
@@ -334,12 +377,7 @@ class TvmBackend : public Backend {
    ffi::Any result_;
    bool outputs_known_ = false;
    std::vector<TensorInfo> output_info_;
-
    bool instrumented_ = false;
-   std::vector<Slot> slots_;  // callees in first-call order
-   std::unordered_map<const void *, int> slot_by_address_;
-   std::unordered_map<std::string, int> slot_by_name_;
-   std::vector<std::pair<int, Clock::time_point>> open_;  // calls in progress (nesting)
 };
 
 }  // namespace
