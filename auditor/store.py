@@ -78,7 +78,7 @@ RUN_SUMMARY_FIELDS = (
     "n mean_us p50_us p95_us p99_us max_us min_us std_us jitter_us cov stopped_early "
     "rss_avg_bytes rss_peak_bytes rss_samples ru_maxrss_bytes runtime_memory budget_us "
     "over_budget_share headroom_p99_us headroom_max_us verdict accuracy_passed task_accuracy "
-    "compile_s load_s first_us compiler_version kernel_map artifact_notes"
+    "compile_s load_s first_us compiler_version kernel_map artifact_notes settings"
 ).split()
 
 

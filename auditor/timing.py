@@ -24,12 +24,20 @@ class Timings:
     stopped_early: bool
 
 
-def time_calls(fn: Callable[[], object], settings: TimingSettings) -> Timings:
-    """First call, warm-up, then timed calls; each call timed alone with a monotonic clock."""
+def time_calls(fn: Callable[[], object], settings: TimingSettings,
+               timed_runs: Callable[[int], np.ndarray] | None = None) -> Timings:
+    """First call, warm-up, then timed calls; each call timed alone with a monotonic clock.
+
+    With `timed_runs` (a runtime's own loop: n calls, each timed alone, in native code) the
+    timed calls go through it in batches of about BATCH_S, so no Python call sits inside a
+    sample; the first call is still fn() timed from here (a loop may warm up untimed).
+    """
     clock = time.perf_counter_ns
     t0 = clock()
     fn()
     first = clock() - t0
+    if timed_runs is not None:
+        return _time_batches(timed_runs, settings, first)
     for _ in range(settings.warmup):
         fn()
     samples = np.empty(settings.runs, dtype=np.int64)
@@ -44,6 +52,30 @@ def time_calls(fn: Callable[[], object], settings: TimingSettings) -> Timings:
         if t1 > deadline and count >= settings.min_runs:
             break
     return Timings(first, samples[:count], count < settings.runs)
+
+
+BATCH_S = 0.02  # a native batch's length: the max_seconds stop overshoots by at most this
+
+
+def _time_batches(timed_runs: Callable[[int], np.ndarray], settings: TimingSettings, first: int) -> Timings:
+    """Batches sized from the last batch's median to last about BATCH_S each."""
+    clock = time.perf_counter_ns
+    per_call = None  # unknown until the loop has timed a call (fn()'s first call is cold)
+    if settings.warmup:
+        per_call = max(1, int(np.median(timed_runs(settings.warmup))))
+    batches: list[np.ndarray] = []
+    count = 0
+    deadline = clock() + int(settings.max_seconds * 1e9)
+    while count < settings.runs:
+        size = 1 if per_call is None else int(min(settings.runs - count, max(1, BATCH_S * 1e9 // per_call)))
+        batch = np.asarray(timed_runs(size), dtype=np.int64)
+        batches.append(batch)
+        count += len(batch)
+        per_call = max(1, int(np.median(batch)))
+        if clock() > deadline and count >= settings.min_runs:
+            break
+    samples = np.concatenate(batches) if batches else np.empty(0, dtype=np.int64)
+    return Timings(first, samples, count < settings.runs)
 
 
 def latency_stats(samples_ns: np.ndarray) -> dict[str, float]:

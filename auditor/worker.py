@@ -30,6 +30,9 @@ from compilers import registry
 from compilers.base import TARGETS, ModelBundle
 
 
+PYTHON_LOOP = "python: time.perf_counter_ns around each run() call"
+
+
 def _phase(name: str) -> None:
     print(f"phase {name}", flush=True)
 
@@ -218,7 +221,8 @@ def run_job(job: dict) -> None:
         _phase(stage)
         settings = TimingSettings(**job["timing"])
         with RssSampler(job["memory_interval_s"]) as sampler:
-            timings = time_calls(runnable.run, settings)
+            timings = time_calls(runnable.run, settings,
+                                 runnable.timed_runs if runnable.timing_loop else None)
         store.add_samples(run_id, timings.samples_ns)
         store.add_memory_samples(run_id, sampler.samples)
         stats = latency_stats(timings.samples_ns)
@@ -226,6 +230,8 @@ def run_job(job: dict) -> None:
             run_id, first_us=timings.first_ns / 1e3, stopped_early=int(timings.stopped_early),
             runtime_memory=runnable.memory_info(), **stats, **sampler.summary(),
             **deadline.audit(timings.samples_ns, job["budget_us"]),
+            settings={**json.loads(store.run(run_id)["settings"]),
+                      "timing_loop": runnable.timing_loop or PYTHON_LOOP},
         )
 
         stage = "check outputs"

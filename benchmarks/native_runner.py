@@ -4,11 +4,14 @@ what does per-op instrumentation cost, and do per-op times add up to the whole?
 For each model and compiler with a native backend (SOFIE; TVM when its backend is built),
 rounds alternate in shuffled order between
   - the plain runner (`--runs N`: one block of N timed inferences),
-  - the Python harness on the same artifact (the adapter's Runnable under auditor.timing),
+  - the Python harness on the same artifact, exactly as compile-all times it (the adapter's
+    Runnable under auditor.timing, through the runtime's own timing loop when it has one),
+  - the same Runnable with every run() timed from Python (for scale: the per-call cost of
+    crossing from Python into the runtime),
   - the instrumented runner (SOFIE: the kProfile binary; TVM: the same binary's per-op runs),
 so each figure is a median over rounds of per-block medians, and the ratios compare blocks
 measured under the same conditions. Prints, per model and compiler:
-  runner p50, Python p50, runner / Python (issue: within 5 %),
+  runner p50, harness p50, runner / harness (issue: within 5 %), Python-loop p50,
   instrumented / plain p50 (issue: overhead <= 3 %),
   per-op sum of medians / plain whole p50 (issue: within 10 %).
 
@@ -59,19 +62,21 @@ def bench(spec: str, compiler_name: str, rounds: int, runs: int, tmp: Path) -> d
     runnable = compiler.load(artifact, bundle)
     runnable.set_inputs(x)
     device = LocalDevice()
-    plain, python, instrumented, sums = [], [], [], []
+    plain, python, python_loop, instrumented, sums = [], [], [], [], []
     settings = RunnerSettings(runs=runs, warmup=50, max_seconds=60, min_runs=runs, rss_interval_ms=1)
     instrumented_settings = RunnerSettings(runs=runs, warmup=50, max_seconds=60, min_runs=runs,
                                            rss_interval_ms=1, per_op_runs=runs)
-    kinds = ["plain", "python", "instrumented"]
+    kinds = ["plain", "python", "python-loop", "instrumented"]
+    timing = TimingSettings(warmup=50, runs=runs, max_seconds=60, min_runs=runs)
     try:
         for _ in range(rounds):
             random.shuffle(kinds)
             for kind in kinds:
                 if kind == "python":
-                    t = time_calls(runnable.run, TimingSettings(warmup=50, runs=runs, max_seconds=60,
-                                                                min_runs=runs))
+                    t = time_calls(runnable.run, timing, runnable.timed_runs if runnable.timing_loop else None)
                     python.append(p50(t.samples_ns))
+                elif kind == "python-loop":
+                    python_loop.append(p50(time_calls(runnable.run, timing).samples_ns))
                 elif kind == "plain":
                     r = run_program(device, program, x, [], settings)
                     if r.failure:
@@ -96,7 +101,8 @@ def bench(spec: str, compiler_name: str, rounds: int, runs: int, tmp: Path) -> d
     med = statistics.median
     return {
         "model": spec, "compiler": compiler_name, "kernels": len(program.kernel_map),
-        "runner_p50_us": med(plain), "python_p50_us": med(python),
+        "runner_p50_us": med(plain), "python_p50_us": med(python), "python_loop_p50_us": med(python_loop),
+        "timing_loop": runnable.timing_loop or "python",
         "runner_over_python": med(a / b for a, b in zip(plain, python)),
         "runner_over_python_range": (min(a / b for a, b in zip(plain, python)),
                                      max(a / b for a, b in zip(plain, python))),
@@ -127,17 +133,17 @@ def main() -> int:
                 if r is None:
                     continue
                 if "error" in r:
-                    rows.append([spec, name, r["error"], "", "", "", "", ""])
+                    rows.append([spec, name, r["error"], "", "", "", "", "", ""])
                     continue
                 lo, hi = r["runner_over_python_range"]
                 rows.append([spec, name, f"{r['runner_p50_us']:.2f}", f"{r['python_p50_us']:.2f}",
-                             f"{r['runner_over_python']:.3f} ({lo:.3f}-{hi:.3f})",
+                             f"{r['runner_over_python']:.3f} ({lo:.3f}-{hi:.3f})", f"{r['python_loop_p50_us']:.2f}",
                              f"{r['instrumented_over_plain']:.3f}", f"{r['per_op_sum_over_whole']:.3f}",
                              f"{r['per_op_sum_over_instrumented_whole']:.3f}"])
                 print(rows[-1], flush=True)
-    print(tabulate(rows, headers=["model", "compiler", "runner p50 µs", "python p50 µs",
-                                  "runner/python (min-max)", "instr/plain", "op sum/whole",
-                                  "op sum/instr whole"]))
+    print(tabulate(rows, headers=["model", "compiler", "runner p50 µs", "harness p50 µs",
+                                  "runner/harness (min-max)", "python-loop p50 µs", "instr/plain",
+                                  "op sum/whole", "op sum/instr whole"]))
     return 0
 
 

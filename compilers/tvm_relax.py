@@ -153,6 +153,9 @@ def runner_build_inputs(target: Target) -> tuple[dict[str, str], tuple[Path, ...
 
 
 class TvmRunnable(Runnable):
+    timing_loop = ("tvm time_evaluator(number=1, repeat=n): each call of the bound main timed alone in "
+                   "C++ (after one untimed call per batch)")
+
     def __init__(self, library_path: Path, bundle: ModelBundle):
         import tvm
         from tvm import relax
@@ -172,9 +175,18 @@ class TvmRunnable(Runnable):
         # arguments in Python on every call.
         self.vm.save_function("main", "main_bound", *self._args)
         self._fn = self.vm.module["main_bound"]
+        self._evaluators: dict[int, Any] = {}
 
     def run(self):
         self._result = self._fn()
+
+    def timed_runs(self, n):
+        evaluator = self._evaluators.get(n)
+        if evaluator is None:
+            evaluator = self._evaluators[n] = self.vm.module.time_evaluator(
+                "main_bound", self.tvm.cpu(), number=1, repeat=n, min_repeat_ms=0)
+        seconds = np.asarray(evaluator().results, dtype=np.float64)
+        return np.rint(seconds * 1e9).astype(np.int64)
 
     def outputs(self):
         return [t.numpy().copy() for t in _flatten(self._result)]

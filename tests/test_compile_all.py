@@ -37,6 +37,7 @@ def test_every_variant_measured_and_correct(audit):
         assert r["verdict"] in ("meets", "tail-risk", "misses") and r["first_us"] > 0
         assert r["rss_peak_bytes"] >= r["rss_avg_bytes"] > 10 * 2**20
         assert r["options"]["threads"] == 1 and r["device"] == "local" and r["emulated"] is False
+        assert r["timing_loop"].startswith("python: ")  # no native loop: timed per call
     assert runs["onnxruntime"]["compiler_version"] == __import__("onnxruntime").__version__
 
 

@@ -90,3 +90,27 @@ def test_rss_sampler_sees_allocation():
     assert s["rss_samples"] >= 10
     assert s["rss_peak_bytes"] - min(b for _, b in sampler.samples) >= 50 * 2**20
     assert s["ru_maxrss_bytes"] >= s["rss_peak_bytes"] * 0.99
+
+
+def test_time_calls_uses_a_runtimes_own_loop_in_batches():
+    calls, batches = [], []
+
+    def timed_runs(n):
+        batches.append(n)
+        return np.full(n, 1000, dtype=np.int64)  # 1 us each
+
+    t = time_calls(lambda: calls.append(1), TimingSettings(warmup=10, runs=50_000, max_seconds=60), timed_runs)
+    assert calls == [1]  # only the first call goes through Python
+    assert batches[0] == 10  # the warm-up
+    assert len(t.samples_ns) == 50_000 and not t.stopped_early and set(t.samples_ns) == {1000}
+    assert max(batches[1:]) == 20_000  # BATCH_S / 1 us: the time limit is checked between batches
+    assert sum(batches[1:]) == 50_000
+
+
+def test_time_calls_native_loop_stops_at_time_limit_but_keeps_minimum():
+    def timed_runs(n):
+        time.sleep(0.002 * n)
+        return np.full(n, 2_000_000, dtype=np.int64)
+
+    t = time_calls(lambda: None, TimingSettings(warmup=0, runs=1000, max_seconds=0.05, min_runs=30), timed_runs)
+    assert t.stopped_early and 30 <= len(t.samples_ns) < 100

@@ -114,6 +114,7 @@ def test_mlp_unfused_bias_adds_map_to_their_own_linear(mlp):
 def test_mlp_per_op_rows_are_kernels_with_onnx_nodes(mlp):
     store, prepared, runs = mlp
     row = _ok(store, runs["fused"])
+    assert json.loads(row["settings"])["timing_loop"].startswith("tvm time_evaluator")
     attribution = store.attribution(runs["fused"])
     assert attribution["method"] == "tvm-vm-instrument"
     assert attribution["runs"] == PROFILE_RUNS

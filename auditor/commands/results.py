@@ -71,7 +71,7 @@ def export(results_dir: Path = RESULTS_DIR,
     else:
         buf = io.StringIO()
         writer = csv.DictWriter(buf, fieldnames=[*SUMMARY_KEYS, "target", "options", "max_abs_err", "snr_db",
-                                                 "per_op_method", "per_op_sum_to_whole"])
+                                                 "timing_loop", "per_op_method", "per_op_sum_to_whole"])
         writer.writeheader()
         for row in store.runs():
             s = run_summary(store, row)
