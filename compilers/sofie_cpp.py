@@ -417,9 +417,11 @@ class SofieLibrary:
             lib.sofie_prof_name.restype = ctypes.c_char_p
             lib.sofie_prof_name.argtypes = [ctypes.c_int]
             lib.sofie_prof_clock.restype = ctypes.c_char_p
+            lib.sofie_prof_read_cost_ns.restype = ctypes.c_double
             lib.sofie_prof_take.argtypes = [ctypes.POINTER(ctypes.c_double), ctypes.POINTER(ctypes.c_int)]
             self.op_names = [lib.sofie_prof_name(i).decode() for i in range(lib.sofie_prof_count())]
-            self.op_clock = lib.sofie_prof_clock().decode()
+            self.op_clock = (f"{lib.sofie_prof_clock().decode()}; one read costs "
+                             f"{lib.sofie_prof_read_cost_ns():.1f} ns here")
             self._ns = (ctypes.c_double * max(1, len(self.op_names)))()
             self._calls = (ctypes.c_int * max(1, len(self.op_names)))()
         lib.sofie_set_threads(threads)

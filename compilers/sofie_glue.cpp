@@ -197,6 +197,8 @@ SOFIE_API const char *sofie_prof_name(int i) { return auditor_sofie_prof::kNames
 
 SOFIE_API const char *sofie_prof_clock() { return auditor::op_clock_name(); }
 
+SOFIE_API double sofie_prof_read_cost_ns() { return auditor::op_read_cost_ns(); }
+
 // Copies each operator's summed nanoseconds and call count since the last take, then zeroes
 // them; called between inferences, never inside a timed one.
 SOFIE_API void sofie_prof_take(double *ns, int *calls)

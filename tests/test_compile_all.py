@@ -83,6 +83,12 @@ def test_html_page_and_exports(audit, cli):
         html = open(page).read()
         assert r["variant"] in html and "Per-operator time" in html and "<svg" in html
         assert "http://" not in html.replace('xmlns="http://www.w3.org/2000/svg"', "")  # self-contained
+        db = sqlite3.connect(results / "results.sqlite")
+        (overhead,) = db.execute("SELECT overhead_ratio FROM op_attribution WHERE run_id=?",
+                                 (r["run_id"],)).fetchone()
+        db.close()
+        # per-op times whose instrument slowed the inference by over 3 % say so on the page
+        assert ("over the 3 % these per-op times are trusted at" in html) == (overhead > 1.03)
     listed = json.loads(cli("results", "list", "--results-dir", results, "--json", check=True).stdout)
     assert {r["run_id"] for r in listed} == {r["run_id"] for r in report["runs"]}
     rows = list(csv.DictReader(io.StringIO(cli("results", "export", "--csv", "--results-dir", results,

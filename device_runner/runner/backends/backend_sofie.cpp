@@ -34,6 +34,7 @@ std::size_t sofie_intermediate_bytes(void *h);
 int sofie_prof_count();
 const char *sofie_prof_name(int i);
 const char *sofie_prof_clock();
+double sofie_prof_read_cost_ns();
 void sofie_prof_take(double *ns, int *calls);
 #endif
 }
@@ -157,7 +158,8 @@ class SofieBackend : public Backend {
       std::vector<std::string> out = {std::string("sgemm_ bound to ") + (*blas ? blas : "(statically linked)")};
 #if defined(AUDITOR_SOFIE_PROFILE)
       out.push_back(std::string("per-op: SOFIE's kProfile operator boundaries, one ") + sofie_prof_clock() +
-                    " read each; an operator runs from the previous read to the end of its code");
+                    " read each (" + std::to_string(sofie_prof_read_cost_ns()) +
+                    " ns per read here); an operator runs from the previous read to the end of its code");
 #endif
       return out;
    }

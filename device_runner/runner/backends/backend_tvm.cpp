@@ -278,7 +278,8 @@ class TvmBackend : public Backend {
               std::to_string(ffi_version.patch) + wheels + "); pooled allocator; main(" +
               join(param_names_) + ") called with its input tensors bound once",
           std::string("per-op: a second VM whose callees (kernels and vm.builtin.*) are wrapped in one ") +
-              op_clock_name() + " read after each call; an interval runs from the previous read "
+              op_clock_name() + " read after each call (" + std::to_string(op_read_cost_ns()) +
+              " ns per read here); an interval runs from the previous read "
               "(the call into main or the previous callee's return) to this callee's return, so it "
               "holds the VM's dispatch of the call too"};
       return out;

@@ -46,6 +46,22 @@ inline double op_ns_per_tick()
 #endif
 }
 
+// What one op_ticks() read costs here, in ns (4096 back-to-back reads, averaged):
+// each instrumented kernel boundary adds about this much to the inference.
+inline double op_read_cost_ns()
+{
+   static const double cost = [] {
+      constexpr int kReads = 4096;
+      volatile std::uint64_t sink = 0;
+      const std::uint64_t t0 = op_ticks();
+      for (int i = 0; i < kReads; ++i)
+         sink = op_ticks();
+      (void)sink;
+      return static_cast<double>(op_ticks() - t0) * op_ns_per_tick() / kReads;
+   }();
+   return cost;
+}
+
 inline const char *op_clock_name()
 {
 #if defined(__x86_64__)
