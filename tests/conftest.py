@@ -34,6 +34,15 @@ def example_models(tmp_path_factory):
     return out
 
 
+def process_running(pid) -> bool:
+    """pid exists and is not a zombie (a killed child lingers as one until it is reaped)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
 def write_factory(path: Path, body: str, name: str = "make") -> str:
     """A python factory file for tests; returns the 'file.py:make' spec."""
     path.write_text("import torch\nfrom torch import nn\n\n" + body)

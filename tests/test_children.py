@@ -8,15 +8,7 @@ import time
 from functools import partial
 
 from auditor.children import die_with_parent, dies_with_me
-from tests.conftest import ROOT
-
-
-def _alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except FileNotFoundError:
-        return False
+from tests.conftest import ROOT, process_running
 
 
 def test_child_whose_parent_already_died_kills_itself():
@@ -36,9 +28,9 @@ def test_child_dies_when_its_parent_is_killed():
     parent.kill()
     parent.wait()
     end = time.monotonic() + 10
-    while _alive(child) and time.monotonic() < end:  # reparented to init or a subreaper, reaped there
+    while process_running(child) and time.monotonic() < end:  # reparented to init or a subreaper, reaped there
         time.sleep(0.05)
-    assert not _alive(child)
+    assert not process_running(child)
 
 
 def test_dies_with_me_binds_this_process():

@@ -12,7 +12,7 @@ import pytest
 
 from auditor.errors import AuditorError
 from auditor.sweeps import load_sweep
-from tests.conftest import ROOT
+from tests.conftest import ROOT, process_running
 
 SPEC = {
     "name": "tiny", "compilers": ["onnxruntime", "onnxruntime:graph_opt=disable"],
@@ -31,14 +31,6 @@ def _build(results, spec_path, *extra):
                             stderr=subprocess.PIPE, text=True, env=dict(os.environ, PYTHONPATH=str(ROOT)))
 
 
-def _running(pid: str) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except FileNotFoundError:
-        return False
-
-
 def _processes_mentioning(path) -> list[str]:
     """Live processes whose command line names path (the measuring worker's job file is under it)."""
     found = []
@@ -47,7 +39,7 @@ def _processes_mentioning(path) -> list[str]:
             cmdline = open(f"/proc/{pid}/cmdline").read().replace("\0", " ")
         except OSError:
             continue
-        if str(path) in cmdline and _running(pid):
+        if str(path) in cmdline and process_running(pid):
             found.append(f"{pid}: {cmdline[:150]}")
     return found
 
@@ -110,12 +102,12 @@ def test_sigkill_then_resume_matches_uninterrupted_build(tmp_path, spec_path):
     proc.wait()
     alive = children
     for _ in range(100):  # a dead child may linger as a zombie until reaped: that is gone
-        alive = [c for c in children if _running(c)]
+        alive = [c for c in children if process_running(c)]
         if not alive:
             break
         time.sleep(0.1)
     assert alive == [], "children outlived the killed build: " + "; ".join(
-        open(f"/proc/{c}/cmdline").read().replace("\0", " ")[:150] for c in alive if _running(c))
+        open(f"/proc/{c}/cmdline").read().replace("\0", " ")[:150] for c in alive if process_running(c))
     orphans = _processes_mentioning(killed)  # a worker forked after pgrep above must be gone too
     for _ in range(100):
         if not orphans:
