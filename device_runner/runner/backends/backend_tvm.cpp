@@ -197,13 +197,7 @@ class TvmBackend : public Backend {
 
    void run() override {
       if (args_.empty() && arity_ > 0) bind_inputs();
-      if (instrumented_) {
-         std::fill(rec_->ticks.begin(), rec_->ticks.end(), 0);
-         std::fill(rec_->calls.begin(), rec_->calls.end(), 0);
-         rec_->order.clear();
-         rec_->order.reserve(rec_->names.size());
-         rec_->last = op_ticks();
-      }
+      if (instrumented_) rec_->last = op_ticks();  // the first callee's interval starts here
       try {
          main_.CallPacked(args_.data(), static_cast<int32_t>(args_.size()), &result_);
       } catch (const ffi::Error &e) {
@@ -248,16 +242,15 @@ class TvmBackend : public Backend {
       }
       main_ = on ? timed_main_ : plain_main_;
       instrumented_ = on;
+      if (on) {
+         rec_->order.reserve(rec_->names.size());  // the pool is resolved: every callee has a slot
+         take_kernel_times();                        // start afresh
+      }
    }
 
    std::vector<KernelTime> last_kernel_times() override {
-      std::vector<KernelTime> out;
-      if (!instrumented_) return out;
-      const double rate = op_ns_per_tick();
-      for (int i : rec_->order) {
-         out.push_back({rec_->names[i], rec_->calls[i], static_cast<double>(rec_->ticks[i]) * rate});
-      }
-      return out;
+      if (!instrumented_) return {};
+      return take_kernel_times();
    }
 
    std::string instrument_method() const override { return "tvm-timed-callees"; }
@@ -334,6 +327,19 @@ class TvmBackend : public Backend {
                                  std::vector<int64_t>(t->shape, t->shape + t->ndim)});
       }
       outputs_known_ = true;
+   }
+
+   // What the timed callees recorded since the last take, zeroed for the next inference.
+   std::vector<KernelTime> take_kernel_times() {
+      std::vector<KernelTime> out;
+      const double rate = op_ns_per_tick();
+      for (int i : rec_->order) {
+         out.push_back({rec_->names[i], rec_->calls[i], static_cast<double>(rec_->ticks[i]) * rate});
+         rec_->ticks[i] = 0;
+         rec_->calls[i] = 0;
+      }
+      rec_->order.clear();
+      return out;
    }
 
    // A VM over the loaded executable, initialised as tvm.relax.VirtualMachine does.

@@ -47,7 +47,8 @@ class Backend {
    // Per-kernel instrumentation: can it be switched on in this binary, and switch it.
    virtual bool can_instrument() const = 0;
    virtual void set_instrumented(bool on) = 0;
-   // Kernels timed during the last run() while instrumented, in first-call order.
+   // Kernels timed since the previous call (or since instrumentation was switched on), in
+   // first-call order; the runner calls it after each instrumented run(), outside the timing.
    virtual std::vector<KernelTime> last_kernel_times() = 0;
    // How the per-kernel times are taken (stored as the per-op method).
    virtual std::string instrument_method() const = 0;
