@@ -187,11 +187,12 @@ def light_profile_header(text: str) -> str:
     A header not in this form is an error, never a silently uninstrumented build.
     """
     starts = list(_KPROFILE_START.finditer(text))
-    stops = [m for m in _KPROFILE_STOP.finditer(text) if m.group(2) == "tp_start"]
-    overall = [m for m in _KPROFILE_STOP.finditer(text) if m.group(2) == "tp_overall_start"]
-    if not stops or len(starts) != len(stops) or len(overall) != 1 or any(
-            not (a.end() <= b.start() and (i + 1 == len(starts) or b.end() <= starts[i + 1].start()))
-            for i, (a, b) in enumerate(zip(starts, stops))):
+    timers = list(_KPROFILE_STOP.finditer(text))
+    stops = [m for m in timers if m.group(2) == "tp_start"]
+    overall = [m for m in timers if m.group(2) == "tp_overall_start"]
+    in_text_order = [kind for _, kind in sorted([(m.start(), "start") for m in starts]
+                                                + [(m.start(), "stop") for m in stops])]
+    if not stops or in_text_order != ["start", "stop"] * len(stops) or len(overall) != 1:
         raise RuntimeError(f"SOFIE's kProfile header is not in the form this adapter instruments "
                            f"({len(starts)} timer starts, {len(stops)} operator stops, "
                            f"{len(overall)} overall timers)")
