@@ -221,8 +221,7 @@ def run_job(job: dict) -> None:
         _phase(stage)
         settings = TimingSettings(**job["timing"])
         with RssSampler(job["memory_interval_s"]) as sampler:
-            timings = time_calls(runnable.run, settings,
-                                 runnable.timed_runs if runnable.timing_loop else None)
+            timings = time_calls(runnable.run, settings, runnable.timed_runs)
         store.add_samples(run_id, timings.samples_ns)
         store.add_memory_samples(run_id, sampler.samples)
         stats = latency_stats(timings.samples_ns)

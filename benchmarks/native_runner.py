@@ -73,7 +73,7 @@ def bench(spec: str, compiler_name: str, rounds: int, runs: int, tmp: Path) -> d
             random.shuffle(kinds)
             for kind in kinds:
                 if kind == "python":
-                    t = time_calls(runnable.run, timing, runnable.timed_runs if runnable.timing_loop else None)
+                    t = time_calls(runnable.run, timing, runnable.timed_runs)
                     python.append(p50(t.samples_ns))
                 elif kind == "python-loop":
                     python_loop.append(p50(time_calls(runnable.run, timing).samples_ns))

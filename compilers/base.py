@@ -13,6 +13,7 @@ import hashlib
 import json
 import shutil
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
@@ -182,9 +183,11 @@ class OpProfile:
 class Runnable(ABC):
     """One loaded artifact on the local device. `run()` is exactly what gets timed, by
     auditor.timing around each call, unless the runtime has its own timing loop: then
-    `timing_loop` says what it is and `timed_runs` uses it."""
+    `timed_runs(n)` runs n inferences with the bound inputs, each timed alone inside the
+    runtime (int64 ns), and `timing_loop` says what that loop is."""
 
     timing_loop: str | None = None  # None: each run() is timed from Python
+    timed_runs: Callable[[int], np.ndarray] | None = None
 
     @abstractmethod
     def set_inputs(self, arrays: list[np.ndarray]) -> None:
@@ -197,11 +200,6 @@ class Runnable(ABC):
     @abstractmethod
     def outputs(self) -> list[np.ndarray]:
         """Outputs of the last run, as numpy arrays in the bundle's output order."""
-
-    def timed_runs(self, n: int) -> np.ndarray:
-        """n inferences with the bound inputs, each timed alone inside the runtime (int64 ns);
-        only when timing_loop is set."""
-        raise NotImplementedError(f"{type(self).__name__} has no timing loop of its own")
 
     def memory_info(self) -> dict[str, int]:
         """Sizes the runtime reports itself (e.g. model/arena bytes); empty when none."""
