@@ -13,7 +13,7 @@ PYTHON  ?= python3
 # one on 127.0.0.1 (tests/sshd.py) and never use a system ssh service.
 APT_PACKAGES := linux-perf libopenblas-dev libblas-dev libblis-dev g++-arm-linux-gnueabihf qemu-user \
                 libopenblas-dev:armhf libblas-dev:armhf libblis-dev:armhf libstdc++6:armhf \
-                openssh-client openssh-server cmake ninja-build g++
+                openssh-client openssh-server cmake ninja-build g++ nodejs
 
 # torch and litert-torch must be resolved together in the first pip step: in one step with
 # the rest pip reports the set unresolvable (see README).
