@@ -38,24 +38,41 @@ def test_a_crashing_case_is_recorded_and_the_rest_run(tmp_path):
     proc = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             env=dict(os.environ, PYTHONPATH=str(ROOT)))
     end = time.monotonic() + 300
-    victim = None
-    while time.monotonic() < end and victim is None:
-        time.sleep(0.05)
-        db_path = tmp_path / "results.sqlite"
-        if not db_path.exists():
-            continue
+    killed: set[int] = set()
+    crashed_seen = False
+
+    def db_count(sql: str) -> int:
         try:
-            db = sqlite3.connect(db_path)
-            done = db.execute("SELECT COUNT(*) FROM coverage WHERE status != 'running'").fetchone()[0]
-            db.close()
+            db = sqlite3.connect(tmp_path / "results.sqlite")
+            try:
+                return db.execute(sql).fetchone()[0]
+            finally:
+                db.close()
         except sqlite3.OperationalError:
-            continue
-        if done >= 10:
-            pids = subprocess.run(["pgrep", "-f", "auditor.coverage_worker"], capture_output=True, text=True)
-            for pid in map(int, pids.stdout.split()):
-                os.kill(pid, signal.SIGSEGV)
-                victim = pid
-    assert victim is not None
+            return 0
+
+    def workers() -> list[int]:
+        found = subprocess.run(["pgrep", "-f", "auditor.coverage_worker"], capture_output=True, text=True)
+        return [p for p in map(int, found.stdout.split()) if p not in killed]
+
+    # A signal that lands between two cases (no case 'running') is not a case's crash: the
+    # worker is restarted and the case reruns. Kill workers until one dies inside a case.
+    while time.monotonic() < end and not crashed_seen and proc.poll() is None:
+        time.sleep(0.05)
+        if not (tmp_path / "results.sqlite").exists() or \
+                db_count("SELECT COUNT(*) FROM coverage WHERE status != 'running'") < 10 or \
+                not db_count("SELECT COUNT(*) FROM coverage WHERE status = 'running'"):
+            continue  # a worker killed before its first case would count as making no progress
+        for pid in workers():
+            os.kill(pid, signal.SIGSEGV)
+            killed.add(pid)
+        while time.monotonic() < end and proc.poll() is None:  # until the death is handled
+            restarted = workers()  # before the count: the auditor records a crash, then restarts
+            crashed_seen = db_count("SELECT COUNT(*) FROM coverage WHERE status='crashed'") > 0
+            if crashed_seen or restarted:
+                break
+            time.sleep(0.05)
+    assert killed and crashed_seen
     proc.communicate(timeout=600)
     assert proc.returncode == 0
     db = sqlite3.connect(tmp_path / "results.sqlite")
