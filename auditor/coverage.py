@@ -181,7 +181,7 @@ def run_compiler(store: Store, variant, cases: list[Case], case_timeout: float, 
         job_path = store.dir / "coverage" / f"job-{os.getpid()}.json"
         job_path.write_text(json.dumps(job))
         proc = subprocess.Popen([sys.executable, "-m", "auditor.coverage_worker", str(job_path)],
-                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=worker_env(),
+                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=worker_env(), cwd=store.dir,
                                 preexec_fn=dies_with_me(), start_new_session=True)
         while proc.poll() is None:
             time.sleep(0.2)

@@ -8,8 +8,10 @@ unpickling unless the user passes --trust-pickle.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib.util
+import logging
 import zipfile
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
@@ -74,9 +76,13 @@ class ExportedProgramLoader(Loader):
     suffixes = (".pt2",)
 
     def load(self, path, entry, trust_pickle):
+        # torch logs a full traceback before raising on a file that is not an archive:
+        # check first, and keep its logger quiet for what the check cannot see
+        _require_zip(path, "torch.export archive")
         torch = _torch()
         try:
-            ep = torch.export.load(str(path))
+            with _quiet_torch_logs():
+                ep = torch.export.load(str(path))
         except Exception as e:
             raise AuditorError(f"{path}: not a readable torch.export archive ({first_line(e)})")
         user_inputs = set(ep.graph_signature.user_inputs)
@@ -100,6 +106,26 @@ class ExportedProgramLoader(Loader):
         return LoadedModel(path, self.name, inputs, module=ep.module(), example_inputs=examples)
 
 
+def _require_zip(path: Path, what: str) -> None:
+    try:
+        with zipfile.ZipFile(path) as z:
+            z.namelist()
+    except (zipfile.BadZipFile, OSError) as e:
+        raise AuditorError(f"{path}: not a readable {what} ({first_line(e)})") from None
+
+
+@contextlib.contextmanager
+def _quiet_torch_logs():
+    """torch's own loggers (torch.export, torch.jit...) write tracebacks to stderr at WARNING."""
+    logger = logging.getLogger("torch")
+    level = logger.level
+    logger.setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
 def _is_torchscript(path: Path) -> bool:
     """TorchScript archives carry compiled code; a torch.save pickle does not."""
     try:
@@ -120,7 +146,8 @@ class TorchScriptLoader(Loader):
         if not _is_torchscript(path):
             return PickleLoader().load(path, entry, trust_pickle)
         try:
-            module = torch.jit.load(str(path), map_location="cpu").eval()
+            with _quiet_torch_logs():
+                module = torch.jit.load(str(path), map_location="cpu").eval()
         except Exception as e:
             raise AuditorError(f"{path}: not a readable TorchScript archive ({first_line(e)})")
         # TorchScript keeps no input shapes: they come from --input-shape.
@@ -140,7 +167,8 @@ class PickleLoader(Loader):
             )
         torch = _torch()
         try:
-            obj = torch.load(str(path), map_location="cpu", weights_only=False)
+            with _quiet_torch_logs():
+                obj = torch.load(str(path), map_location="cpu", weights_only=False)
         except Exception as e:
             raise AuditorError(f"{path}: cannot unpickle ({first_line(e)})")
         if not isinstance(obj, torch.nn.Module):

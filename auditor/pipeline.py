@@ -82,7 +82,7 @@ def run_worker(job: dict, timeout_s: float, on_phase) -> tuple[int | None, bool]
     with open(workdir / "worker.stderr", "wb") as err:
         proc = subprocess.Popen(
             [sys.executable, "-m", "auditor.worker", str(job_path)],
-            stdout=subprocess.PIPE, stderr=err, text=True, env=worker_env(),
+            stdout=subprocess.PIPE, stderr=err, text=True, env=worker_env(), cwd=workdir,
             preexec_fn=dies_with_me(), start_new_session=True,
         )
         phases: queue.Queue = queue.Queue()

@@ -90,7 +90,9 @@ class Store:
     FILE = "results.sqlite"
 
     def __init__(self, results_dir: Path):
-        self.dir = Path(results_dir)
+        # absolute: every run, model and profile path derives from it and is handed to
+        # children that run in directories of their own
+        self.dir = Path(results_dir).expanduser().absolute()
         try:
             self.dir.mkdir(parents=True, exist_ok=True)
             probe = self.dir / f".write-test-{os.getpid()}"

@@ -170,7 +170,7 @@ def _run_converter(bundle: ModelBundle, workdir: Path, quantize: str) -> None:
     env = dict(os.environ, PYTHONPATH=root + os.pathsep + os.environ.get("PYTHONPATH", ""))
     proc = subprocess.run(
         [sys.executable, "-m", "compilers.litert_tflite", str(bundle.directory), str(workdir), quantize],
-        capture_output=True, text=True, env=env, cwd=root,
+        capture_output=True, text=True, env=env, cwd=workdir,
     )
     sys.stderr.write(proc.stdout + proc.stderr)  # the worker sends fd 2 to its log
     sys.stderr.flush()

@@ -18,6 +18,7 @@ from auditor.store import Store
 from auditor.summary import run_summary, table
 from auditor.timing import TimingSettings
 from auditor.commands.variants import parse_compiler_specs
+from auditor.commands.options import RESULTS_DIR
 from compilers.base import TARGETS
 from reports.run_page import write_run_page
 
@@ -33,7 +34,7 @@ def compile_all(
     inputs: Path = typer.Option(None, "--inputs", help=".npz of input arrays (with --labels: a leading example axis)"),
     labels: Path = typer.Option(None, "--labels", help=".npy of class labels for task accuracy"),
     trust_pickle: bool = typer.Option(False, "--trust-pickle", help="allow unpickling a plain torch.save'd module"),
-    results_dir: Path = typer.Option(Path("auditor-results"), "--results-dir", "-o"),
+    results_dir: Path = RESULTS_DIR,
     runs: int = typer.Option(1000, min=1, help="timed runs"),
     warmup: int = typer.Option(50, min=0, help="warm-up runs before timing"),
     max_seconds: float = typer.Option(10.0, help="stop timing after this long (keeping >= 50 runs)"),

@@ -13,12 +13,13 @@ from auditor import coverage as cov
 from auditor.commands.variants import parse_compiler_specs
 from auditor.errors import AuditorError
 from auditor.store import Store
+from auditor.commands.options import RESULTS_DIR
 from compilers import registry
 from reports.coverage_page import write_coverage_page
 
 
 def coverage(
-    results_dir: Path = typer.Option(Path("auditor-results"), "--results-dir", "-o"),
+    results_dir: Path = RESULTS_DIR,
     compilers: list[str] = typer.Option([], "--compilers", "-c", help="variants (default: every compiler's)"),
     suites: list[str] = typer.Option(list(cov.SUITES), "--suite", help=f"suites: {', '.join(cov.SUITES)}"),
     sample: int = typer.Option(0, min=0, help="a seeded subset of N cases across the suites (0: all)"),

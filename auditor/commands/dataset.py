@@ -19,9 +19,9 @@ from auditor.pipeline import AuditSettings, resolve_device
 from auditor.store import Store
 from auditor.sweeps import load_sweep
 from auditor.timing import TimingSettings
+from auditor.commands.options import RESULTS_DIR
 
 app = typer.Typer(no_args_is_help=True, help="Measured datasets: sweeps over the block zoo.")
-RESULTS_DIR = typer.Option(Path("auditor-results"), "--results-dir", "-o")
 
 
 @app.command("build")

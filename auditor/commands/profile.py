@@ -25,6 +25,7 @@ from auditor.quiet import captured_output
 from auditor.store import Store
 from auditor.timing import latency_stats
 from auditor.commands.variants import parse_compiler_specs
+from auditor.commands.options import RESULTS_DIR
 from compilers import registry
 from compilers.base import TARGETS
 
@@ -37,7 +38,7 @@ def profile(
     frequency: int = typer.Option(999, min=1, help="samples per second"),
     input_shape: list[str] = typer.Option([], "--input-shape", help="[name:]d0,d1,... (repeatable)"),
     trust_pickle: bool = typer.Option(False, "--trust-pickle", help="allow unpickling a plain torch.save'd module"),
-    results_dir: Path = typer.Option(Path("auditor-results"), "--results-dir", "-o"),
+    results_dir: Path = RESULTS_DIR,
     top: int = typer.Option(15, min=1, help="functions to list"),
     as_json: bool = typer.Option(False, "--json", help="print the stored profile as JSON"),
 ) -> None:
@@ -67,7 +68,7 @@ def profile(
         if reason:
             raise AuditorError(reason)
         stamp = time.strftime("%Y%m%d-%H%M%S")
-        workdir = results_dir / "profiles" / f"{bundle.model_hash[:12]}-{variant.compiler}-{stamp}"
+        workdir = store.dir / "profiles" / f"{bundle.model_hash[:12]}-{variant.compiler}-{stamp}"
         workdir.mkdir(parents=True, exist_ok=True)
         log = workdir / "compile.log"
         try:

@@ -12,10 +12,10 @@ import typer
 from auditor.errors import AuditorError
 from auditor.store import Store
 from auditor.summary import SUMMARY_KEYS, run_detail, run_summary, table
+from auditor.commands.options import RESULTS_DIR
 
 app = typer.Typer(no_args_is_help=True, help="Read stored results.")
 
-RESULTS_DIR = typer.Option(Path("auditor-results"), "--results-dir", "-o")
 
 
 def _open(results_dir: Path) -> Store:

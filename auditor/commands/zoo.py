@@ -15,6 +15,7 @@ from auditor.export import prepare_bundle, write_reference
 from auditor.inputs import build_inputs
 from auditor.loaders import load_model
 from auditor.store import Store
+from auditor.commands.options import RESULTS_DIR
 
 app = typer.Typer(no_args_is_help=True, help="The block zoo: parameterised families of real-time blocks.")
 
@@ -32,7 +33,7 @@ def _handled_by(results_dir: Path, spec: str) -> dict[str, str]:
 
 
 @app.command("list")
-def list_families(results_dir: Path = typer.Option(Path("auditor-results"), "--results-dir", "-o"),
+def list_families(results_dir: Path = RESULTS_DIR,
                   as_json: bool = typer.Option(False, "--json")) -> None:
     """Each family, its parameters (range or choices, default), and which compilers handle its default."""
     out = []
