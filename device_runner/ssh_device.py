@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import math
 import os
+import platform
 import posixpath
 import re
 import shlex
@@ -30,7 +31,7 @@ import weakref
 from collections.abc import Callable
 from pathlib import Path
 
-from device_runner.devices import Completed, Device, DeviceError, host_machine
+from device_runner.device import Completed, Device, DeviceError
 
 DEFAULT_PORT = 22
 CONNECT_TIMEOUT_S = 10.0
@@ -59,7 +60,7 @@ def parse_spec(spec: str) -> tuple[str, str, int]:
 def target_for_machine(machine: str, local_machine: str | None = None) -> str:
     """The compilers.base.TARGETS key of code that runs on a device whose `uname -m` is
     `machine`; DeviceError for an architecture nothing is built for."""
-    local_machine = local_machine or host_machine()
+    local_machine = local_machine or platform.machine()
     if machine.startswith("armv7"):
         return "armv7-cortex-a8"
     if machine == "x86_64" and local_machine == "x86_64":
@@ -142,9 +143,8 @@ class SshDevice(Device):
 
     def __init__(self, user: str, host: str, port: int = DEFAULT_PORT, spec: str | None = None,
                  key: str | None = None, connect_timeout_s: float = CONNECT_TIMEOUT_S) -> None:
-        self._target: str | None = None
-        super().__init__(spec=spec or f"ssh://{user}@{host}:{port}", emulated=False)
-        self._target = None  # Device.__init__ set the default; probe on first use instead
+        super().__init__(spec or f"ssh://{user}@{host}:{port}")
+        self._target: str | None = None  # asked of the device on first use
         self.user, self.host, self.port = user, host, port
         self.where = f"{user}@{host}:{port}"
         self.key = os.path.expanduser(key) if key else None
@@ -170,25 +170,14 @@ class SshDevice(Device):
         return cls(user, host, port, spec=spec.strip(), key=os.environ.get("AUDITOR_SSH_KEY") or None,
                    connect_timeout_s=connect_timeout_s)
 
-    def __repr__(self) -> str:  # the dataclass repr would read target_name, i.e. connect
-        return f"SshDevice({self.spec!r})"
-
-    # a connection, compared by identity (the dataclass __eq__ would read target_name too)
-    __eq__ = object.__eq__
-    __hash__ = object.__hash__
-
     # --- target ---------------------------------------------------------------------------
 
     @property
-    def target_name(self) -> str:  # type: ignore[override]
+    def target_name(self) -> str:
         if self._target is None:
             self._connect()
             self._target = target_for_machine(self.machine or "?")
         return self._target
-
-    @target_name.setter
-    def target_name(self, value: str) -> None:
-        self._target = value
 
     # --- ssh plumbing ---------------------------------------------------------------------
 

@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 
 from device_runner import ssh_device
-from device_runner.devices import Completed, DeviceError, parse_device
+from device_runner.device import Completed, DeviceError
+from device_runner.devices import parse_device
 from device_runner.ssh_device import SshDevice, classify_copy_error, classify_ssh_error, target_for_machine
 from tests.sshd import free_port, keygen
 
