@@ -265,6 +265,8 @@ class SshConnection:
             channel.recv_exit_status()
         finally:
             channel.close()
+        if channel.exit_status < 0 and not self.transport.is_active():
+            raise self._lost(None)
         # -1: no exit status came (the shell was killed by a signal); OpenSSH's client said 255
         status = channel.exit_status if channel.exit_status >= 0 else 255
         return Output(status, _text(out), _text(err), wall)

@@ -9,7 +9,6 @@ import shutil
 import socket
 import subprocess
 import time
-from pathlib import Path
 
 import pytest
 
@@ -186,6 +185,15 @@ def test_one_connection_is_shared_and_close_cleans_up(dev, sshd_server, tmp_path
     assert not os.path.exists(wd)
     assert not transport.is_active()
     dev.close()  # twice is fine
+
+
+def test_a_dropped_connection_is_one_line_and_the_next_command_reconnects(dev):
+    dev.workdir()
+    with pytest.raises(DeviceError, match=r"^lost the connection to root@127.0.0.1:\d+: "):
+        # the sshd process serving us: the parent of the run's shell, whose pid it wrote down
+        dev.run(["sh", "-c", "kill -KILL $(ps -o ppid= -p $(cat .run-*.pid))"], timeout_s=10)
+    assert dev.run(["true"], timeout_s=10).returncode == 0
+    assert dev.connection.connections == 2
 
 
 def test_facts_and_target_on_loopback(dev):
