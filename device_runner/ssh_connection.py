@@ -127,13 +127,15 @@ class SshConnection:
                 offered = list(options.key_types)
                 options.key_types = [t for t in prefer if t in offered] + [t for t in offered if t not in prefer]
             try:
-                transport.start_client(timeout=self.connect_timeout_s)
-            except (paramiko.SSHException, EOFError, OSError) as e:
-                if "timeout" in str(e).lower() or isinstance(e, TimeoutError):
-                    raise DeviceError(f"cannot reach {self.where}: connection timed out after "
-                                      f"{self.connect_timeout_s:g} s during the ssh handshake") from None
+                transport.start_client(timeout=self.connect_timeout_s)  # returns at the timeout too
+            except (paramiko.SSHException, EOFError, OSError):
+                pass  # the server hung up or spoke no ssh: said below
+            if not (transport.is_active() and transport.initial_kex_done):
+                if transport.is_active():
+                    raise DeviceError(f"cannot reach {self.where}: no ssh handshake within "
+                                      f"{self.connect_timeout_s:g} s (is an ssh server listening there?)")
                 raise DeviceError(f"cannot reach {self.where}: the connection was closed during the ssh "
-                                  f"handshake (is an ssh server listening there?)") from None
+                                  f"handshake (is an ssh server listening there?)")
             self._check_host_key(transport.get_remote_server_key(), known)
             self._log_in(transport, keys)
         except BaseException:

@@ -8,6 +8,7 @@ import platform
 import shutil
 import socket
 import subprocess
+import threading
 import time
 
 import pytest
@@ -236,7 +237,6 @@ def test_failed_handshakes_log_no_traceback(ssh_spec, caplog):
         port = server.getsockname()[1]
         d = parse_device(f"ssh://root@127.0.0.1:{port}")
         server.settimeout(5)
-        import threading
 
         def hang_up():
             conn, _ = server.accept()
@@ -250,6 +250,18 @@ def test_failed_handshakes_log_no_traceback(ssh_spec, caplog):
     assert str(e.value) == (f"cannot reach root@127.0.0.1:{port}: the connection was closed during the ssh "
                             "handshake (is an ssh server listening there?)")
     assert not [r for r in caplog.records if r.name.startswith("paramiko") and r.levelno >= logging.ERROR]
+
+
+def test_a_server_that_never_answers_times_out_in_one_line(ssh_spec):
+    with socket.create_server(("127.0.0.1", 0)) as server:  # accepts (the kernel's backlog), says nothing
+        port = server.getsockname()[1]
+        d = SshDevice.from_spec(f"ssh://root@127.0.0.1:{port}", connect_timeout_s=1)
+        t0 = time.monotonic()
+        with pytest.raises(DeviceError) as e:
+            d.workdir()
+    assert time.monotonic() - t0 < 3
+    assert str(e.value) == f"cannot reach root@127.0.0.1:{port}: no ssh handshake within 1 s " \
+                           "(is an ssh server listening there?)"
 
 
 def test_unauthorized_key_says_which_key_and_how_to_set_it(ssh_spec, tmp_path, monkeypatch):
