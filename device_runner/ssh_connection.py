@@ -96,6 +96,7 @@ class SshConnection:
         self.where = f"{user}@{host}:{port}"
         self.transport = None  # paramiko.Transport once open
         self.connections = 0  # how many times a connection was made (one, unless it dropped)
+        self._agent = None  # paramiko.Agent while logging in
 
     @property
     def host_key_name(self) -> str:
@@ -116,7 +117,9 @@ class SshConnection:
         except OSError as e:
             raise DeviceError(unreachable(self.where, e, self.connect_timeout_s)) from None
         transport = paramiko.Transport(sock)
-        transport.banner_timeout = transport.handshake_timeout = self.connect_timeout_s
+        # start_client's own timeout decides: the transport's would race it and turn a
+        # silent server into "closed"
+        transport.banner_timeout = transport.handshake_timeout = self.connect_timeout_s + 5
         transport.auth_timeout = self.connect_timeout_s
         try:
             known = self._known_keys()
@@ -141,6 +144,10 @@ class SshConnection:
         except BaseException:
             transport.close()
             raise
+        finally:
+            if self._agent is not None:
+                self._agent.close()
+                self._agent = None
         transport.set_keepalive(KEEPALIVE_S)
         self.transport = transport
         self.connections += 1
@@ -186,7 +193,8 @@ class SshConnection:
                                   f"({e})") from None
         keys = []
         try:
-            keys += list(paramiko.Agent().get_keys())
+            self._agent = paramiko.Agent()  # signs during login; closed once logged in
+            keys += list(self._agent.get_keys())
         except paramiko.SSHException:
             pass  # no agent, or one that does not answer
         for name in DEFAULT_KEYS:
