@@ -30,6 +30,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
+import paramiko
+
 from device_runner.device import DeviceError
 
 DEFAULT_PORT = 22
@@ -94,9 +96,9 @@ class SshConnection:
         self.known_hosts = Path(known_hosts)
         self.connect_timeout_s = connect_timeout_s
         self.where = f"{user}@{host}:{port}"
-        self.transport = None  # paramiko.Transport once open
+        self.transport: paramiko.Transport | None = None  # set once open
         self.connections = 0  # how many times a connection was made (one, unless it dropped)
-        self._agent = None  # paramiko.Agent while logging in
+        self._agent: paramiko.Agent | None = None  # while logging in
 
     @property
     def host_key_name(self) -> str:
@@ -109,8 +111,6 @@ class SshConnection:
         """Connect, check the host key and log in; DeviceError in one line when any fails."""
         if self.transport is not None and self.transport.is_active():
             return
-        import paramiko
-
         keys = self._client_keys()  # a bad AUDITOR_SSH_KEY is said before any network wait
         try:
             sock = socket.create_connection((self.host, self.port), timeout=self.connect_timeout_s)
@@ -154,8 +154,6 @@ class SshConnection:
 
     def _known_keys(self) -> dict | None:
         """{key type: key} recorded for this host, or None when it was never seen."""
-        import paramiko
-
         if not self.known_hosts.is_file():
             return None
         try:
@@ -178,8 +176,6 @@ class SshConnection:
 
     def _client_keys(self) -> list:
         """The keys to offer: AUDITOR_SSH_KEY alone, else the agent's and the default files."""
-        import paramiko
-
         if self.key:
             if not os.path.isfile(self.key):
                 raise DeviceError(f"AUDITOR_SSH_KEY={self.key}: no such file (it must name a private key)")
@@ -206,8 +202,6 @@ class SshConnection:
         return keys
 
     def _log_in(self, transport, keys: list) -> None:
-        import paramiko
-
         allowed: list[str] | None = None
         try:
             try:
@@ -235,8 +229,6 @@ class SshConnection:
         stdout goes to `stdout_to` (else into Output.stdout). At the local deadline the
         channel is closed and the Output says timed out; whatever the command started
         there is the caller's to kill. DeviceError when the connection fails."""
-        import paramiko
-
         self.open()
         t0 = time.perf_counter()
         deadline = time.monotonic() + timeout_s

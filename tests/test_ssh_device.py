@@ -65,6 +65,18 @@ def test_spec_parses_without_connecting(monkeypatch):
         d.workdir()
 
 
+def test_without_the_ssh_library_an_ssh_device_is_one_line(monkeypatch):
+    import sys
+
+    for name in ("device_runner.ssh_device", "device_runner.ssh_connection"):
+        monkeypatch.delitem(sys.modules, name, raising=False)
+    monkeypatch.setitem(sys.modules, "paramiko", None)  # as if it were not installed
+    with pytest.raises(DeviceError, match=r"^ssh:// devices need the Python package 'paramiko', which is "
+                                          r"not installed \(pip install paramiko\)$"):
+        parse_device("ssh://root@board.local")
+    assert parse_device("local").spec == "local"  # the other kinds never load it
+
+
 def test_target_for_machine():
     assert target_for_machine("armv7l", "x86_64") == "armv7-cortex-a8"
     assert target_for_machine("x86_64", "x86_64") == "host"
