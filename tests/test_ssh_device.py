@@ -380,14 +380,14 @@ def test_full_disk_when_staging(dev, tmp_path, monkeypatch):
     mounted = dev.run(["sh", "-c", f"mkdir -p {small} && mount -t tmpfs -o size=64k tmpfs {small}"], timeout_s=10)
     if mounted.returncode != 0:
         pytest.skip(f"cannot mount a small tmpfs here ({mounted.failure()}); "
-                    "test_scp_disk_full_text_is_classified covers scp's message")
+                    "test_copy_disk_full_text_is_classified covers the device's message")
     try:
         big = tmp_path / "big.bin"
         big.write_bytes(os.urandom(200_000))
         with pytest.raises(DeviceError, match=r"out of disk space: staging big.bin needs \d+ KB and "
                                               r".*/small has \d+ KB free"):
             dev.put(big, "small/big.bin")
-        # as if df had said nothing useful: scp itself hits the full disk
+        # as if df had said nothing useful: the copy itself hits the full disk
         monkeypatch.setattr(ssh_device, "_free_kb", lambda _out: None)
         with pytest.raises(DeviceError, match="out of disk space: .*No space left on device"):
             dev.put(big, "small/big.bin")
