@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from compilers.base import OpProfile, OpTiming
-from device_runner.devices import Device
+from device_runner.device import Device
 
 
 @dataclass

@@ -30,7 +30,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Iterable
 
 from device_runner import perf as perf_probe
-from device_runner.devices import Completed, Device, DeviceError
+from device_runner.device import Completed, Device, DeviceError
 
 FIELDS = "comm,pid,tid,period,event,ip,sym,dso"
 STATS_MARK = "@@auditor-perf-report-stats@@"

@@ -1,42 +1,29 @@
 """A board (or any Linux machine) reached over ssh: `ssh://user@host[:port]`.
 
-Uses the system OpenSSH client (`ssh`, `scp`) with key authentication only (BatchMode: it
-never asks for a password). The key is `AUDITOR_SSH_KEY` when set (then only that key is
-offered), else whatever ssh would use by default (~/.ssh/id_*, ssh-agent, ~/.ssh/config).
-
-Host keys: a board is reflashed and re-keyed often, so its key is not written to the
-user's ~/.ssh/known_hosts. It is accepted on first contact (`StrictHostKeyChecking=
-accept-new`) into the auditor's own file, `<cache_root()>/ssh/known_hosts`, and checked
-against that file afterwards; a changed key is refused with the command that forgets it.
-
-One ssh master connection per device (ControlMaster/ControlPersist, socket in a short
-folder under /tmp) carries every command and copy, so a run of many commands pays for one
-handshake; close() ends the master and removes the device's working directory.
+One SSH connection per device (device_runner.ssh_connection: paramiko, the auditor's own
+known_hosts at `<cache_root()>/ssh/known_hosts`, key or password-less login) carries every
+command and copy, so a run of many commands pays for one handshake. Files move through
+`cat` on the device, which needs nothing there but a POSIX shell and says "No space left
+on device" when the disk is full. close() removes the device's working directory and ends
+the connection.
 """
 
 from __future__ import annotations
 
 import math
 import os
+import platform
 import posixpath
 import re
 import shlex
-import shutil
-import signal
-import subprocess
-import tempfile
-import time
 import weakref
-from collections.abc import Callable
 from pathlib import Path
 
-from device_runner.devices import Completed, Device, DeviceError, host_machine
+from device_runner.device import Completed, Device, DeviceError
+from device_runner.ssh_connection import CONNECT_TIMEOUT_S, DEFAULT_PORT, Output, SshConnection
 
-DEFAULT_PORT = 22
-CONNECT_TIMEOUT_S = 10.0
 KILL_AFTER_S = 2  # the device's `timeout` sends SIGTERM, then SIGKILL this much later
 LOCAL_GRACE_S = 5.0  # how long past the remote deadline the local side waits before killing
-CONTROL_PERSIST_S = 300  # an idle master connection ends by itself after this long
 TIMEOUT_EXIT_CODES = (124, 137, 143)  # GNU timeout (TERM/KILL), busybox timeout
 SUPPORTED = "armv7l (-> armv7-cortex-a8) or this machine's own architecture"
 
@@ -59,7 +46,7 @@ def parse_spec(spec: str) -> tuple[str, str, int]:
 def target_for_machine(machine: str, local_machine: str | None = None) -> str:
     """The compilers.base.TARGETS key of code that runs on a device whose `uname -m` is
     `machine`; DeviceError for an architecture nothing is built for."""
-    local_machine = local_machine or host_machine()
+    local_machine = local_machine or platform.machine()
     if machine.startswith("armv7"):
         return "armv7-cortex-a8"
     if machine == "x86_64" and local_machine == "x86_64":
@@ -75,47 +62,8 @@ def _last_line(text: str, default: str = "no output") -> str:
     return lines[-1] if lines else default
 
 
-def classify_ssh_error(stderr: str, where: str, key: str | None, known_hosts: Path | str,
-                       connect_timeout_s: float = CONNECT_TIMEOUT_S) -> str | None:
-    """One line saying why ssh/scp could not reach or log in to `where` (user@host:port),
-    from the client's stderr; None when the text is not an ssh connection failure."""
-    text = stderr or ""
-    m = re.search(r"Could not resolve hostname [^:\n]+: ([^\n]+)", text)
-    if m:
-        return f"cannot reach {where}: host name not found ({m[1].strip().rstrip('.')})"
-    m = re.search(r"(?m)^(?:ssh: )?connect to host \S+ port \d+: ([^\n]+)$", text)
-    reason = m[1].strip().rstrip(".") if m else ""
-    if reason == "Connection refused":
-        return f"cannot reach {where}: connection refused (no ssh server on that port?)"
-    if "timed out" in reason or "Connection timed out during banner exchange" in text:
-        return f"cannot reach {where}: connection timed out after {connect_timeout_s:g} s"
-    if reason:
-        return f"cannot reach {where}: {reason[0].lower() + reason[1:]}"
-    if "REMOTE HOST IDENTIFICATION HAS CHANGED" in text or "Host key verification failed" in text:
-        host, port = where.split("@", 1)[-1].rsplit(":", 1)
-        name = host if port == str(DEFAULT_PORT) else f"[{host}]:{port}"
-        return (f"the host key of {where} differs from the one recorded in {known_hosts} "
-                f"(reflashed board?); if that is expected, forget the old one: "
-                f"ssh-keygen -f {known_hosts} -R '{name}'")
-    if re.search(r"Permission denied \((publickey|password|keyboard-interactive|gssapi|hostbased)",
-                 text) or "Too many authentication failures" in text:
-        tried = f"the key {key} (AUDITOR_SSH_KEY)" if key else \
-            "ssh's default keys (~/.ssh/id_*, ssh-agent; AUDITOR_SSH_KEY is not set)"
-        return (f"{where} refused key authentication with {tried}: put its public key in the "
-                f"device's ~/.ssh/authorized_keys, or set AUDITOR_SSH_KEY=/path/to/private_key")
-    if re.search(r"Timeout, server \S+ not responding", text):
-        return f"lost the connection to {where}: no answer to keep-alives"
-    if re.search(r"Connection to \S+ closed by remote host|client_loop: send disconnect|"
-                 r"Broken pipe|Connection reset by", text):
-        return f"lost the connection to {where}: {_last_line(text)}"
-    if "kex_exchange_identification" in text or re.search(r"Connection closed by \S+ port \d+", text):
-        return (f"cannot reach {where}: the connection was closed during the ssh handshake "
-                f"(is an ssh server listening there?)")
-    return None
-
-
 def classify_copy_error(stderr: str) -> str | None:
-    """'disk full' when scp's stderr says the device ran out of space, else None."""
+    """'disk full' when a copy's stderr (`cat` on the device) says it ran out of space, else None."""
     if re.search(r"No space left on device|Disk quota exceeded", stderr or ""):
         return "disk full"
     return None
@@ -127,24 +75,14 @@ def _free_kb(df_output: str) -> int | None:
     return int(m[3]) if m else None
 
 
-def _teardown(control_dir: str, argv: list[str]) -> None:
-    """Ends the master connection and removes its socket folder (also run at exit)."""
-    try:
-        subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, timeout=10)
-    except (OSError, subprocess.SubprocessError):
-        pass
-    shutil.rmtree(control_dir, ignore_errors=True)
-
-
 class SshDevice(Device):
-    """A device reached with the system ssh/scp; see the module docstring for keys and
-    known hosts. Nothing connects until the first command, copy or `target_name`."""
+    """A device reached over one SSH connection; see device_runner.ssh_connection for host
+    keys and login. Nothing connects until the first command, copy or `target_name`."""
 
     def __init__(self, user: str, host: str, port: int = DEFAULT_PORT, spec: str | None = None,
                  key: str | None = None, connect_timeout_s: float = CONNECT_TIMEOUT_S) -> None:
-        self._target: str | None = None
-        super().__init__(spec=spec or f"ssh://{user}@{host}:{port}", emulated=False)
-        self._target = None  # Device.__init__ set the default; probe on first use instead
+        super().__init__(spec or f"ssh://{user}@{host}:{port}")
+        self._target: str | None = None  # asked of the device on first use
         self.user, self.host, self.port = user, host, port
         self.where = f"{user}@{host}:{port}"
         self.key = os.path.expanduser(key) if key else None
@@ -155,13 +93,14 @@ class SshDevice(Device):
         # AUDITOR_SSH_KNOWN_HOSTS: another file (the tests' throw-away sshd uses one per session)
         self.known_hosts = Path(os.environ.get("AUDITOR_SSH_KNOWN_HOSTS")
                                 or cache_root() / "ssh" / "known_hosts")
+        self.connection = SshConnection(user, host, port, self.key, self.known_hosts, connect_timeout_s)
+        # closes the connection when the device is dropped unclosed or at exit: a live
+        # paramiko transport can otherwise hang the interpreter's shutdown
+        self._finalizer = weakref.finalize(self, self.connection.close)
         self.machine: str | None = None  # `uname -m` of the device, set on connect
         self._timeout_mode: str | None = None  # how the device's `timeout` is called
-        self._scp_legacy = True  # scp -O: no sftp-server needed; real errno texts
         self._dir: str | None = None
         self._mktemp_error = ""
-        self._control_dir: str | None = None
-        self._finalizer: weakref.finalize | None = None
         self._runs = 0
 
     @classmethod
@@ -170,82 +109,28 @@ class SshDevice(Device):
         return cls(user, host, port, spec=spec.strip(), key=os.environ.get("AUDITOR_SSH_KEY") or None,
                    connect_timeout_s=connect_timeout_s)
 
-    def __repr__(self) -> str:  # the dataclass repr would read target_name, i.e. connect
-        return f"SshDevice({self.spec!r})"
-
-    # a connection, compared by identity (the dataclass __eq__ would read target_name too)
-    __eq__ = object.__eq__
-    __hash__ = object.__hash__
-
-    # --- target ---------------------------------------------------------------------------
-
     @property
-    def target_name(self) -> str:  # type: ignore[override]
+    def target_name(self) -> str:
         if self._target is None:
             self._connect()
             self._target = target_for_machine(self.machine or "?")
         return self._target
 
-    @target_name.setter
-    def target_name(self, value: str) -> None:
-        self._target = value
+    # --- plumbing -------------------------------------------------------------------------
 
-    # --- ssh plumbing ---------------------------------------------------------------------
-
-    def _options(self) -> list[str]:
-        opts = ["-o", "BatchMode=yes", "-o", f"ConnectTimeout={max(1, math.ceil(self.connect_timeout_s))}",
-                "-o", "ServerAliveInterval=10", "-o", "ServerAliveCountMax=3",
-                "-o", "StrictHostKeyChecking=accept-new", "-o", f"UserKnownHostsFile={self.known_hosts}",
-                "-o", "HashKnownHosts=no", "-o", "LogLevel=ERROR",
-                "-o", "ControlMaster=auto", "-o", f"ControlPath={self._control_dir}/%C",
-                "-o", f"ControlPersist={CONTROL_PERSIST_S}"]
-        if self.key:
-            opts += ["-i", self.key, "-o", "IdentitiesOnly=yes"]
-        return opts
-
-    def _ssh_argv(self, remote_command: str) -> list[str]:
-        return ["ssh", "-p", str(self.port), *self._options(), f"{self.user}@{self.host}", remote_command]
-
-    def _remote(self, path: str) -> str:
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"{self.user}@{host}:{shlex.quote(path) if self._scp_legacy else path}"
-
-    def _connection_error(self, stderr: str) -> str | None:
-        return classify_ssh_error(stderr, self.where, self.key, self.known_hosts, self.connect_timeout_s)
-
-    def _ssh(self, remote_command: str, timeout_s: float, what: str) -> subprocess.CompletedProcess:
+    def _ssh(self, remote_command: str, timeout_s: float, what: str, **streams) -> Output:
         """Run one of the device class's own shell commands; DeviceError when the device
         cannot be reached or does not answer in time."""
-        from auditor.children import dies_with_me
-
         remote = f"exec sh -c {shlex.quote(remote_command)}"  # POSIX sh whatever the login shell
-        try:
-            done = subprocess.run(self._ssh_argv(remote), stdin=subprocess.DEVNULL,
-                                  capture_output=True, text=True, errors="replace",
-                                  timeout=timeout_s, preexec_fn=dies_with_me())
-        except subprocess.TimeoutExpired:
-            raise DeviceError(f"{self.where} did not answer within {timeout_s:.0f} s ({what})") from None
-        except FileNotFoundError:
-            raise DeviceError("ssh not found (apt-get install openssh-client)") from None
-        if done.returncode == 255:
-            raise DeviceError(self._connection_error(done.stderr)
-                              or f"cannot reach {self.where}: {_last_line(done.stderr, 'ssh exited 255')}")
+        done = self.connection.execute(remote, timeout_s, **streams)
+        if done.timed_out:
+            raise DeviceError(f"{self.where} did not answer within {timeout_s:.0f} s ({what})")
         return done
 
     def _connect(self) -> None:
-        """Open the master connection and probe the device (once)."""
+        """Open the connection and probe the device (once)."""
         if self.machine is not None:
             return
-        if shutil.which("ssh") is None or shutil.which("scp") is None:
-            raise DeviceError("ssh/scp not found (apt-get install openssh-client)")
-        if self.key and not os.path.isfile(self.key):
-            raise DeviceError(f"AUDITOR_SSH_KEY={self.key}: no such file (it must name a private key)")
-        self.known_hosts.parent.mkdir(parents=True, exist_ok=True)
-        if self._control_dir is None:  # sockets need a short path: /tmp, not a deep TMPDIR
-            self._control_dir = tempfile.mkdtemp(prefix="auditor-ssh-", dir="/tmp" if os.path.isdir("/tmp") else None)
-            exit_argv = ["ssh", "-p", str(self.port), "-o", f"ControlPath={self._control_dir}/%C",
-                         "-O", "exit", f"{self.user}@{self.host}"]
-            self._finalizer = weakref.finalize(self, _teardown, self._control_dir, exit_argv)
         # one round trip: the architecture, how `timeout` is called there, a working directory
         probe = ("echo machine=$(uname -m); "
                  "if timeout -k 1 5 true 2>/dev/null; then echo timeout=k; "
@@ -255,7 +140,7 @@ class SshDevice(Device):
                  "echo dir=$(mktemp -d /tmp/auditor.XXXXXX 2>&1)")
         done = self._ssh(probe, timeout_s=self.connect_timeout_s + 30, what="connecting")
         said = dict(ln.split("=", 1) for ln in done.stdout.splitlines() if "=" in ln)
-        if done.returncode != 0 or not said.get("machine"):
+        if done.status != 0 or not said.get("machine"):
             raise DeviceError(f"{self.where} did not run `uname -m`: {_last_line(done.stderr)}")
         self.machine = said["machine"].strip()
         self._timeout_mode = said.get("timeout", "none").strip()
@@ -286,28 +171,6 @@ class SshDevice(Device):
             raise DeviceError(f"bad remote name {remote_name!r}: a relative path inside the working directory")
         return posixpath.join(self.workdir(), *parts)
 
-    def _scp(self, args: Callable[[], list[str]], timeout_s: float) -> subprocess.CompletedProcess:
-        """scp with the master connection; `args` gives the paths (they depend on the protocol)."""
-        from auditor.children import dies_with_me
-
-        for _attempt in range(2):
-            argv = ["scp", "-p", *(["-O"] if self._scp_legacy else []), "-P", str(self.port),
-                    *self._options(), *args()]
-            try:
-                done = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, text=True,
-                                      errors="replace", timeout=timeout_s, preexec_fn=dies_with_me())
-            except subprocess.TimeoutExpired:
-                raise DeviceError(f"copying to/from {self.where} took more than {timeout_s:.0f} s") from None
-            problem = self._connection_error(done.stderr)
-            if problem:
-                raise DeviceError(problem)
-            # a device without an scp binary (legacy protocol) may still have sftp-server
-            if done.returncode != 0 and self._scp_legacy and re.search(r"scp: (command )?not found", done.stderr):
-                self._scp_legacy = False
-                continue
-            return done
-        return done
-
     def put(self, local: Path, remote_name: str) -> str:
         local = Path(local)
         if not local.is_file():
@@ -319,7 +182,7 @@ class SshDevice(Device):
         def free_kb() -> int | None:
             done = self._ssh(f"mkdir -p {shlex.quote(parent)} && df -Pk {shlex.quote(parent)}", timeout_s=60,
                              what="checking free space")
-            if done.returncode != 0:
+            if done.status != 0:
                 raise DeviceError(f"cannot prepare {parent} on {self.where}: {_last_line(done.stderr)}")
             return _free_kb(done.stdout)
 
@@ -330,13 +193,17 @@ class SshDevice(Device):
         free = free_kb()
         if free is not None and free < need_kb:
             raise full(f"{parent} has {free} KB free")
-        done = self._scp(lambda: [str(local), self._remote(dest)],
-                         timeout_s=120 + local.stat().st_size / 100_000)
-        if done.returncode != 0:
-            self._ssh(f"rm -f {shlex.quote(dest)}", timeout_s=60, what="removing a partial copy")
+        mode = local.stat().st_mode & 0o7777  # exec bits kept, as scp -p did
+        q = shlex.quote(dest)
+        timeout_s = 120 + local.stat().st_size / 100_000
+        with open(local, "rb") as source:
+            done = self._ssh(f"cat > {q} && chmod {mode:o} {q}", timeout_s=timeout_s,
+                             what=f"copying {local.name}", stdin=source)
+        if done.status != 0:
+            self._ssh(f"rm -f {q}", timeout_s=60, what="removing a partial copy")
             if classify_copy_error(done.stderr):
-                raise full(f"scp said: {_last_line(done.stderr)}")
-            free = free_kb()  # sftp-mode scp says only "Failure"; or something else filled it
+                raise full(f"the device said: {_last_line(done.stderr)}")
+            free = free_kb()  # something else filled it meanwhile
             if free is not None and free < need_kb:
                 raise full(f"{parent} has {free} KB free")
             raise DeviceError(f"cannot copy {local.name} to {self.where}:{dest}: {_last_line(done.stderr)}")
@@ -348,8 +215,11 @@ class SshDevice(Device):
             remote_path = posixpath.join(self.workdir(), remote_path)
         self._connect()
         local = Path(local)
-        done = self._scp(lambda: [self._remote(remote_path), str(local)], timeout_s=600)
-        if done.returncode != 0:
+        with open(local, "wb") as sink:
+            done = self._ssh(f"cat {shlex.quote(remote_path)}", timeout_s=600,
+                             what=f"fetching {remote_path}", stdout_to=sink)
+        if done.status != 0:
+            local.unlink(missing_ok=True)
             raise DeviceError(f"cannot fetch {remote_path} from {self.where}: {_last_line(done.stderr)}")
 
     def _timeout_prefix(self, secs: int) -> str:
@@ -360,8 +230,6 @@ class SshDevice(Device):
         """Run argv on the device under `timeout` (killed there at the deadline) and locally
         bounded too; cwd defaults to workdir(). Never raises for a non-zero exit or a
         timeout; DeviceError only when the device cannot be reached."""
-        from auditor.children import dies_with_me
-
         if not argv:
             raise ValueError("run() needs a command")
         argv = [str(a) for a in argv]
@@ -370,46 +238,21 @@ class SshDevice(Device):
         pidfile = shlex.quote(f"{wd}/.run-{self._runs}.pid")
         secs = max(1, math.ceil(timeout_s))
         # A shell stays the parent (no exec) so a runner killed by a signal comes back as
-        # exit 128+N, not as ssh's own 255. Its pid (sshd made it a session leader) lets the
-        # local side kill everything it started if the remote timeout never fires.
+        # exit 128+N. Its pid (sshd made it a session leader) lets the local side kill
+        # everything it started if the remote timeout never fires.
         script = (f"echo $$ > {pidfile}; cd {shlex.quote(cwd or wd)} || exit 126; "
                   f"{self._timeout_prefix(secs)}{shlex.join(argv)}; rc=$?; rm -f {pidfile}; exit $rc")
-        remote = f"exec sh -c {shlex.quote(script)}"
         if self._timeout_mode == "none":
             local_deadline = timeout_s + 0.5
         else:
             local_deadline = secs + KILL_AFTER_S + self.local_grace_s
-        t0 = time.perf_counter()
-        proc = subprocess.Popen(self._ssh_argv(remote), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE, text=True, errors="replace",
-                                preexec_fn=dies_with_me(), start_new_session=True)
-        try:
-            out, err = proc.communicate(timeout=local_deadline)
-        except subprocess.TimeoutExpired:
-            wall = time.perf_counter() - t0
-            os.killpg(proc.pid, signal.SIGKILL)
-            try:
-                # The mux client handed its pipes to the master connection, which keeps them
-                # open while the remote command lives: kill that first, then read what came.
-                self._kill_remote(pidfile, argv[0], timeout_s)
-            finally:
-                try:
-                    out, err = proc.communicate(timeout=5)
-                except subprocess.TimeoutExpired:
-                    for pipe in (proc.stdout, proc.stderr):
-                        pipe.close()
-                    proc.wait()
-                    out, err = "", ""
-            return Completed(argv, None, out, err, wall, timed_out=True)
-        wall = time.perf_counter() - t0
-        rc = proc.returncode
-        if rc == 255:
-            problem = self._connection_error(err)
-            if problem:
-                raise DeviceError(problem)
-        if rc in TIMEOUT_EXIT_CODES and self._timeout_mode != "none" and wall >= timeout_s:
-            return Completed(argv, None, out, err, wall, timed_out=True)
-        return Completed(argv, rc, out, err, wall)
+        done = self.connection.execute(f"exec sh -c {shlex.quote(script)}", local_deadline)
+        if done.timed_out:
+            self._kill_remote(pidfile, argv[0], timeout_s)
+            return Completed(argv, None, done.stdout, done.stderr, done.wall_s, timed_out=True)
+        if done.status in TIMEOUT_EXIT_CODES and self._timeout_mode != "none" and done.wall_s >= timeout_s:
+            return Completed(argv, None, done.stdout, done.stderr, done.wall_s, timed_out=True)
+        return Completed(argv, done.status, done.stdout, done.stderr, done.wall_s)
 
     def _kill_remote(self, pidfile: str, program: str, timeout_s: float) -> None:
         """Kill what a run left on the device: its shell's process group and session."""
@@ -447,7 +290,7 @@ class SshDevice(Device):
             raise DeviceError(problem)
 
     def close(self) -> None:
-        """Remove the working directory on the device and end the master connection.
+        """Remove the working directory on the device and end the connection.
         Never raises: an unreachable device only leaves its /tmp folder behind."""
         if self._dir is not None and self.machine is not None:
             try:
@@ -456,7 +299,4 @@ class SshDevice(Device):
                 self.notes.append(f"could not remove {self._dir} on the device: {e}")
         self._dir = None
         self.machine = None
-        if self._finalizer is not None:
-            self._finalizer()
-            self._finalizer = None
-        self._control_dir = None
+        self.connection.close()

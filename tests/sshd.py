@@ -4,10 +4,15 @@
 host key, a client key and an authorized_keys file generated in a temporary folder, and
 ignores the system's sshd_config; it is stopped when the session ends. `ssh_spec` (per
 test) yields `ssh://root@127.0.0.1:PORT` with AUDITOR_SSH_KEY set to the client key and
-AUDITOR_CACHE pointed at the test's tmp folder, so the device's known_hosts file (which
-gets this run's throwaway host key) never touches the user's cache.
+AUDITOR_SSH_KNOWN_HOSTS pointed at the test's tmp folder, so the device's known_hosts file
+(which gets this run's throwaway host key) never touches the user's cache.
 
-Register both in conftest.py: `from tests.sshd import sshd_server, ssh_spec`.
+`start_sshd(..., empty_root_password=True)` serves logins the way a stock Bela image does:
+root with an empty password and no key. This machine's root account is left alone: the
+sshd runs in a mount namespace of its own (`unshare --mount`) where a one-line shadow file
+giving root an empty password is bind-mounted over /etc/shadow, seen by that sshd only.
+
+Register the fixtures in conftest.py: `from tests.sshd import sshd_server, ssh_spec`.
 """
 
 from __future__ import annotations
@@ -54,9 +59,18 @@ def why_no_sshd() -> str | None:
         return f"{SSHD} missing (apt-get install openssh-server)"
     if os.geteuid() != 0:
         return "a private sshd that logs in as root needs the tests to run as root"
-    for tool in ("ssh", "scp", "ssh-keygen"):
-        if shutil.which(tool) is None:
-            return f"{tool} missing (apt-get install openssh-client)"
+    if shutil.which("ssh-keygen") is None:
+        return "ssh-keygen missing (apt-get install openssh-client)"
+    return None
+
+
+def why_no_private_mounts() -> str | None:
+    """Why an sshd cannot get a private /etc/shadow here, or None when it can."""
+    if shutil.which("unshare") is None:
+        return "unshare missing (util-linux)"
+    done = subprocess.run(["unshare", "--mount", "--propagation", "private", "true"], capture_output=True, text=True)
+    if done.returncode != 0:
+        return f"cannot make a mount namespace here: {done.stderr.strip() or done.returncode}"
     return None
 
 
@@ -73,8 +87,10 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_sshd(folder: Path, host: str = "127.0.0.1", ready_s: float = 10.0) -> SshdServer:
-    """Start a private sshd serving root logins by key; returns once it accepts connections."""
+def start_sshd(folder: Path, host: str = "127.0.0.1", ready_s: float = 10.0,
+               empty_root_password: bool = False) -> SshdServer:
+    """Start a private sshd serving root logins by key (or, empty_root_password, with an
+    empty password and no key); returns once it accepts connections."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     host_key = keygen(folder / "host_ed25519")
@@ -86,16 +102,25 @@ def start_sshd(folder: Path, host: str = "127.0.0.1", ready_s: float = 10.0) -> 
     last_error = ""
     for _attempt in range(3):  # a free port can be taken between probing and binding
         port = free_port()
+        login = (["PermitRootLogin=yes", "PasswordAuthentication=yes", "PermitEmptyPasswords=yes",
+                  "AuthorizedKeysFile=none"] if empty_root_password else
+                 ["PermitRootLogin=prohibit-password", "PasswordAuthentication=no",
+                  f"AuthorizedKeysFile={authorized}"])
         argv = [SSHD, "-D", "-e", "-f", "/dev/null", "-p", str(port),
-                "-o", f"ListenAddress={host}", "-o", f"HostKey={host_key}",
-                "-o", f"AuthorizedKeysFile={authorized}", "-o", "StrictModes=no",
+                *(o for opt in login for o in ("-o", opt)),
+                "-o", f"ListenAddress={host}", "-o", f"HostKey={host_key}", "-o", "StrictModes=no",
                 "-o", f"PidFile={folder / 'sshd.pid'}", "-o", "UsePAM=no",
-                "-o", "PermitRootLogin=prohibit-password", "-o", "PasswordAuthentication=no",
                 "-o", "KbdInteractiveAuthentication=no", "-o", "Subsystem=sftp internal-sftp",
                 "-o", "MaxSessions=50", "-o", "MaxStartups=50",
                 # bash sources ~/.bashrc for every command it runs for sshd unless it thinks
                 # it is nested; root's here runs `pyenv init` (0.4 s a command)
                 "-o", "SetEnv=SHLVL=1"]
+        if empty_root_password:
+            shadow = folder / "shadow"
+            shadow.write_text("root::20000:0:99999:7:::\n")  # root only, no password
+            shadow.chmod(0o600)
+            argv = ["unshare", "--mount", "--propagation", "private", "sh", "-c",
+                    'mount --bind "$0" /etc/shadow && exec "$@"', str(shadow), *argv]
         with open(log, "w") as log_file:
             proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log_file,
                                     stderr=subprocess.STDOUT)

@@ -17,7 +17,9 @@ from pathlib import Path
 import pytest
 
 from device_runner import profile as P
-from device_runner.devices import DeviceError, LocalDevice, QemuArmv7Device
+from device_runner.device import DeviceError
+from device_runner.local import LocalDevice
+from device_runner.qemu import QemuArmv7Device
 from reports.flamegraph import flamegraph_svg
 
 DATA = Path(__file__).parent / "data"
