@@ -19,15 +19,18 @@ DEVICE_TOOLS = (
     ("g++", "g++", "the runner and SOFIE on local"),
     ("arm-linux-gnueabihf-g++", "g++-arm-linux-gnueabihf", "ARMv7 runners (qemu-armv7, a Bela over ssh)"),
     ("qemu-arm", "qemu-user", "--device qemu-armv7 (emulated timings)"),
-    ("ssh", "openssh-client", "--device ssh://user@host[:port]"),
 )
+# Python packages a device kind needs (the ssh device speaks SSH through paramiko).
+DEVICE_PACKAGES = (("paramiko", "--device ssh://user@host[:port]"),)
 
 
 def device_tools() -> list[dict]:
     import shutil
 
-    return [{"tool": t, "package": pkg, "for": why, "found": shutil.which(t) is not None}
-            for t, pkg, why in DEVICE_TOOLS]
+    return [{"tool": t, "install": f"apt-get install {pkg}", "for": why, "found": shutil.which(t) is not None}
+            for t, pkg, why in DEVICE_TOOLS] + [
+        {"tool": f"{dist} (Python)", "install": f"pip install {dist}", "for": why,
+         "found": package_version(dist) is not None} for dist, why in DEVICE_PACKAGES]
 
 
 def doctor(as_json: bool = typer.Option(False, "--json")) -> None:
@@ -54,7 +57,7 @@ def doctor(as_json: bool = typer.Option(False, "--json")) -> None:
     print("\nnative runner and devices:")
     for d in facts["devices"]:
         print(f"  {d['tool']:<24} {'yes' if d['found'] else 'NO'}  {d['for']}"
-              + ("" if d["found"] else f"  (apt-get install {d['package']})"))
+              + ("" if d["found"] else f"  ({d['install']})"))
     p = facts["perf"]
     print(f"\nperf: {p['version'] or 'unavailable'} (perf_event_paranoid={p['paranoid']}); {p['record']}")
     if p["events"]:
