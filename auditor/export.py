@@ -22,6 +22,7 @@ from compilers.base import ModelBundle, TensorSpec
 from cost_model.graph import FX_NODE_KEY, ensure_unique_node_names, exporter_fx_name, fx_origins
 
 OPSET = 20
+CONTROL_FLOW = ("If", "Loop", "Scan")
 
 
 def model_hash(model: LoadedModel, inputs: InputSet) -> str:
@@ -72,7 +73,10 @@ def _canonical_onnx(model, input_shapes: dict[str, list[int]], log: Path, pt2_na
     # A node onnxsim rebuilds (MatMul+Add -> Gemm) gets a new name but keeps the output
     # tensor of the node it replaces: carry the origin by tensor too.
     by_output = {out: origins.get(n.name) for n in model.graph.node for out in n.output}
+    control_flow = sorted({n.op_type for n in model.graph.node if n.op_type in CONTROL_FLOW})
     try:
+        if control_flow:  # onnxsim rewrote a published If graph into one ORT rejects
+            raise ValueError(f"not run on a graph with control flow ({', '.join(control_flow)})")
         with captured_output(log):
             simplified, ok = onnxsim.simplify(model, overwrite_input_shapes=input_shapes)
         if ok:
