@@ -104,12 +104,3 @@ def read_sequence(path: Path, outputs: int) -> list[list[np.ndarray]]:
     with np.load(path) as z:
         calls = 1 + max(int(k[1:].split("_")[0]) for k in z.files)
         return [[z[f"s{k}_{j}"] for j in range(outputs)] for k in range(calls)]
-
-
-def describe(state: dict | None, stream: list[str]) -> str | None:
-    """One phrase for tables and pages, or None for a model without state."""
-    if stream:
-        return f"streamed state ({', '.join(s.replace(':', ' -> ') for s in stream)})"
-    if state and state.get("kind") == "internal":
-        return "stateful (state kept inside the module)"
-    return None
