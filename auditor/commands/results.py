@@ -71,10 +71,12 @@ def export(results_dir: Path = RESULTS_DIR,
     else:
         buf = io.StringIO()
         writer = csv.DictWriter(buf, fieldnames=[*SUMMARY_KEYS, "target", "options", "max_abs_err", "snr_db",
-                                                 "timing_loop", "per_op_method", "per_op_sum_to_whole"])
+                                                 "timing_loop", "per_op_method", "per_op_sum_to_whole",
+                                                 "state"])
         writer.writeheader()
         for row in store.runs():
             s = run_summary(store, row)
+            s.pop("model_state"), s.pop("stream_state")  # in the CSV as the one `state` phrase
             writer.writerow({**s, "options": json.dumps(s["options"], sort_keys=True)})
         text = buf.getvalue()
     if output:
