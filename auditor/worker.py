@@ -137,6 +137,12 @@ def _measure_native(store, run_id, job, compiler, artifact, bundle, inputs, refe
     from device_runner.devices import parse_device
     from device_runner.native import RunnerSettings, op_profile, run_program
 
+    sequence = job.get("sequence")
+    if sequence:  # its outputs after a timed loop say nothing call by call
+        what = ("feed state outputs back (--stream-state)" if sequence["stream"] else
+                "start a model that keeps state inside afresh to check its outputs call by call")
+        store.set_status(run_id, "skipped", f"the native runner cannot {what}; use --harness python")
+        return None, None
     with captured_output(log):
         program = compiler.native_program(artifact)
     if program is None:

@@ -129,10 +129,14 @@ class OnnxRuntime(Compiler):
         so = _session_options(options)
         so.optimized_model_filepath = str(optimized)
         ort.InferenceSession(str(bundle.path("onnx")), so, providers=["CPUExecutionProvider"])
-        kernel_map = covered_nodes(onnx.load(str(bundle.path("onnx"))), onnx.load(str(optimized)))
+        graph = onnx.load(str(bundle.path("onnx")))
+        kernel_map = covered_nodes(graph, onnx.load(str(optimized)))
+        graph_inputs = {i.name for i in graph.graph.input}
+        notes = [f"number argument {s.name} is a constant of the exported graph (the value audited): "
+                 "this graph computes that case only" for s in bundle.inputs if s.scalar and s.name not in graph_inputs]
         return Artifact(
             compiler=self.name, compiler_version=ort.__version__, target=target, options=options,
-            directory=workdir, files={"optimized": optimized.name}, kernel_map=kernel_map,
+            directory=workdir, files={"optimized": optimized.name}, kernel_map=kernel_map, notes=notes,
         )
 
     def _session(self, bundle, options, extra=None):
