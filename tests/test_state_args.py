@@ -142,3 +142,26 @@ def test_factory_number_argument(cli, tmp_path):
         assert z["e0_0"].tolist() == [[10.0] * 4]
     meta = json.loads((bundle / "bundle.json").read_text())
     assert meta["inputs"][1] == {"name": "gain", "shape": [], "dtype": "int64", "scalar": True}
+
+
+def test_number_arguments_are_read_from_the_model_and_the_npz(tmp_path):
+    from auditor.inputs import build_inputs
+    from auditor.loaders import Param, load_model
+
+    script = load_model(str(_silero(tmp_path, "silero_vad.jit", "vad.pt")))
+    assert script.params == [Param("x", "tensor", True), Param("sr", "int", True)]
+    seeded = build_inputs(script, ["1,256"], arg_specs=["sr=8000"])
+    assert [(s.name, s.shape, s.dtype, s.scalar) for s in seeded.specs] == [
+        ("input_0", (1, 256), "float32", False), ("sr", (), "int64", True)]
+
+    onnx_model = load_model(str(_silero(tmp_path, "silero_vad.onnx", "vad.onnx")))
+    rng = np.random.default_rng(1)
+    x, h = rng.standard_normal((1, 320)).astype(np.float32), np.zeros((2, 1, 128), np.float32)
+    np.savez(tmp_path / "in.npz", input=x, state=h, sr=np.array(8000))
+    given = build_inputs(onnx_model, [], tmp_path / "in.npz")
+    assert [(s.name, s.shape, s.scalar) for s in given.specs] == [
+        ("input", (1, 320), False), ("state", (2, 1, 128), False), ("sr", (), False)]
+    assert np.array_equal(given.timing_inputs[0], x)
+    assert given.timing_inputs[2].dtype == np.int64 and int(given.timing_inputs[2]) == 8000
+    # --arg wins over the file
+    assert int(build_inputs(onnx_model, [], tmp_path / "in.npz", arg_specs=["sr=16000"]).timing_inputs[2]) == 16000
