@@ -178,8 +178,8 @@ def _scalar_value(model: LoadedModel, info: InputInfo, values: dict[str, str],
     if model.is_torch:
         raise AuditorError(f"forward() argument {info.name!r} is a Python number, not a tensor: "
                            f"give its value with --arg {info.name}=VALUE")
-    raise AuditorError(f"input {info.name!r} is an {info.dtype} scalar that selects what the model "
-                       f"computes (e.g. a sample rate), never filled at random: give it with "
+    raise AuditorError(f"input {info.name!r} ({info.dtype} scalar) selects what the model computes "
+                       f"(e.g. a sample rate) and is never filled at random: give it with "
                        f"--arg {info.name}=VALUE")
 
 
