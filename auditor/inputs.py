@@ -254,7 +254,8 @@ def _build_tensors(model, shape_specs, inputs_file, labels_file, number_keys: se
                 f"{model.source}: the model does not declare its input shapes; "
                 "pass --input-shape d0,d1,... (once per input)"
             )
-        infos = [InputInfo(f"input_{i}", None) for i in range(len(given))]
+        names = [p.name for p in model.params if not p.scalar]  # TorchScript's forward() says them
+        infos = [InputInfo(names[i] if i < len(names) else f"input_{i}", None) for i in range(len(given))]
     if model.example_inputs is not None and not given:
         arrays = [t.detach().cpu().numpy() for t in model.example_inputs if hasattr(t, "detach")]
         specs = [TensorSpec(i.name, a.shape, a.dtype.name) for i, a in zip(infos, arrays)]

@@ -152,7 +152,8 @@ def test_number_arguments_are_read_from_the_model_and_the_npz(tmp_path):
     assert script.params == [Param("x", "tensor", True), Param("sr", "int", True)]
     seeded = build_inputs(script, ["1,256"], arg_specs=["sr=8000"])
     assert [(s.name, s.shape, s.dtype, s.scalar) for s in seeded.specs] == [
-        ("input_0", (1, 256), "float32", False), ("sr", (), "int64", True)]
+        ("x", (1, 256), "float32", False), ("sr", (), "int64", True)]
+    assert build_inputs(script, ["x:1,512"], arg_specs=["sr=16000"]).specs[0].shape == (1, 512)
 
     onnx_model = load_model(str(_silero(tmp_path, "silero_vad.onnx", "vad.onnx")))
     rng = np.random.default_rng(1)
