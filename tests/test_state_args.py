@@ -166,3 +166,20 @@ def test_number_arguments_are_read_from_the_model_and_the_npz(tmp_path):
     assert given.timing_inputs[2].dtype == np.int64 and int(given.timing_inputs[2]) == 8000
     # --arg wins over the file
     assert int(build_inputs(onnx_model, [], tmp_path / "in.npz", arg_specs=["sr=16000"]).timing_inputs[2]) == 16000
+
+
+def test_explicit_state_of_an_exported_torch_model_is_fed_back(cli, tmp_path):
+    spec = "zoo:recurrent:cell=gru,streaming=true"
+    _one_line_error(cli("compile-all", spec, "--stream-state", "getitem_1:x", "--results-dir", tmp_path / "r0"),
+                    r"output getitem_1 is float32\[1, 1, 32\] but input x takes float32\[1, 1, 8\]")
+    report, runs = _audit(cli, tmp_path, spec, "--stream-state", "getitem_1:state_0",
+                          "-c", "torch-eager", "-c", "onnxruntime", "-c", "sofie")
+    assert report["state"]["kind"] == "none" and report["stream_state"] == ["getitem_1:state_0"]
+    for run in runs.values():
+        assert run["status"] == "ok", (run["variant"], run["reason"])
+        assert run["state"] == "streamed state (getitem_1 -> state_0)" and run["max_abs_err"] < 1e-5
+    # the reference fed h back: the hidden state moves from call to call on the same frame
+    bundle = tmp_path / "results" / "models" / report["model_hash"]
+    (sequence,) = bundle.glob("data-*/sequence-*.npz")
+    with np.load(sequence) as z:
+        assert not np.allclose(z["s0_1"], z["s1_1"]) and not np.allclose(z["s1_1"], z["s2_1"])
