@@ -55,6 +55,21 @@ def compare_all(references: list[list[np.ndarray]], actuals: list[list[np.ndarra
     return rows
 
 
+def compare_sequence(references: list[list[np.ndarray]], actuals: list[list[np.ndarray]],
+                     names: list[str], tol: Tolerance) -> list[dict]:
+    """compare_all over consecutive calls from a fresh load (a model with state): a failing
+    output's reason names the first call that differs."""
+    rows = compare_all(references, actuals, names, tol)
+    for j, row in enumerate(rows):
+        if row["passed"]:
+            continue
+        k = next(k for k, (r, a) in enumerate(zip(references, actuals)) if not compare(r[j], a[j], tol)["passed"])
+        row["reason"] += f" at call {k} of {len(actuals)} from a fresh load"
+        if k > 0:
+            row["reason"] += f" (calls before it matched: state not carried as in the reference)"
+    return rows
+
+
 def task_accuracy(outputs: list[list[np.ndarray]], labels: np.ndarray) -> float:
     """Share of examples whose first output's argmax (last axis) equals the label."""
     predictions = np.array([int(np.argmax(np.asarray(o[0]).reshape(-1, np.asarray(o[0]).shape[-1])[0]))

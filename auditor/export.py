@@ -22,6 +22,7 @@ from compilers.base import ModelBundle, TensorSpec
 from cost_model.graph import FX_NODE_KEY, ensure_unique_node_names, exporter_fx_name, fx_origins
 
 OPSET = 20
+CONTROL_FLOW = ("If", "Loop", "Scan")
 
 
 def model_hash(model: LoadedModel, inputs: InputSet) -> str:
@@ -30,18 +31,23 @@ def model_hash(model: LoadedModel, inputs: InputSet) -> str:
     return h.hexdigest()[:16]
 
 
-def reference_outputs(model: LoadedModel, example: list[np.ndarray]) -> list[np.ndarray]:
-    """Ground-truth outputs for one example. Bad shapes and unsupported ops end here."""
+def reference_outputs(model: LoadedModel, example: list[np.ndarray],
+                      specs: list[TensorSpec] | None = None) -> list[np.ndarray]:
+    """Ground-truth outputs for one example (specs mark number arguments: a Python number
+    for torch). Bad shapes and unsupported ops end here."""
     if model.is_torch:
         import torch
         from torch.utils._pytree import tree_flatten
 
-        tensors = [torch.from_numpy(np.ascontiguousarray(a)) for a in example]
+        from compilers.torch_eager import torch_args
+
+        specs = specs or [TensorSpec(f"input_{k}", np.shape(a), "") for k, a in enumerate(example)]
+        args = torch_args(specs, example)
         try:
             with torch.no_grad():
-                out = model.module(*tensors)
+                out = model.module(*args)
         except Exception as e:
-            shapes = ", ".join(str(list(a.shape)) for a in example)
+            shapes = ", ".join(str(list(a.shape)) if a.ndim else str(a.item()) for a in map(np.asarray, example))
             raise AuditorError(f"the model rejects inputs of shape {shapes}: {first_line(e)}")
         leaves, _ = tree_flatten(out)
         return [leaf.detach().cpu().numpy() for leaf in leaves if hasattr(leaf, "detach")]
@@ -67,7 +73,10 @@ def _canonical_onnx(model, input_shapes: dict[str, list[int]], log: Path, pt2_na
     # A node onnxsim rebuilds (MatMul+Add -> Gemm) gets a new name but keeps the output
     # tensor of the node it replaces: carry the origin by tensor too.
     by_output = {out: origins.get(n.name) for n in model.graph.node for out in n.output}
+    control_flow = sorted({n.op_type for n in model.graph.node if n.op_type in CONTROL_FLOW})
     try:
+        if control_flow:  # onnxsim rewrote a published If graph into one ORT rejects
+            raise ValueError(f"not run on a graph with control flow ({', '.join(control_flow)})")
         with captured_output(log):
             simplified, ok = onnxsim.simplify(model, overwrite_input_shapes=input_shapes)
         if ok:
@@ -133,18 +142,17 @@ def prepare_bundle(model: LoadedModel, inputs: InputSet, results_dir: Path) -> M
     bundle = ModelBundle(digest, directory, list(inputs.specs), [])
     args = inputs.timing_inputs
     if model.is_torch:
-        import torch
+        from compilers.torch_eager import torch_args
 
-        tensors = [torch.from_numpy(np.ascontiguousarray(a)) for a in args]
-        graph, pt2_names = _export_torch(model, tensors, directory, log, bundle)
+        graph, pt2_names = _export_torch(model, torch_args(inputs.specs, args), directory, log, bundle)
     else:
         graph, pt2_names = model.onnx_model, {}
     if graph is not None:
         shapes = {s.name: list(s.shape) for s in inputs.specs}
         if model.is_torch:  # exported input names differ from ours: rename ours to match
             real = [i.name for i in graph.graph.input if i.name not in {t.name for t in graph.graph.initializer}]
-            bundle.inputs = [TensorSpec(n, s.shape, s.dtype) for n, s in zip(real, inputs.specs)]
-            shapes = {s.name: list(s.shape) for s in bundle.inputs}
+            bundle.inputs = _renamed(inputs.specs, real)
+            shapes = {s.name: list(s.shape) for s in bundle.inputs if s.name in real}
         try:
             graph = _canonical_onnx(graph, shapes, log, pt2_names)
             onnx.save(graph, str(directory / "model.onnx"))
@@ -153,13 +161,22 @@ def prepare_bundle(model: LoadedModel, inputs: InputSet, results_dir: Path) -> M
             if not model.is_torch:
                 raise AuditorError(f"{model.source}: the ONNX graph is not usable: {first_line(e)}")
             bundle.problems["onnx"] = f"exported ONNX is invalid: {first_line(e)}"
-    bundle.outputs = _output_specs(graph if "onnx" in bundle.files else None, model, args)
+    bundle.outputs = _output_specs(graph if "onnx" in bundle.files else None, model, args, inputs.specs)
     bundle.save()
     return bundle
 
 
-def _output_specs(graph, model: LoadedModel, example) -> list[TensorSpec]:
-    outs = reference_outputs(model, example)
+def _renamed(specs: list[TensorSpec], real: list[str]) -> list[TensorSpec]:
+    """Our specs under the exported graph's input names. A number argument the exporter made
+    a constant is not a graph input: it keeps its own name (and only torch runtimes take it)."""
+    if len(real) == len(specs):
+        return [TensorSpec(n, s.shape, s.dtype, s.scalar) for n, s in zip(real, specs)]
+    names = iter(real)
+    return [s if s.scalar else TensorSpec(next(names, s.name), s.shape, s.dtype) for s in specs]
+
+
+def _output_specs(graph, model: LoadedModel, example, specs) -> list[TensorSpec]:
+    outs = reference_outputs(model, example, specs)
     names = [o.name for o in graph.graph.output] if graph is not None else []
     if len(names) != len(outs):
         names = [f"output_{i}" for i in range(len(outs))]
@@ -175,7 +192,7 @@ def write_reference(model: LoadedModel, inputs: InputSet, bundle: ModelBundle) -
     inputs.save(directory / "inputs.npz")
     outputs = {}
     for i, example in enumerate(inputs.examples):
-        for j, out in enumerate(reference_outputs(model, example)):
+        for j, out in enumerate(reference_outputs(model, example, inputs.specs)):
             outputs[f"e{i}_{j}"] = out
     np.savez(directory / "reference.tmp.npz", **outputs)
     (directory / "reference.tmp.npz").rename(directory / "reference.npz")

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from auditor.errors import AuditorError, first_line
-from auditor.loaders import InputInfo, LoadedModel
+from auditor.loaders import SCALAR_DTYPES, InputInfo, LoadedModel
 from compilers.base import TensorSpec
 
 SEED = 0
@@ -119,17 +119,131 @@ def _read_arrays(path: Path, what: str) -> list[np.ndarray] | np.ndarray:
         return [loaded[k] for k in loaded.files]
 
 
+def parse_arg_values(specs: list[str]) -> dict[str, str]:
+    """['sr=16000'] -> {'sr': '16000'}: values of a model's number arguments / scalar inputs."""
+    values: dict[str, str] = {}
+    for spec in specs:
+        name, sep, text = spec.partition("=")
+        if not sep or not name.strip() or not text.strip():
+            raise AuditorError(f"--arg {spec!r}: expected name=value (e.g. --arg sr=16000)")
+        values[name.strip()] = text.strip()
+    return values
+
+
+def _number(name: str, text: str, dtype: str) -> np.ndarray:
+    """A 0-d array of the argument's dtype from the --arg text."""
+    kind = np.dtype(dtype).kind
+    try:
+        if kind == "b":
+            if text.lower() not in ("0", "1", "true", "false"):
+                raise ValueError(text)
+            return np.array(text.lower() in ("1", "true"), dtype=bool)
+        if kind in "iu":
+            return np.array(int(text), dtype=dtype)
+        return np.array(float(text), dtype=dtype)
+    except ValueError:
+        raise AuditorError(f"--arg {name}={text}: not a {np.dtype(dtype).name} value") from None
+
+
+def _scalar_slots(model: LoadedModel, values: dict[str, str]) -> list[InputInfo | None]:
+    """The model's arguments in call order: None for a tensor, an InputInfo for a number
+    (a torch model's int/float/bool argument, or an ONNX input of rank 0)."""
+    if not model.is_torch:
+        return [i if i.shape == () else None for i in model.inputs]
+    slots: list[InputInfo | None] = [i if i.scalar else None for i in model.inputs]
+    start = len(model.inputs) if model.inputs or model.example_inputs is not None else 0
+    if start == 0:  # nothing declared (TorchScript, pickle): the tensors come from --input-shape
+        slots = []
+    for p in model.params[start:]:
+        if not p.scalar:
+            if start == 0:
+                slots.append(None)
+            continue
+        if p.required or p.name in values:
+            slots.append(InputInfo(p.name, (), SCALAR_DTYPES[p.kind], scalar=True))
+    return slots
+
+
+def _scalar_value(model: LoadedModel, info: InputInfo, values: dict[str, str],
+                  named: dict[str, np.ndarray], rng: np.random.Generator) -> np.ndarray:
+    if info.name in values:
+        return _number(info.name, values[info.name], info.dtype)
+    if info.name in named:
+        return np.asarray(named[info.name]).astype(info.dtype)
+    position = next((k for k, i in enumerate(model.inputs) if i is info), None)
+    if position is not None and model.example_inputs is not None and position < len(model.example_inputs):
+        return np.array(model.example_inputs[position], dtype=info.dtype)
+    if not model.is_torch and np.dtype(info.dtype).kind == "f":
+        return rng.standard_normal(()).astype(info.dtype)
+    if model.is_torch:
+        raise AuditorError(f"forward() argument {info.name!r} is a Python number, not a tensor: "
+                           f"give its value with --arg {info.name}=VALUE")
+    raise AuditorError(f"input {info.name!r} ({info.dtype} scalar) selects what the model computes "
+                       f"(e.g. a sample rate) and is never filled at random: give it with "
+                       f"--arg {info.name}=VALUE")
+
+
 def build_inputs(
     model: LoadedModel,
     shape_specs: list[str],
     inputs_file: Path | None = None,
     labels_file: Path | None = None,
+    arg_specs: list[str] = (),
 ) -> InputSet:
+    """Tensors (seeded, the model's examples or the user's .npz) and the model's number
+    arguments (--arg name=value, or 0-d arrays of that name in the .npz), in call order."""
+    values = parse_arg_values(list(arg_specs))
+    slots = _scalar_slots(model, values)
+    scalars = [i for i in slots if i is not None]
+    unknown = sorted(set(values) - {i.name for i in scalars})
+    if unknown:
+        takes = ", ".join(i.name for i in scalars) or "none"
+        raise AuditorError(f"--arg {unknown[0]}: the model has no number argument of that name "
+                           f"(number arguments: {takes})")
+    named: dict[str, np.ndarray] = {}  # numbers from the .npz: 0-d arrays of their names
+    number_keys: set[str] = set()
+    if inputs_file is not None and scalars:
+        loaded = _read_named(inputs_file)
+        named = {k: a for k, a in loaded.items() if a.ndim == 0 and k in {i.name for i in scalars}}
+        if not named and len(loaded) == len(slots):  # unnamed: the numbers in their places
+            named = {i.name: a for i, a in zip(slots, loaded.values()) if i is not None}
+            number_keys = {k for i, k in zip(slots, loaded) if i is not None}
+        number_keys |= set(named) & set(loaded)
+    tensors = _build_tensors(model, shape_specs, inputs_file, labels_file, number_keys)
+    if not scalars:
+        return tensors
+    rng = np.random.default_rng(SEED + 1)
+    numbers = {i.name: _scalar_value(model, i, values, named, rng) for i in scalars}
+    order = iter(range(len(tensors.specs)))
+    places = [next(order, None) if i is None else i for i in slots]
+    places += list(order)  # tensors beyond the declared arguments keep their order
+    specs, examples = [], [[] for _ in tensors.examples]
+    for place in places:
+        if isinstance(place, InputInfo):
+            specs.append(TensorSpec(place.name, (), numbers[place.name].dtype.name, place.scalar))
+            for example in examples:
+                example.append(numbers[place.name])
+        elif place is not None:
+            specs.append(tensors.specs[place])
+            for example, given in zip(examples, tensors.examples):
+                example.append(given[place])
+    source = tensors.source + "; " + ", ".join(f"{k}={v.item()}" for k, v in numbers.items())
+    return InputSet(specs, examples, tensors.labels, source)
+
+
+def _read_named(path: Path) -> dict[str, np.ndarray]:
+    arrays = _read_arrays(path, "--inputs")
+    if isinstance(arrays, np.ndarray):
+        return {"arr_0": arrays}
+    with np.load(path, allow_pickle=False) as z:
+        return {k: z[k] for k in z.files}
+
+
+def _build_tensors(model, shape_specs, inputs_file, labels_file, number_keys: set[str]) -> InputSet:
     given = parse_input_shapes(shape_specs)
-    infos = list(model.inputs)
+    infos = [i for i in model.inputs if not (i.scalar or (not model.is_torch and i.shape == ()))]
     if inputs_file is not None:
-        arrays = _read_arrays(inputs_file, "--inputs")
-        arrays = [arrays] if isinstance(arrays, np.ndarray) else arrays
+        arrays = [a for k, a in _read_named(inputs_file).items() if k not in number_keys]
         return _from_user_arrays(model, infos, arrays, given, inputs_file, labels_file)
     if labels_file is not None:
         raise AuditorError("--labels needs --inputs (the examples the labels belong to)")
@@ -140,9 +254,10 @@ def build_inputs(
                 f"{model.source}: the model does not declare its input shapes; "
                 "pass --input-shape d0,d1,... (once per input)"
             )
-        infos = [InputInfo(f"input_{i}", None) for i in range(len(given))]
+        names = [p.name for p in model.params if not p.scalar]  # TorchScript's forward() says them
+        infos = [InputInfo(names[i] if i < len(names) else f"input_{i}", None) for i in range(len(given))]
     if model.example_inputs is not None and not given:
-        arrays = [t.detach().cpu().numpy() for t in model.example_inputs]
+        arrays = [t.detach().cpu().numpy() for t in model.example_inputs if hasattr(t, "detach")]
         specs = [TensorSpec(i.name, a.shape, a.dtype.name) for i, a in zip(infos, arrays)]
         return InputSet(specs, [arrays], None, "model-example")
     specs = [

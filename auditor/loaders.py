@@ -27,6 +27,23 @@ class InputInfo:
     shape: tuple[int | None, ...] | None  # None: unknown rank; a None dim: dynamic
     dtype: str = "float32"
     dim_names: tuple[str | None, ...] = ()  # symbolic names of dynamic dims, for messages
+    scalar: bool = False  # a Python number argument of a torch model (shape ())
+
+
+SCALAR_DTYPES = {"int": "int64", "float": "float64", "bool": "bool"}
+
+
+@dataclass(frozen=True)
+class Param:
+    """One argument of a torch model's forward(): kind is tensor, int, float, bool or other."""
+
+    name: str
+    kind: str
+    required: bool
+
+    @property
+    def scalar(self) -> bool:
+        return self.kind in SCALAR_DTYPES
 
 
 @dataclass
@@ -40,6 +57,12 @@ class LoadedModel:
     entry: str = ""  # factory function name
     identity: str = ""  # set when the model has no file of its own (zoo instances)
     notes: list[str] = field(default_factory=list)
+    params: list[Param] = field(default_factory=list)  # forward()'s arguments, torch models
+    reload: Any = None  # () -> a freshly loaded LoadedModel (load_model sets it)
+
+    def fresh(self) -> LoadedModel:
+        """The same model loaded anew: a module that keeps state between calls starts over."""
+        return self.reload() if self.reload is not None else self
 
     @property
     def is_torch(self) -> bool:
@@ -151,7 +174,45 @@ class TorchScriptLoader(Loader):
         except Exception as e:
             raise AuditorError(f"{path}: not a readable TorchScript archive ({first_line(e)})")
         # TorchScript keeps no input shapes: they come from --input-shape.
-        return LoadedModel(path, self.name, [], module=module)
+        return LoadedModel(path, self.name, [], module=module, params=_script_params(module))
+
+
+def _script_params(module) -> list[Param]:
+    try:
+        arguments = module.forward.schema.arguments[1:]  # [0] is self
+    except Exception:  # noqa: BLE001 - a module without a scripted forward: nothing known
+        return []
+    kinds = {"Tensor": "tensor", **{k: k for k in SCALAR_DTYPES}}
+    return [Param(a.name, kinds.get(str(a.type), "other"), not a.has_default_value()) for a in arguments]
+
+
+def module_params(module) -> list[Param]:
+    """forward()'s arguments from its signature; an annotation (or a default) of int, float
+    or bool makes a Python number argument."""
+    import inspect
+
+    try:
+        signature = inspect.signature(module.forward)
+    except (TypeError, ValueError):
+        return []
+    params = []
+    for p in signature.parameters.values():
+        if p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
+            break
+        hint = p.annotation if p.annotation is not p.empty else (
+            type(p.default) if p.default is not p.empty and p.default is not None else None)
+        name = hint if isinstance(hint, str) else getattr(hint, "__name__", "")
+        kind = name if name in SCALAR_DTYPES else "tensor"
+        params.append(Param(p.name, kind, p.default is p.empty))
+    return params
+
+
+def _example_info(position: int, value, params: list[Param]) -> InputInfo:
+    """An example argument of a factory: a tensor, or a Python number (scalar)."""
+    if isinstance(value, (bool, int, float)):
+        name = params[position].name if position < len(params) else f"input_{position}"
+        return InputInfo(name, (), SCALAR_DTYPES[type(value).__name__], scalar=True)
+    return InputInfo(f"input_{position}", tuple(value.shape), _dtype_name(value.dtype))
 
 
 class PickleLoader(Loader):
@@ -176,7 +237,7 @@ class PickleLoader(Loader):
                 f"{path} holds a {type(obj).__name__}, not a torch.nn.Module "
                 "(a state_dict needs the model's code: use a python factory file.py:make_model)"
             )
-        return LoadedModel(path, self.name, [], module=obj.eval())
+        return LoadedModel(path, self.name, [], module=obj.eval(), params=module_params(obj))
 
 
 class FactoryLoader(Loader):
@@ -212,12 +273,11 @@ class FactoryLoader(Loader):
         examples = examples if examples is not None else getattr(made, "example_inputs", None)
         if examples is not None:
             examples = list(examples) if isinstance(examples, (tuple, list)) else [examples]
-        inputs = [
-            InputInfo(f"input_{i}", tuple(t.shape), _dtype_name(t.dtype))
-            for i, t in enumerate(examples or [])
-        ]
+        params = module_params(made)
+        inputs = [_example_info(i, t, params) for i, t in enumerate(examples or [])]
         return LoadedModel(
-            path, self.name, inputs, module=made.eval(), example_inputs=examples, entry=entry
+            path, self.name, inputs, module=made.eval(), example_inputs=examples, entry=entry,
+            params=params,
         )
 
 
@@ -245,7 +305,9 @@ class OnnxLoader(Loader):
                 dims.append(d.dim_value if static else None)
                 names.append(None if static else (d.dim_param or "?"))
             dtype = onnx.helper.tensor_dtype_to_np_dtype(tt.elem_type).name
-            inputs.append(InputInfo(vi.name, tuple(dims), dtype, tuple(names)))
+            # no shape field: rank unknown (None), unlike a 0-d scalar input (shape ())
+            shape = tuple(dims) if tt.HasField("shape") else None
+            inputs.append(InputInfo(vi.name, shape, dtype, tuple(names)))
         return LoadedModel(path, self.name, inputs, onnx_model=model)
 
 
@@ -273,7 +335,8 @@ def load_zoo(spec: str) -> LoadedModel:
     inputs = [InputInfo(f"input_{i}", tuple(t.shape), str(t.dtype).removeprefix("torch."))
               for i, t in enumerate(args)]
     return LoadedModel(Path(zoo.spec_string(fam.name, params)), "zoo", inputs, module=module,
-                       example_inputs=args, identity=zoo.identity(fam.name, params))
+                       example_inputs=args, identity=zoo.identity(fam.name, params),
+                       reload=lambda: load_zoo(spec))
 
 
 def load_model(spec: str, trust_pickle: bool = False) -> LoadedModel:
@@ -287,7 +350,9 @@ def load_model(spec: str, trust_pickle: bool = False) -> LoadedModel:
     suffix = path.suffix.lower()
     for loader in LOADERS:
         if suffix in loader.suffixes:
-            return loader.load(path, entry, trust_pickle)
+            model = loader.load(path, entry, trust_pickle)
+            model.reload = lambda: load_model(spec, trust_pickle)
+            return model
     known = sorted(s for loader in LOADERS for s in loader.suffixes)
     raise AuditorError(f"{path}: unknown model format {suffix or '(no suffix)'!r}; takes {', '.join(known)}")
 

@@ -18,6 +18,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from auditor import state
 from auditor.children import dies_with_me, worker_env
 from auditor.errors import AuditorError
 from auditor.export import prepare_bundle, write_reference
@@ -65,6 +66,8 @@ class ModelRequest:
     inputs_file: Path | None = None
     labels_file: Path | None = None
     trust_pickle: bool = False
+    args: list[str] = field(default_factory=list)  # --arg name=value: number arguments
+    stream_state: list[str] = field(default_factory=list)  # --stream-state OUT:IN
 
 
 def _read_phases(stream, q: queue.Queue) -> None:
@@ -124,19 +127,35 @@ class Prepared:
     data_dir: Path
     inputs_digest: str
     inputs_source: str
+    # set when outputs are checked over a sequence of calls (a model with state)
+    sequence: dict | None = None
+    stream_state: list[str] = field(default_factory=list)
 
 
 def prepare(request: ModelRequest, store: Store) -> Prepared:
-    """Load, build inputs, export once and write the reference; store the graph."""
+    """Load, build inputs, look for state, export once and write the reference; store the graph."""
     import onnx
 
     model = load_model(request.spec, trust_pickle=request.trust_pickle)
-    inputs = build_inputs(model, request.input_shapes, request.inputs_file, request.labels_file)
+    inputs = build_inputs(model, request.input_shapes, request.inputs_file, request.labels_file,
+                          request.args)
+    found = state.detect(model, inputs)
+    if found["kind"] != "none":
+        model = model.fresh()  # the detection's calls moved its state on
     bundle = prepare_bundle(model, inputs, store.dir)
-    data_dir = write_reference(model, inputs, bundle)
+    if bundle.state != found:
+        bundle.state = found
+        bundle.save()
+    pairs = state.parse_stream_pairs(request.stream_state, bundle)
+    data_dir = write_reference(model.fresh() if found["kind"] != "none" else model, inputs, bundle)
+    sequence = None
+    if pairs or found["kind"] != "none":
+        path = state.write_sequence_reference(model, inputs, data_dir, pairs)
+        sequence = {"file": str(path), "stream": pairs}
     nodes = node_table(onnx.load(str(bundle.path("onnx")))) if "onnx" in bundle.files else []
     store.add_model(bundle, str(model.source), model.format, nodes)
-    return Prepared(str(model.source), model.format, bundle, data_dir, inputs.digest(), inputs.source)
+    return Prepared(str(model.source), model.format, bundle, data_dir, inputs.digest(), inputs.source,
+                    sequence, list(request.stream_state))
 
 
 def resolve_device(settings: AuditSettings):
@@ -178,6 +197,8 @@ def audit_variants(prepared: Prepared, variants: list[registry.Variant], setting
         # A native-runner measurement is another run than the Python harness's of the same
         # options on the same device: it gets its own resume key.
         key = options_key(options if harness == "python" else {**options, "_harness": harness})
+        if prepared.stream_state:  # a streamed loop is another measurement than single calls
+            key = options_key({**options, "_key": key, "_stream": prepared.stream_state})
         if settings.resume:
             done = store.completed_run(bundle.model_hash, prepared.inputs_digest, variant.compiler,
                                        key, device.spec)
@@ -190,7 +211,8 @@ def audit_variants(prepared: Prepared, variants: list[registry.Variant], setting
             audit_id=audit_id, model_hash=bundle.model_hash, inputs_digest=prepared.inputs_digest,
             compiler=variant.compiler, variant=variant.label, options=options, options_key=key,
             target=target.to_dict(), device=device.spec, emulated=device.emulated, host=facts,
-            settings={**settings.to_dict(), "harness": harness, "target": target.name},
+            settings={**settings.to_dict(), "harness": harness, "target": target.name,
+                      "stream_state": prepared.stream_state},
         )
         workdir = store.run_dir(run_id)
         workdir.mkdir(parents=True)
@@ -205,6 +227,7 @@ def audit_variants(prepared: Prepared, variants: list[registry.Variant], setting
             "profile_runs": settings.profile_runs, "budget_us": settings.budget_us,
             "tolerance": {"atol": settings.atol, "rtol": settings.rtol},
             "memory_interval_s": settings.memory_interval_s,
+            "sequence": prepared.sequence,
         }
         code, timed_out = run_worker(
             job, settings.timeout_s, lambda phase: progress and progress(variant.label, phase))

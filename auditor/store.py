@@ -27,7 +27,7 @@ SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS models (
     model_hash TEXT PRIMARY KEY, source TEXT, format TEXT, inputs TEXT, outputs TEXT,
-    files TEXT, problems TEXT, bundle_dir TEXT, created_at REAL);
+    files TEXT, problems TEXT, bundle_dir TEXT, created_at REAL, state TEXT);
 CREATE TABLE IF NOT EXISTS onnx_nodes (
     model_hash TEXT, node_index INTEGER, name TEXT, op_type TEXT, domain TEXT,
     inputs TEXT, outputs TEXT, input_shapes TEXT, output_shapes TEXT, attrs TEXT, fx_node TEXT,
@@ -110,6 +110,9 @@ class Store:
         except sqlite3.DatabaseError as e:
             raise AuditorError(f"{self.path}: not a usable results store ({first_line(e)})")
         self._check_version()
+        columns = {r[1] for r in self.db.execute("PRAGMA table_info(models)")}
+        if "state" not in columns:  # a store written before state was recorded
+            self.db.execute("ALTER TABLE models ADD COLUMN state TEXT")
 
     def _check_version(self) -> None:
         row = self.db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
@@ -134,11 +137,13 @@ class Store:
         with self.db:
             self.db.execute("BEGIN")
             self.db.execute(
-                "INSERT OR IGNORE INTO models VALUES (?,?,?,?,?,?,?,?,?)",
+                "INSERT OR IGNORE INTO models VALUES (?,?,?,?,?,?,?,?,?,?)",
                 (bundle.model_hash, source, fmt, _json([s.to_dict() for s in bundle.inputs]),
                  _json([s.to_dict() for s in bundle.outputs]), _json(bundle.files),
-                 _json(bundle.problems), str(bundle.directory), time.time()),
+                 _json(bundle.problems), str(bundle.directory), time.time(), _json(bundle.state)),
             )
+            self.db.execute("UPDATE models SET state=? WHERE model_hash=?",
+                            (_json(bundle.state), bundle.model_hash))
             self.db.executemany(
                 "INSERT OR IGNORE INTO onnx_nodes VALUES (?,?,?,?,?,?,?,?,?,?,?)",
                 [(bundle.model_hash, n["index"], n["name"], n["op_type"], n["domain"],
@@ -322,6 +327,11 @@ class Store:
 
     def model(self, model_hash: str) -> sqlite3.Row | None:
         return self.db.execute("SELECT * FROM models WHERE model_hash=?", (model_hash,)).fetchone()
+
+    def model_state(self, model_hash: str) -> dict:
+        """auditor.state.detect's finding for the model ({} when not recorded)."""
+        row = self.db.execute("SELECT state FROM models WHERE model_hash=?", (model_hash,)).fetchone()
+        return json.loads(row[0]) if row and row[0] else {}
 
 
 def _alive(pid: int) -> bool:

@@ -8,6 +8,7 @@ import math
 from tabulate import tabulate
 
 from auditor.store import Store
+from reports.run_page import describe_state
 
 SUMMARY_KEYS = (
     "run_id", "audit_id", "model_hash", "variant", "compiler", "compiler_version", "device",
@@ -32,7 +33,11 @@ def run_summary(store: Store, row) -> dict:
     snrs = [a["snr_db"] for a in accuracy if a["snr_db"] is not None]
     summary["max_abs_err"] = max(errors) if errors else None
     summary["snr_db"] = _finite(min(snrs)) if snrs else None
-    summary["timing_loop"] = json.loads(row["settings"] or "{}").get("timing_loop")
+    settings = json.loads(row["settings"] or "{}")
+    summary["timing_loop"] = settings.get("timing_loop")
+    summary["model_state"] = store.model_state(row["model_hash"])
+    summary["stream_state"] = settings.get("stream_state") or []
+    summary["state"] = describe_state(summary["model_state"], summary["stream_state"])
     attribution = store.attribution(row["run_id"])
     summary["per_op_method"] = attribution["method"] if attribution else None
     summary["per_op_sum_to_whole"] = attribution["sum_to_whole"] if attribution else None
@@ -71,7 +76,9 @@ def table(summaries: list[dict]) -> str:
                     else s["verdict"]) if s["verdict"] else "—"
         per_op = (f"{s['per_op_sum_to_whole']:.2f} ({s['per_op_method']})"
                   if s["per_op_sum_to_whole"] is not None else "—")
-        status = s["status"] + (" [emulated]" if s["emulated"] else "")
+        status = s["status"] + (" [emulated]" if s["emulated"] else "") + (
+            " [stateful]" if s.get("model_state", {}).get("kind") == "internal" else "") + (
+            " [streamed]" if s.get("stream_state") else "")
         if s["status"] not in ("ok",) and s["reason"]:
             status += f": {s['reason'][:70]}"
         rows.append([

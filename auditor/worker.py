@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from auditor import accuracy, deadline
+from auditor import accuracy, deadline, state
 from auditor.children import dies_with_me
 from auditor.errors import first_line
 from auditor.inputs import InputSet
@@ -59,20 +59,48 @@ def _reference(data_dir: Path, examples: int, outputs: int) -> list[list[np.ndar
         return [[z[f"e{i}_{j}"] for j in range(outputs)] for i in range(examples)]
 
 
-def _check_outputs(store, run_id, job, bundle, reference, actual, inputs) -> tuple[bool, list[dict]]:
-    """Every example's outputs against the reference; a wrong count or shape, NaN or inf
-    where the reference has a number is never a pass."""
+def _check_outputs(store, run_id, job, bundle, reference, actual, inputs,
+                   sequence: bool = False) -> tuple[bool, list[dict]]:
+    """Every example's outputs against the reference (with sequence: every call of a
+    sequence from a fresh load); a wrong count or shape, NaN or inf where the reference has
+    a number is never a pass."""
     tol = accuracy.Tolerance(**job["tolerance"])
+    compare = accuracy.compare_sequence if sequence else accuracy.compare_all
     if any(len(a) != len(bundle.outputs) for a in actual):
         rows = [{"output": "*", "passed": False, "max_abs_err": None, "rmse": None, "snr_db": None,
                  "reason": f"{len(actual[0])} outputs, reference has {len(bundle.outputs)}"}]
     else:
-        rows = accuracy.compare_all(reference, actual, [o.name for o in bundle.outputs], tol)
+        rows = compare(reference, actual, [o.name for o in bundle.outputs], tol)
     store.add_accuracy(run_id, rows)
     passed = all(r["passed"] for r in rows)
-    task = accuracy.task_accuracy(actual, inputs.labels) if inputs.labels is not None else None
+    labelled = actual[:len(inputs.examples)]  # a sequence's first calls are the examples
+    task = accuracy.task_accuracy(labelled, inputs.labels) if inputs.labels is not None else None
     store.update_run(run_id, accuracy_passed=int(passed), task_accuracy=task)
     return passed, rows
+
+
+def _call(runnable):
+    """One call with given inputs -> its outputs (a step of state.run_sequence)."""
+    def step(arrays):
+        runnable.set_inputs(arrays)
+        runnable.run()
+        return runnable.outputs()
+    return step
+
+
+def _streamed(runnable, arrays, pairs):
+    """The timed call of a streaming model: run, then feed each state output back as the
+    next call's input, as an audio callback does."""
+    current = list(arrays)
+    runnable.set_inputs(current)
+
+    def step():
+        runnable.run()
+        outs = runnable.outputs()
+        for o, i in pairs:
+            current[i] = outs[o]
+        runnable.set_inputs(current)
+    return step
 
 
 def _store_profile(store, run_id, profile, whole_p50_us: float) -> None:
@@ -109,6 +137,12 @@ def _measure_native(store, run_id, job, compiler, artifact, bundle, inputs, refe
     from device_runner.devices import parse_device
     from device_runner.native import RunnerSettings, op_profile, run_program
 
+    sequence = job.get("sequence")
+    if sequence:  # its outputs after a timed loop say nothing call by call
+        what = ("feed state outputs back (--stream-state)" if sequence["stream"] else
+                "start a model that keeps state inside afresh to check its outputs call by call")
+        store.set_status(run_id, "skipped", f"the native runner cannot {what}; use --harness python")
+        return None, None
     with captured_output(log):
         program = compiler.native_program(artifact)
     if program is None:
@@ -220,8 +254,13 @@ def run_job(job: dict) -> None:
         stage = "measure"
         _phase(stage)
         settings = TimingSettings(**job["timing"])
+        sequence = job.get("sequence")
+        timed, timed_runs, loop = runnable.run, runnable.timed_runs, runnable.timing_loop or PYTHON_LOOP
+        if sequence and sequence["stream"]:
+            timed, timed_runs = _streamed(runnable, inputs.timing_inputs, sequence["stream"]), None
+            loop = f"{PYTHON_LOOP}; each call's state output(s) fed back as the next call's input(s)"
         with RssSampler(job["memory_interval_s"]) as sampler:
-            timings = time_calls(runnable.run, settings, runnable.timed_runs)
+            timings = time_calls(timed, settings, timed_runs)
         store.add_samples(run_id, timings.samples_ns)
         store.add_memory_samples(run_id, sampler.samples)
         stats = latency_stats(timings.samples_ns)
@@ -230,17 +269,21 @@ def run_job(job: dict) -> None:
             runtime_memory=runnable.memory_info(), **stats, **sampler.summary(),
             **deadline.audit(timings.samples_ns, job["budget_us"]),
             settings={**json.loads(store.run(run_id)["settings"]),
-                      "timing_loop": runnable.timing_loop or PYTHON_LOOP},
+                      "timing_loop": loop},
         )
 
         stage = "check outputs"
         _phase("check")
-        actual = []
-        for example in inputs.examples:
-            runnable.set_inputs(example)
-            runnable.run()
-            actual.append(runnable.outputs())
-        passed, rows = _check_outputs(store, run_id, job, bundle, reference, actual, inputs)
+        if sequence:  # state: consecutive calls from a fresh load against the reference's
+            reference = state.read_sequence(Path(sequence["file"]), len(bundle.outputs))
+            with captured_output(log):
+                fresh = compiler.load(artifact, bundle)
+            actual = state.run_sequence(_call(fresh), inputs.examples, len(reference), sequence["stream"])
+            fresh.close()
+        else:
+            actual = [_call(runnable)(example) for example in inputs.examples]
+        passed, rows = _check_outputs(store, run_id, job, bundle, reference, actual, inputs,
+                                      sequence=bool(sequence))
 
         if job["profile_runs"] > 0 and cls.per_op_method:
             stage = "per-op profile"

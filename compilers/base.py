@@ -62,13 +62,17 @@ class TensorSpec:
     name: str
     shape: tuple[int, ...]
     dtype: str  # numpy dtype name, e.g. "float32"
+    # a Python number argument of a torch model (forward(x, sr: int)): torch gets a Python
+    # int/float, an ONNX graph a 0-d tensor (or the exporter made it a constant)
+    scalar: bool = False
 
     def to_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "shape": list(self.shape), "dtype": self.dtype}
+        d = {"name": self.name, "shape": list(self.shape), "dtype": self.dtype}
+        return {**d, "scalar": True} if self.scalar else d
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> TensorSpec:
-        return cls(d["name"], tuple(int(s) for s in d["shape"]), d["dtype"])
+        return cls(d["name"], tuple(int(s) for s in d["shape"]), d["dtype"], bool(d.get("scalar", False)))
 
 
 @dataclass
@@ -79,6 +83,7 @@ class ModelBundle:
     "onnx" is the canonical graph (simplified, shape-inferred, every node uniquely named;
     per-op rows refer to these node names), "torch-export" a static torch.export program,
     "torchscript" the user's TorchScript archive. `problems` says why a format is missing.
+    `state` says whether the model keeps state between calls (auditor.state.detect).
     """
 
     model_hash: str
@@ -87,6 +92,7 @@ class ModelBundle:
     outputs: list[TensorSpec]
     files: dict[str, str] = field(default_factory=dict)
     problems: dict[str, str] = field(default_factory=dict)
+    state: dict[str, Any] = field(default_factory=dict)
 
     META = "bundle.json"
 
@@ -103,6 +109,7 @@ class ModelBundle:
             "outputs": [t.to_dict() for t in self.outputs],
             "files": self.files,
             "problems": self.problems,
+            "state": self.state,
         }
         (self.directory / self.META).write_text(json.dumps(meta, indent=2))
 
@@ -116,6 +123,7 @@ class ModelBundle:
             outputs=[TensorSpec.from_dict(d) for d in meta["outputs"]],
             files=meta["files"],
             problems=meta["problems"],
+            state=meta.get("state", {}),
         )
 
 
@@ -248,6 +256,8 @@ class Compiler(ABC):
     default_variants: ClassVar[tuple[dict[str, Any], ...]] = ({},)
     per_op_method: ClassVar[str | None] = None
     install_hint: ClassVar[str] = ""
+    # takes a model's Python number arguments (TensorSpec.scalar) as they are given
+    takes_scalars: ClassVar[bool] = False
 
     @classmethod
     @abstractmethod
@@ -287,6 +297,10 @@ class Compiler(ABC):
             return f"{self.name} needs {' or '.join(self.accepts)}, which this model lacks" + (
                 f" ({why})" if why else ""
             )
+        scalars = [s.name for s in bundle.inputs if s.scalar]
+        if scalars and not self.takes_scalars:
+            return (f"{self.name} cannot take the model's non-tensor argument(s) "
+                    f"{', '.join(scalars)} (a Python number in forward())")
         return None
 
     @abstractmethod

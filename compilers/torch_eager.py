@@ -7,19 +7,29 @@ import numpy as np
 from compilers.base import Artifact, Compiler, OptionSpec, Runnable
 
 
+def torch_args(specs, arrays) -> tuple:
+    """The call's arguments: tensors, and a Python number where the model takes one (sr: int)."""
+    import torch
+
+    return tuple(a.item() if spec.scalar else torch.from_numpy(np.ascontiguousarray(a))
+                 for spec, a in zip(specs, arrays))
+
+
 class TorchRunnable(Runnable):
-    def __init__(self, module, threads: int):
+    def __init__(self, module, threads: int, specs=()):
         import torch
 
         torch.set_num_threads(threads)
         torch.set_grad_enabled(False)  # this process only times inference
         self.torch = torch
         self.module = module
+        self.specs = list(specs)
         self._args: tuple = ()
         self._out = None
 
     def set_inputs(self, arrays):
-        self._args = tuple(self.torch.from_numpy(np.ascontiguousarray(a)) for a in arrays)
+        self._args = torch_args(self.specs, arrays) if self.specs else \
+            tuple(self.torch.from_numpy(np.ascontiguousarray(a)) for a in arrays)
 
     def run(self):
         self._out = self.module(*self._args)
@@ -56,6 +66,7 @@ class TorchEager(Compiler):
     options = {"threads": OptionSpec(1, "torch.set_num_threads (the board has one core)")}
     install_hint = "pip install torch==2.13.0"
     per_op_method = "fx-node-timer"
+    takes_scalars = True
 
     @classmethod
     def available(cls):
@@ -83,7 +94,7 @@ class TorchEager(Compiler):
             module = torch.export.load(artifact.files["torch-export"]).module()
         else:
             module = torch.jit.load(artifact.files["torchscript"], map_location="cpu").eval()
-        return TorchRunnable(module, artifact.options["threads"])
+        return TorchRunnable(module, artifact.options["threads"], bundle.inputs)
 
     def profile_ops(self, artifact, bundle, inputs, runs):
         if "torch-export" not in artifact.files:
@@ -93,5 +104,5 @@ class TorchEager(Compiler):
         from compilers.fx_timing import profile_fx
 
         module = torch.export.load(artifact.files["torch-export"]).module()
-        args = tuple(torch.from_numpy(np.ascontiguousarray(a)) for a in inputs)
+        args = torch_args(bundle.inputs, inputs)
         return profile_fx(module, args, runs, artifact.kernel_map)

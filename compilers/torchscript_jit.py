@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from compilers.base import Artifact, Compiler, OptionSpec
-from compilers.torch_eager import TorchRunnable, torch_available
+from compilers.torch_eager import TorchRunnable, torch_available, torch_args
 
 
 class TorchScriptJit(Compiler):
@@ -22,6 +22,7 @@ class TorchScriptJit(Compiler):
         "optimize": OptionSpec(True, "torch.jit.freeze + optimize_for_inference"),
     }
     install_hint = "pip install torch==2.13.0"
+    takes_scalars = True
 
     @classmethod
     def available(cls):
@@ -36,7 +37,7 @@ class TorchScriptJit(Compiler):
             origin = "the user's TorchScript archive"
         else:
             module = torch.export.load(str(bundle.path("torch-export"))).module()
-            args = tuple(torch.from_numpy(np.zeros(s.shape, dtype=s.dtype)) for s in bundle.inputs)
+            args = torch_args(bundle.inputs, [np.zeros(s.shape, dtype=s.dtype) for s in bundle.inputs])
             scripted = torch.jit.trace(module, args, check_trace=False)
             origin = "torch.jit.trace of the torch.export program"
         if options["optimize"]:
@@ -70,4 +71,4 @@ class TorchScriptJit(Compiler):
         import torch
 
         module = torch.jit.load(str(artifact.path("torchscript")), map_location="cpu")
-        return TorchRunnable(module, artifact.options["threads"])
+        return TorchRunnable(module, artifact.options["threads"], bundle.inputs)

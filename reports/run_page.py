@@ -13,6 +13,15 @@ from auditor.store import Store
 _env = Environment(loader=PackageLoader("reports", "templates"), autoescape=select_autoescape())
 
 
+def describe_state(model_state: dict | None, stream: list[str]) -> str | None:
+    """One phrase for tables and pages on the state a model carries between calls (None: none)."""
+    if stream:
+        return f"streamed state ({', '.join(s.replace(':', ' -> ') for s in stream)})"
+    if model_state and model_state.get("kind") == "internal":
+        return "stateful (state kept inside the module)"
+    return None
+
+
 def histogram_svg(samples_us: np.ndarray, budget_us: float | None, width=640, height=180, bins=60) -> str:
     """Latency histogram as inline SVG, with the deadline drawn when it is in range."""
     if samples_us.size == 0:
@@ -54,7 +63,10 @@ def run_context(store: Store, run_id: str) -> dict:
     samples = np.array([r["latency_ns"] for r in store.rows("samples", run["run_id"])], dtype=np.float64) / 1e3
     attribution = store.attribution(run["run_id"])
     memory = json.loads(run["runtime_memory"] or "{}")
+    settings = json.loads(run["settings"] or "{}")
     return {
+        "state": describe_state(store.model_state(run["model_hash"]), settings.get("stream_state") or []),
+        "model_state": store.model_state(run["model_hash"]),
         "settings": json.loads(run["settings"] or "{}"),
         "runner": memory if "runner" in memory else None,
         "profiles": profiles_of(store, run),

@@ -20,7 +20,7 @@ from auditor.timing import TimingSettings
 from auditor.commands.variants import parse_compiler_specs
 from auditor.commands.options import RESULTS_DIR
 from compilers.base import TARGETS
-from reports.run_page import write_run_page
+from reports.run_page import describe_state, write_run_page
 
 PHASES = ("compile", "measure", "check", "profile", "finished")
 
@@ -33,6 +33,11 @@ def compile_all(
     input_shape: list[str] = typer.Option([], "--input-shape", help="[name:]d0,d1,... (repeatable)"),
     inputs: Path = typer.Option(None, "--inputs", help=".npz of input arrays (with --labels: a leading example axis)"),
     labels: Path = typer.Option(None, "--labels", help=".npy of class labels for task accuracy"),
+    arg: list[str] = typer.Option([], "--arg", help="name=value of a number argument (forward(x, sr: int)) "
+                                  "or a 0-d ONNX input (repeatable)"),
+    stream_state: list[str] = typer.Option(
+        [], "--stream-state", help="OUTPUT:INPUT: feed this state output back as the next call's input, "
+        "when timing and when checking a sequence of calls (repeatable)"),
     trust_pickle: bool = typer.Option(False, "--trust-pickle", help="allow unpickling a plain torch.save'd module"),
     results_dir: Path = RESULTS_DIR,
     runs: int = typer.Option(1000, min=1, help="timed runs"),
@@ -74,7 +79,8 @@ def compile_all(
     if stale:
         console.print(f"{stale} run(s) left unfinished by an earlier audit marked interrupted")
     with console.status("loading, exporting and running the reference"):
-        prepared = prepare(ModelRequest(model, input_shape, inputs, labels, trust_pickle), store)
+        prepared = prepare(ModelRequest(model, input_shape, inputs, labels, trust_pickle, arg, stream_state),
+                           store)
     command = shlex.join(["auditor", *sys.argv[1:]])
     with Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(),
                   TextColumn("{task.fields[phase]}"), TimeElapsedColumn(), console=console) as bar:
@@ -89,10 +95,13 @@ def compile_all(
     pages = [write_run_page(store, r) for r in run_ids]
     if as_json:
         print(json.dumps({"model": prepared.model_source, "model_hash": prepared.bundle.model_hash,
+                          "state": prepared.bundle.state, "stream_state": prepared.stream_state,
                           "budget_us": settings.budget_us, "runs": summaries,
                           "reports": [str(p) for p in pages]}, indent=2, default=str))
     else:
-        print(f"model {prepared.model_source} ({prepared.model_format}, hash {prepared.bundle.model_hash}); "
+        held = describe_state(prepared.bundle.state, prepared.stream_state)
+        print(f"model {prepared.model_source} ({prepared.model_format}, hash {prepared.bundle.model_hash}"
+              f"{'; ' + held + ', outputs checked over a sequence of calls from a fresh load' if held else ''}); "
               f"deadline {settings.budget_us:.1f} µs; device {device}")
         print(table(summaries))
         print(f"results: {store.path}; pages: {pages[0].parent if pages else '-'}")

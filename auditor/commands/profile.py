@@ -37,6 +37,7 @@ def profile(
     seconds: float = typer.Option(5.0, min=0.1, help="how long the runner loops under perf"),
     frequency: int = typer.Option(999, min=1, help="samples per second"),
     input_shape: list[str] = typer.Option([], "--input-shape", help="[name:]d0,d1,... (repeatable)"),
+    arg: list[str] = typer.Option([], "--arg", help="name=value of a number argument or 0-d ONNX input (repeatable)"),
     trust_pickle: bool = typer.Option(False, "--trust-pickle", help="allow unpickling a plain torch.save'd module"),
     results_dir: Path = RESULTS_DIR,
     top: int = typer.Option(15, min=1, help="functions to list"),
@@ -60,7 +61,7 @@ def profile(
     dev, target_name, _ = resolve_device(settings)
     try:
         event, event_why = choose_event(dev)  # fails early, before compiling, where perf cannot run
-        prepared = prepare(ModelRequest(model, input_shape, trust_pickle=trust_pickle), store)
+        prepared = prepare(ModelRequest(model, input_shape, trust_pickle=trust_pickle, args=arg), store)
         bundle = prepared.bundle
         target = TARGETS[target_name]
         comp = cls()

@@ -45,6 +45,10 @@ def show(run_id: str = typer.Argument(..., help="run id (a unique prefix is enou
     print(table([detail]))
     print(f"\noptions {json.dumps(detail['options'])}; target {detail['target'].get('name')}; "
           f"host {detail['host'].get('cpu_model')}; {len(detail['samples_ns'])} samples stored")
+    if detail["state"]:
+        how = detail["model_state"].get("how")
+        print(f"model state: {detail['state']}{': ' + how if how and not detail['stream_state'] else ''}; "
+              "outputs checked over a sequence of calls from a fresh load")
     if detail["per_op"]:
         a = detail["per_op_attribution"]
         print(f"\nper-op ({a['method']}, {a['runs']} runs): sum of medians {a['per_op_sum_p50_us']:.1f} µs = "
@@ -71,10 +75,12 @@ def export(results_dir: Path = RESULTS_DIR,
     else:
         buf = io.StringIO()
         writer = csv.DictWriter(buf, fieldnames=[*SUMMARY_KEYS, "target", "options", "max_abs_err", "snr_db",
-                                                 "timing_loop", "per_op_method", "per_op_sum_to_whole"])
+                                                 "timing_loop", "per_op_method", "per_op_sum_to_whole",
+                                                 "state"])
         writer.writeheader()
         for row in store.runs():
             s = run_summary(store, row)
+            s.pop("model_state"), s.pop("stream_state")  # in the CSV as the one `state` phrase
             writer.writerow({**s, "options": json.dumps(s["options"], sort_keys=True)})
         text = buf.getvalue()
     if output:
