@@ -1,19 +1,23 @@
 """Export once: a loaded model -> its bundle of interchange files, plus reference outputs.
 
 The bundle lives in `<results>/models/<model_hash>/` and is reused by later audits of the
-same model (same file, same input shapes). The reference (torch eager, or ONNX's
-reference evaluator for a bare .onnx) is ground truth for every compiler's outputs.
+same model (same file, same input shapes). The reference (torch eager, ONNX's reference
+evaluator for a bare .onnx, LiteRT's reference kernels for a .tflite) is ground truth for
+every compiler's outputs. A model published as ONNX or tflite only gets the other formats
+by conversion (auditor.convert), each labelled in `bundle.converted`.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
 from pathlib import Path
 
 import numpy as np
 
+from auditor import convert
 from auditor.errors import AuditorError, first_line
 from auditor.inputs import InputSet
 from auditor.loaders import LoadedModel
@@ -45,6 +49,14 @@ def reference_outputs(model: LoadedModel, example: list[np.ndarray]) -> list[np.
             raise AuditorError(f"the model rejects inputs of shape {shapes}: {first_line(e)}")
         leaves, _ = tree_flatten(out)
         return [leaf.detach().cpu().numpy() for leaf in leaves if hasattr(leaf, "detach")]
+    if model.format == "tflite":
+        from compilers.litert_tflite import reference_outputs as litert_reference
+
+        try:
+            with captured_output(Path(os.devnull)):
+                return litert_reference(model.source, example)
+        except Exception as e:  # noqa: BLE001 - bad shapes, unsupported ops
+            raise AuditorError(f"{model.source}: LiteRT's reference kernels cannot run it: {first_line(e)}")
     from onnx.reference import ReferenceEvaluator
 
     try:
@@ -120,6 +132,9 @@ def _export_torch(model: LoadedModel, args, directory: Path, log: Path, bundle: 
         return None, {}
 
 
+REFERENCE_NAMES = {"onnx": "the ONNX reference", "tflite": "the LiteRT reference"}
+
+
 def prepare_bundle(model: LoadedModel, inputs: InputSet, results_dir: Path) -> ModelBundle:
     """Export the model's interchange files once; reuse them when already there."""
     import onnx
@@ -132,16 +147,21 @@ def prepare_bundle(model: LoadedModel, inputs: InputSet, results_dir: Path) -> M
     log = directory / "export.log"
     bundle = ModelBundle(digest, directory, list(inputs.specs), [])
     args = inputs.timing_inputs
+    reference = reference_outputs(model, args)
     if model.is_torch:
         import torch
 
         tensors = [torch.from_numpy(np.ascontiguousarray(a)) for a in args]
         graph, pt2_names = _export_torch(model, tensors, directory, log, bundle)
+    elif model.format == "tflite":
+        shutil.copyfile(model.source, directory / "model.tflite")
+        bundle.files["tflite"] = "model.tflite"
+        graph, pt2_names = _tflite_onnx(model, directory, log, bundle), {}
     else:
         graph, pt2_names = model.onnx_model, {}
     if graph is not None:
         shapes = {s.name: list(s.shape) for s in inputs.specs}
-        if model.is_torch:  # exported input names differ from ours: rename ours to match
+        if model.format != "onnx":  # exported input names differ from ours: rename ours to match
             real = [i.name for i in graph.graph.input if i.name not in {t.name for t in graph.graph.initializer}]
             bundle.inputs = [TensorSpec(n, s.shape, s.dtype) for n, s in zip(real, inputs.specs)]
             shapes = {s.name: list(s.shape) for s in bundle.inputs}
@@ -150,16 +170,59 @@ def prepare_bundle(model: LoadedModel, inputs: InputSet, results_dir: Path) -> M
             onnx.save(graph, str(directory / "model.onnx"))
             bundle.files["onnx"] = "model.onnx"
         except Exception as e:
-            if not model.is_torch:
+            if model.format == "onnx":
                 raise AuditorError(f"{model.source}: the ONNX graph is not usable: {first_line(e)}")
-            bundle.problems["onnx"] = f"exported ONNX is invalid: {first_line(e)}"
-    bundle.outputs = _output_specs(graph if "onnx" in bundle.files else None, model, args)
+            bundle.problems["onnx"] = f"{'exported' if model.is_torch else 'converted'} ONNX is invalid: {first_line(e)}"
+            bundle.converted.pop("onnx", None)
+    if not model.is_torch and "onnx" in bundle.files:
+        _onnx_torch(model, graph, args, reference, directory, log, bundle)
+    bundle.outputs = _output_specs(graph if "onnx" in bundle.files else None, reference)
     bundle.save()
     return bundle
 
 
-def _output_specs(graph, model: LoadedModel, example) -> list[TensorSpec]:
-    outs = reference_outputs(model, example)
+def _tflite_onnx(model: LoadedModel, directory: Path, log: Path, bundle: ModelBundle):
+    """The .tflite as ONNX (tflite2onnx), labelled converted; None with the reason recorded."""
+    try:
+        return convert.tflite_to_onnx(model.source, directory / "converted.onnx", log)
+    except convert.ConversionError as e:
+        bundle.problems["onnx"] = str(e)
+        return None
+
+
+def _onnx_torch(model: LoadedModel, graph, args, reference, directory: Path, log: Path,
+                bundle: ModelBundle) -> None:
+    """Check a converted ONNX graph against the reference, then give the torch-side
+    compilers a torch.export program of it (onnx2torch). Failures are recorded reasons."""
+    what = REFERENCE_NAMES[model.format]
+    if model.format == "tflite":
+        import onnxruntime as ort
+
+        try:
+            session = ort.InferenceSession(graph.SerializeToString(), providers=["CPUExecutionProvider"])
+            feed = {s.name: a for s, a in zip(bundle.inputs, args)}
+            err = convert.max_error(session.run(None, feed), reference, "the tflite2onnx graph")
+        except Exception as e:  # noqa: BLE001 - a mismatch or a graph ONNX Runtime rejects
+            bundle.problems["onnx"] = f"the tflite2onnx graph is unusable: {first_line(e)}"
+            del bundle.files["onnx"]
+            return
+        bundle.converted["onnx"] = (f"tflite2onnx {convert.package_version('tflite2onnx')} from tflite, "
+                                    f"max err vs {what} {err:.2g}")
+    try:
+        program, err = convert.onnx_to_torch(graph, args, reference, log)
+        import torch
+
+        torch.export.save(program, str(directory / "model.pt2"))
+    except convert.ConversionError as e:
+        bundle.problems["torch-export"] = str(e)
+        return
+    origin = "the tflite2onnx graph" if model.format == "tflite" else "ONNX"
+    bundle.files["torch-export"] = "model.pt2"
+    bundle.converted["torch-export"] = (f"onnx2torch {convert.package_version('onnx2torch')} from {origin}, "
+                                        f"max err vs {what} {err:.2g}")
+
+
+def _output_specs(graph, outs: list[np.ndarray]) -> list[TensorSpec]:
     names = [o.name for o in graph.graph.output] if graph is not None else []
     if len(names) != len(outs):
         names = [f"output_{i}" for i in range(len(outs))]

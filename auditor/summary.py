@@ -11,7 +11,7 @@ from auditor.store import Store
 
 SUMMARY_KEYS = (
     "run_id", "audit_id", "model_hash", "variant", "compiler", "compiler_version", "device",
-    "emulated", "status", "reason", "n", "mean_us", "p50_us", "p95_us", "p99_us", "max_us",
+    "emulated", "status", "converted", "reason", "n", "mean_us", "p50_us", "p95_us", "p99_us", "max_us",
     "min_us", "std_us", "jitter_us", "cov", "first_us", "budget_us", "over_budget_share",
     "headroom_p99_us", "headroom_max_us", "verdict", "rss_avg_bytes", "rss_peak_bytes",
     "ru_maxrss_bytes", "accuracy_passed", "task_accuracy", "compile_s", "started_at", "finished_at",
@@ -71,7 +71,7 @@ def table(summaries: list[dict]) -> str:
                     else s["verdict"]) if s["verdict"] else "—"
         per_op = (f"{s['per_op_sum_to_whole']:.2f} ({s['per_op_method']})"
                   if s["per_op_sum_to_whole"] is not None else "—")
-        status = s["status"] + (" [emulated]" if s["emulated"] else "")
+        status = s["status"] + (" [emulated]" if s["emulated"] else "") + (" [converted]" if s["converted"] else "")
         if s["status"] not in ("ok",) and s["reason"]:
             status += f": {s['reason'][:70]}"
         rows.append([
