@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import sys
+import traceback
 import types
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
@@ -94,6 +95,16 @@ def _without_torchvision():
                 sys.modules[k] = v
 
 
+def _why(e: BaseException) -> str:
+    """`Type: message`; a bare assertion names the library line that failed instead."""
+    if str(e).strip():
+        return f"{type(e).__name__}: {first_line(e)}"
+    tb = traceback.extract_tb(e.__traceback__)
+    where = f" at {Path(tb[-1].filename).parent.name}/{Path(tb[-1].filename).name}:{tb[-1].lineno} " \
+            f"({tb[-1].line})" if tb else ""
+    return f"{type(e).__name__}{where}"
+
+
 def _onnx2torch():
     try:
         with _without_torchvision():
@@ -153,17 +164,17 @@ def onnx_to_torch(onnx_model, example: list[np.ndarray], reference: list[np.ndar
         try:
             module = onnx2torch.convert(onnx_model).eval()
         except Exception as e:  # noqa: BLE001 - any converter failure is the recorded reason
-            raise ConversionError(f"onnx2torch cannot convert it: {type(e).__name__}: {first_line(e)}")
+            raise ConversionError(f"onnx2torch cannot convert it: {_why(e)}")
         try:
             with torch.no_grad():
                 converted = _flat(module(*tensors))
         except Exception as e:  # noqa: BLE001
-            raise ConversionError(f"the onnx2torch module fails to run: {type(e).__name__}: {first_line(e)}")
+            raise ConversionError(f"the onnx2torch module fails to run: {_why(e)}")
         err = max_error(converted, reference, "the onnx2torch module")
         try:
             program = _static_program(module, tensors)
         except Exception as e:  # noqa: BLE001
-            raise ConversionError(f"torch.export of the onnx2torch module failed: {type(e).__name__}: {first_line(e)}")
+            raise ConversionError(f"torch.export of the onnx2torch module failed: {_why(e)}")
         with torch.no_grad():
             exported = _flat(program.module()(*tensors))
     return program, max(err, max_error(exported, reference, "the exported onnx2torch program"))
@@ -182,4 +193,4 @@ def tflite_to_onnx(tflite_path: Path, onnx_path: Path, log: Path):
             tflite2onnx.convert(str(tflite_path), str(onnx_path))
             return onnx.load(str(onnx_path))
         except Exception as e:  # noqa: BLE001 - AssertionError and NotImplementedError included
-            raise ConversionError(f"tflite2onnx cannot convert it: {type(e).__name__}: {first_line(e)}")
+            raise ConversionError(f"tflite2onnx cannot convert it: {_why(e)}")

@@ -176,6 +176,8 @@ def prepare_bundle(model: LoadedModel, inputs: InputSet, results_dir: Path) -> M
             bundle.converted.pop("onnx", None)
     if not model.is_torch and "onnx" in bundle.files:
         _onnx_torch(model, graph, args, reference, directory, log, bundle)
+    elif not model.is_torch:
+        bundle.problems["torch-export"] = f"converted from ONNX, which is missing ({bundle.problems['onnx']})"
     bundle.outputs = _output_specs(graph if "onnx" in bundle.files else None, reference)
     bundle.save()
     return bundle
