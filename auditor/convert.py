@@ -154,15 +154,20 @@ def _static_program(module, tensors):
 
 
 def onnx_to_torch(onnx_model, example: list[np.ndarray], reference: list[np.ndarray], log: Path):
-    """(torch.export program, its max abs error vs the reference) for an ONNX graph with
-    static input shapes; the converted module and the exported program are both checked."""
+    """(torch.export program, its max abs error vs the reference, the exact graph rewrites
+    made first as "N x what") for an ONNX graph with static input shapes; the converted
+    module and the exported program are both checked."""
     import torch
+
+    from auditor import onnx_rewrite
 
     onnx2torch = _onnx2torch()
     tensors = [torch.from_numpy(np.ascontiguousarray(a)) for a in example]
+    rewritten, made = onnx_rewrite.for_onnx2torch(onnx_model)
+    rewrites = [f"{n} x {what}" for what, n in made.items()]
     with captured_output(log):
         try:
-            module = onnx2torch.convert(onnx_model).eval()
+            module = onnx2torch.convert(rewritten).eval()
         except Exception as e:  # noqa: BLE001 - any converter failure is the recorded reason
             raise ConversionError(f"onnx2torch cannot convert it: {_why(e)}")
         try:
@@ -177,7 +182,7 @@ def onnx_to_torch(onnx_model, example: list[np.ndarray], reference: list[np.ndar
             raise ConversionError(f"torch.export of the onnx2torch module failed: {_why(e)}")
         with torch.no_grad():
             exported = _flat(program.module()(*tensors))
-    return program, max(err, max_error(exported, reference, "the exported onnx2torch program"))
+    return program, max(err, max_error(exported, reference, "the exported onnx2torch program")), rewrites
 
 
 def tflite_to_onnx(tflite_path: Path, onnx_path: Path, log: Path):

@@ -211,7 +211,7 @@ def _onnx_torch(model: LoadedModel, graph, args, reference, directory: Path, log
         bundle.converted["onnx"] = (f"tflite2onnx {convert.package_version('tflite2onnx')} from tflite, "
                                     f"max err vs {what} {err:.2g}")
     try:
-        program, err = convert.onnx_to_torch(graph, args, reference, log)
+        program, err, rewrites = convert.onnx_to_torch(graph, args, reference, log)
         import torch
 
         torch.export.save(program, str(directory / "model.pt2"))
@@ -220,7 +220,8 @@ def _onnx_torch(model: LoadedModel, graph, args, reference, directory: Path, log
         return
     origin = "the tflite2onnx graph" if model.format == "tflite" else "ONNX"
     bundle.files["torch-export"] = "model.pt2"
-    bundle.converted["torch-export"] = (f"onnx2torch {convert.package_version('onnx2torch')} from {origin}, "
+    exact = f" after exact rewrites ({'; '.join(rewrites)})" if rewrites else ""
+    bundle.converted["torch-export"] = (f"onnx2torch {convert.package_version('onnx2torch')} from {origin}{exact}, "
                                         f"max err vs {what} {err:.2g}")
 
 
