@@ -15,7 +15,6 @@ import contextlib
 import sys
 import traceback
 import types
-from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 import numpy as np
@@ -31,15 +30,15 @@ RTOL = 1e-3
 _SHAPE_CONSTANT_NUMEL = 64
 
 
+# converter distribution -> what it gives (auditor doctor lists them)
+CONVERTERS = {
+    "onnx2torch": "ONNX-only models -> torch eager, TorchScript, ExecuTorch, LiteRT (install with --no-deps)",
+    "tflite2onnx": ".tflite models -> ONNX Runtime, TVM, SOFIE (and onnx2torch after it)",
+}
+
+
 class ConversionError(Exception):
     """A converter failed or its graph does not reproduce the reference."""
-
-
-def package_version(name: str) -> str:
-    try:
-        return version(name)
-    except PackageNotFoundError:
-        return "?"
 
 
 def max_error(actual: list[np.ndarray], reference: list[np.ndarray], what: str) -> float:

@@ -19,6 +19,7 @@ import numpy as np
 
 from auditor import convert
 from auditor.errors import AuditorError, first_line
+from auditor.host import package_version
 from auditor.inputs import InputSet
 from auditor.loaders import LoadedModel
 from auditor.quiet import captured_output
@@ -208,7 +209,7 @@ def _onnx_torch(model: LoadedModel, graph, args, reference, directory: Path, log
             bundle.problems["onnx"] = f"the tflite2onnx graph is unusable: {first_line(e)}"
             del bundle.files["onnx"]
             return
-        bundle.converted["onnx"] = (f"tflite2onnx {convert.package_version('tflite2onnx')} from tflite, "
+        bundle.converted["onnx"] = (f"tflite2onnx {package_version('tflite2onnx')} from tflite, "
                                     f"max err vs {what} {err:.2g}")
     try:
         program, err, rewrites = convert.onnx_to_torch(graph, args, reference, log)
@@ -221,7 +222,7 @@ def _onnx_torch(model: LoadedModel, graph, args, reference, directory: Path, log
     origin = "the tflite2onnx graph" if model.format == "tflite" else "ONNX"
     bundle.files["torch-export"] = "model.pt2"
     exact = f" after exact rewrites ({'; '.join(rewrites)})" if rewrites else ""
-    bundle.converted["torch-export"] = (f"onnx2torch {convert.package_version('onnx2torch')} from {origin}{exact}, "
+    bundle.converted["torch-export"] = (f"onnx2torch {package_version('onnx2torch')} from {origin}{exact}, "
                                         f"max err vs {what} {err:.2g}")
 
 

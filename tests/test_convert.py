@@ -12,6 +12,7 @@ from onnx import TensorProto, helper, numpy_helper
 from onnx.reference import ReferenceEvaluator
 
 from auditor import convert, onnx_rewrite
+from auditor.host import package_version
 from tests.conftest import audit_in
 
 
@@ -77,7 +78,7 @@ def test_onnx_bundle_gets_a_labelled_torch_export(tmp_path):
     bundle = prepared.bundle
     assert bundle.files == {"onnx": "model.onnx", "torch-export": "model.pt2"} and bundle.problems == {}
     assert bundle.converted["torch-export"].startswith(
-        f"onnx2torch {convert.package_version('onnx2torch')} from ONNX after exact rewrites "
+        f"onnx2torch {package_version('onnx2torch')} from ONNX after exact rewrites "
         "(1 x Clip with computed bounds as Max/Min), max err vs the ONNX reference 0")
     run = store.run(run_id)
     assert run["status"] == "ok" and run["converted"] == bundle.converted["torch-export"]
@@ -120,7 +121,7 @@ def test_tflite_runs_on_litert_as_is_and_elsewhere_converted(tmp_path, cli, smal
     assert {v: r["status"] for v, r in runs.items()} == {"litert": "ok", "onnxruntime": "ok", "torch-eager": "ok"}
     assert runs["litert"]["converted"] is None  # the user's own .tflite
     assert runs["onnxruntime"]["converted"].startswith(
-        f"tflite2onnx {convert.package_version('tflite2onnx')} from tflite, max err vs the LiteRT reference")
+        f"tflite2onnx {package_version('tflite2onnx')} from tflite, max err vs the LiteRT reference")
     assert runs["torch-eager"]["converted"].startswith("onnx2torch ") and "from the tflite2onnx graph" in \
         runs["torch-eager"]["converted"]
     assert all(r["max_abs_err"] < 1e-6 for r in runs.values())
