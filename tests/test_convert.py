@@ -125,3 +125,42 @@ def test_tflite_runs_on_litert_as_is_and_elsewhere_converted(tmp_path, cli, smal
     assert runs["torch-eager"]["converted"].startswith("onnx2torch ") and "from the tflite2onnx graph" in \
         runs["torch-eager"]["converted"]
     assert all(r["max_abs_err"] < 1e-6 for r in runs.values())
+
+
+def _if_and_loop_graph(opset=18):
+    """Control flow as published streaming models have it: an If on a computed condition
+    (opset 18 ReduceSum with an axes input) and a Loop with a constant trip count."""
+    x_in = _tensor("x", [1, 4])
+    then_g = helper.make_graph([helper.make_node("Relu", ["x"], ["t"])], "then", [], [_tensor("t", [1, 4])])
+    else_g = helper.make_graph([helper.make_node("Neg", ["x"], ["e"])], "else", [], [_tensor("e", [1, 4])])
+    body = helper.make_graph(
+        [helper.make_node("Identity", ["cond_in"], ["cond_out"]),
+         helper.make_node("Add", ["acc_in", "x"], ["acc_out"])],
+        "body",
+        [helper.make_tensor_value_info("i", TensorProto.INT64, []),
+         helper.make_tensor_value_info("cond_in", TensorProto.BOOL, []), _tensor("acc_in", [1, 4])],
+        [helper.make_tensor_value_info("cond_out", TensorProto.BOOL, []), _tensor("acc_out", [1, 4])])
+    inits = [numpy_helper.from_array(np.array([0, 1], np.int64), "axes"),
+             numpy_helper.from_array(np.array(0.0, np.float32), "zero"),
+             numpy_helper.from_array(np.array(3, np.int64), "trips"),
+             numpy_helper.from_array(np.array(True), "true")]
+    nodes = [helper.make_node("ReduceSum", ["x", "axes"], ["s"], keepdims=0, name="sum"),
+             helper.make_node("Greater", ["s", "zero"], ["c"], name="positive"),
+             helper.make_node("If", ["c"], ["branch"], then_branch=then_g, else_branch=else_g, name="if"),
+             helper.make_node("Loop", ["trips", "true", "branch"], ["y"], body=body, name="loop")]
+    return _graph(nodes, [x_in], [_tensor("y", [1, 4])], inits, opset=opset)
+
+
+def test_control_flow_graph_each_compiler_handles_it_or_says_why(tmp_path, cli):
+    path = tmp_path / "if_loop.onnx"
+    onnx.save(_if_and_loop_graph(), path)
+    proc = cli("compile-all", path, "-c", "onnxruntime", "-c", "tvm", "-c", "sofie", "-c", "torch-eager",
+               "--runs", 50, "--warmup", 5, "--profile-runs", 0, "--results-dir", tmp_path / "r", "--json",
+               check=True)
+    runs = {r["variant"]: r for r in json.loads(proc.stdout)["runs"]}
+    assert runs["onnxruntime"]["status"] == "ok" and runs["onnxruntime"]["max_abs_err"] < 1e-6
+    for name in ("tvm", "sofie"):  # neither imports this control flow: a recorded failure
+        assert runs[name]["status"] == "failed" and runs[name]["reason"].startswith("compile: ")
+    assert "Loop" in runs["sofie"]["reason"]
+    assert runs["torch-eager"]["status"] == "skipped"
+    assert "onnx2torch cannot convert it" in runs["torch-eager"]["reason"] and "If" in runs["torch-eager"]["reason"]
