@@ -162,7 +162,10 @@ def onnx_to_torch(onnx_model, example: list[np.ndarray], reference: list[np.ndar
 
     onnx2torch = _onnx2torch()
     tensors = [torch.from_numpy(np.ascontiguousarray(a)) for a in example]
-    rewritten, made = onnx_rewrite.for_onnx2torch(onnx_model)
+    try:
+        rewritten, made = onnx_rewrite.for_onnx2torch(onnx_model)
+    except Exception as e:  # noqa: BLE001 - a graph the rewrites did not expect
+        raise ConversionError(f"rewriting the graph for onnx2torch failed: {_why(e)}")
     rewrites = [f"{n} x {what}" for what, n in made.items()]
     with captured_output(log):
         try:

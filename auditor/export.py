@@ -207,17 +207,21 @@ def _onnx_torch(model: LoadedModel, graph, args, reference, directory: Path, log
             err = convert.max_error(session.run(None, feed), reference, "the tflite2onnx graph")
         except Exception as e:  # noqa: BLE001 - a mismatch or a graph ONNX Runtime rejects
             bundle.problems["onnx"] = f"the tflite2onnx graph is unusable: {first_line(e)}"
+            bundle.problems["torch-export"] = f"converted from ONNX, which is missing ({bundle.problems['onnx']})"
             del bundle.files["onnx"]
             return
         bundle.converted["onnx"] = (f"tflite2onnx {package_version('tflite2onnx')} from tflite, "
                                     f"max err vs {what} {err:.2g}")
+    import torch
+
     try:
         program, err, rewrites = convert.onnx_to_torch(graph, args, reference, log)
-        import torch
-
         torch.export.save(program, str(directory / "model.pt2"))
     except convert.ConversionError as e:
         bundle.problems["torch-export"] = str(e)
+        return
+    except Exception as e:  # noqa: BLE001 - saving a program torch cannot serialise
+        bundle.problems["torch-export"] = f"saving the onnx2torch program failed: {type(e).__name__}: {first_line(e)}"
         return
     origin = "the tflite2onnx graph" if model.format == "tflite" else "ONNX"
     bundle.files["torch-export"] = "model.pt2"
