@@ -19,7 +19,10 @@ APT_PACKAGES := linux-perf libopenblas-dev libblas-dev libblis-dev g++-arm-linux
 # torch and litert-torch must be resolved together in the first pip step: in one step with
 # the rest pip reports the set unresolvable (see README).
 PIP_STEP1 := torch==2.13.0 litert-torch==0.10.0 "ai-edge-litert[model-utils]==2.3.0"
-EXTRAS    := tvm,executorch,sofie,dataset,test
+EXTRAS    := tvm,executorch,sofie,dataset,convert,test
+# onnx2torch requires torchvision, whose PyPI build needs CUDA torch: installed without it
+# (see pyproject.toml, extra "convert").
+PIP_NODEPS := onnx2torch==1.5.15
 
 .PHONY: demo test deps apt examples clean
 
@@ -56,6 +59,7 @@ $(VENV)/.installed: pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV) || (apt-get update -qq && apt-get install -y -qq python3-venv && $(PYTHON) -m venv $(VENV))
 	$(PIP) install -q $(PIP_STEP1)
 	$(PIP) install -q -e ".[$(EXTRAS)]"
+	$(PIP) install -q --no-deps $(PIP_NODEPS)
 	touch $@
 
 examples: deps examples/mlp.pt2 examples/conv1d.pt2

@@ -154,8 +154,15 @@ def _light_outputs(model_path: Path) -> list:
     return outputs
 
 
+# Control flow that published models bring (If in streaming VAD/pitch models, Loop/Scan in
+# unrolled recurrences): a sample always holds one case of each that its suites have.
+CONTROL_FLOW = ("If", "Loop", "Scan")
+
+
 def sample(cases: list[Case], count: int, seed: int = 0) -> list[Case]:
-    """A seeded subset that keeps every suite represented (for CI; the full run is documented)."""
+    """A seeded subset that keeps every suite represented (for CI; the full run is documented)
+    and, within its suite's share, one case of each CONTROL_FLOW operator (the one with the
+    fewest other operators)."""
     if not count or count >= len(cases):
         return cases
     rng = random.Random(seed)
@@ -165,7 +172,14 @@ def sample(cases: list[Case], count: int, seed: int = 0) -> list[Case]:
     share = max(1, count // len(by_suite))
     picked = []
     for suite_cases in by_suite.values():
-        picked += rng.sample(suite_cases, min(share, len(suite_cases)))
+        forced = []
+        for op in CONTROL_FLOW:
+            having = sorted((c for c in suite_cases if op in c.op_types), key=lambda c: (len(c.op_types), c.name))
+            if having and having[0] not in forced:
+                forced.append(having[0])
+        forced = forced[:share]
+        rest = [c for c in suite_cases if c not in forced]
+        picked += forced + rng.sample(rest, min(share - len(forced), len(rest)))
     return picked
 
 

@@ -1,20 +1,25 @@
 """Export once: a loaded model -> its bundle of interchange files, plus reference outputs.
 
 The bundle lives in `<results>/models/<model_hash>/` and is reused by later audits of the
-same model (same file, same input shapes). The reference (torch eager, or ONNX's
-reference evaluator for a bare .onnx) is ground truth for every compiler's outputs.
+same model (same file, same input shapes). The reference (torch eager, ONNX's reference
+evaluator for a bare .onnx, LiteRT's reference kernels for a .tflite) is ground truth for
+every compiler's outputs. A model published as ONNX or tflite only gets the other formats
+by conversion (auditor.convert), each labelled in `bundle.converted`.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
 from pathlib import Path
 
 import numpy as np
 
+from auditor import convert
 from auditor.errors import AuditorError, first_line
+from auditor.host import package_version
 from auditor.inputs import InputSet
 from auditor.loaders import LoadedModel
 from auditor.quiet import captured_output
@@ -51,6 +56,14 @@ def reference_outputs(model: LoadedModel, example: list[np.ndarray],
             raise AuditorError(f"the model rejects inputs of shape {shapes}: {first_line(e)}")
         leaves, _ = tree_flatten(out)
         return [leaf.detach().cpu().numpy() for leaf in leaves if hasattr(leaf, "detach")]
+    if model.format == "tflite":
+        from compilers.litert_tflite import reference_outputs as litert_reference
+
+        try:
+            with captured_output(Path(os.devnull)):
+                return litert_reference(model.source, example)
+        except Exception as e:  # noqa: BLE001 - bad shapes, unsupported ops
+            raise AuditorError(f"{model.source}: LiteRT's reference kernels cannot run it: {first_line(e)}")
     from onnx.reference import ReferenceEvaluator
 
     try:
@@ -129,6 +142,9 @@ def _export_torch(model: LoadedModel, args, directory: Path, log: Path, bundle: 
         return None, {}
 
 
+REFERENCE_NAMES = {"onnx": "the ONNX reference", "tflite": "the LiteRT reference"}
+
+
 def prepare_bundle(model: LoadedModel, inputs: InputSet, results_dir: Path) -> ModelBundle:
     """Export the model's interchange files once; reuse them when already there."""
     import onnx
@@ -145,11 +161,15 @@ def prepare_bundle(model: LoadedModel, inputs: InputSet, results_dir: Path) -> M
         from compilers.torch_eager import torch_args
 
         graph, pt2_names = _export_torch(model, torch_args(inputs.specs, args), directory, log, bundle)
+    elif model.format == "tflite":
+        shutil.copyfile(model.source, directory / "model.tflite")
+        bundle.files["tflite"] = "model.tflite"
+        graph, pt2_names = _tflite_onnx(model, directory, log, bundle), {}
     else:
         graph, pt2_names = model.onnx_model, {}
     if graph is not None:
         shapes = {s.name: list(s.shape) for s in inputs.specs}
-        if model.is_torch:  # exported input names differ from ours: rename ours to match
+        if model.format != "onnx":  # exported input names differ from ours: rename ours to match
             real = [i.name for i in graph.graph.input if i.name not in {t.name for t in graph.graph.initializer}]
             bundle.inputs = _renamed(inputs.specs, real)
             shapes = {s.name: list(s.shape) for s in bundle.inputs if s.name in real}
@@ -158,10 +178,18 @@ def prepare_bundle(model: LoadedModel, inputs: InputSet, results_dir: Path) -> M
             onnx.save(graph, str(directory / "model.onnx"))
             bundle.files["onnx"] = "model.onnx"
         except Exception as e:
-            if not model.is_torch:
+            if model.format == "onnx":
                 raise AuditorError(f"{model.source}: the ONNX graph is not usable: {first_line(e)}")
-            bundle.problems["onnx"] = f"exported ONNX is invalid: {first_line(e)}"
-    bundle.outputs = _output_specs(graph if "onnx" in bundle.files else None, model, args, inputs.specs)
+            bundle.problems["onnx"] = f"{'exported' if model.is_torch else 'converted'} ONNX is invalid: {first_line(e)}"
+            bundle.converted.pop("onnx", None)
+    # after the export: a model with state inside changes it on every call, and the
+    # exported program must start from the state the user's file holds
+    reference = reference_outputs(model, args, inputs.specs)
+    if not model.is_torch and "onnx" in bundle.files:
+        _onnx_torch(model, graph, args, reference, directory, log, bundle)
+    elif not model.is_torch:
+        bundle.problems["torch-export"] = f"converted from ONNX, which is missing ({bundle.problems['onnx']})"
+    bundle.outputs = _output_specs(graph if "onnx" in bundle.files else None, reference)
     bundle.save()
     return bundle
 
@@ -175,8 +203,53 @@ def _renamed(specs: list[TensorSpec], real: list[str]) -> list[TensorSpec]:
     return [s if s.scalar else TensorSpec(next(names, s.name), s.shape, s.dtype) for s in specs]
 
 
-def _output_specs(graph, model: LoadedModel, example, specs) -> list[TensorSpec]:
-    outs = reference_outputs(model, example, specs)
+def _tflite_onnx(model: LoadedModel, directory: Path, log: Path, bundle: ModelBundle):
+    """The .tflite as ONNX (tflite2onnx), labelled converted; None with the reason recorded."""
+    try:
+        return convert.tflite_to_onnx(model.source, directory / "converted.onnx", log)
+    except convert.ConversionError as e:
+        bundle.problems["onnx"] = str(e)
+        return None
+
+
+def _onnx_torch(model: LoadedModel, graph, args, reference, directory: Path, log: Path,
+                bundle: ModelBundle) -> None:
+    """Check a converted ONNX graph against the reference, then give the torch-side
+    compilers a torch.export program of it (onnx2torch). Failures are recorded reasons."""
+    what = REFERENCE_NAMES[model.format]
+    if model.format == "tflite":
+        import onnxruntime as ort
+
+        try:
+            session = ort.InferenceSession(graph.SerializeToString(), providers=["CPUExecutionProvider"])
+            feed = {s.name: a for s, a in zip(bundle.inputs, args)}
+            err = convert.max_error(session.run(None, feed), reference, "the tflite2onnx graph")
+        except Exception as e:  # noqa: BLE001 - a mismatch or a graph ONNX Runtime rejects
+            bundle.problems["onnx"] = f"the tflite2onnx graph is unusable: {first_line(e)}"
+            bundle.problems["torch-export"] = f"converted from ONNX, which is missing ({bundle.problems['onnx']})"
+            del bundle.files["onnx"]
+            return
+        bundle.converted["onnx"] = (f"tflite2onnx {package_version('tflite2onnx')} from tflite, "
+                                    f"max err vs {what} {err:.2g}")
+    import torch
+
+    try:
+        program, err, rewrites = convert.onnx_to_torch(graph, args, reference, log)
+        torch.export.save(program, str(directory / "model.pt2"))
+    except convert.ConversionError as e:
+        bundle.problems["torch-export"] = str(e)
+        return
+    except Exception as e:  # noqa: BLE001 - saving a program torch cannot serialise
+        bundle.problems["torch-export"] = f"saving the onnx2torch program failed: {type(e).__name__}: {first_line(e)}"
+        return
+    origin = "the tflite2onnx graph" if model.format == "tflite" else "ONNX"
+    bundle.files["torch-export"] = "model.pt2"
+    exact = f" after exact rewrites ({'; '.join(rewrites)})" if rewrites else ""
+    bundle.converted["torch-export"] = (f"onnx2torch {package_version('onnx2torch')} from {origin}{exact}, "
+                                        f"max err vs {what} {err:.2g}")
+
+
+def _output_specs(graph, outs: list[np.ndarray]) -> list[TensorSpec]:
     names = [o.name for o in graph.graph.output] if graph is not None else []
     if len(names) != len(outs):
         names = [f"output_{i}" for i in range(len(outs))]

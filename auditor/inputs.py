@@ -21,15 +21,19 @@ SEED = 0
 
 
 def parse_input_shapes(specs: list[str]) -> dict[str, tuple[int, ...]]:
-    """['x:1,16', '1,64'] -> {'x': (1, 16), '#1': (1, 64)} (unnamed ones by position)."""
+    """['x=1,16', 'y:1,8', '1,64'] -> {'x': (1, 16), 'y': (1, 8), '#2': (1, 64)} (unnamed
+    ones by position). `name=dims` is unambiguous for names that contain ':' (TF-converted
+    models: `serving_default_input_2:0=1,43844,1`); `name:dims` splits at the last ':'."""
     shapes: dict[str, tuple[int, ...]] = {}
     for position, spec in enumerate(specs):
-        name, sep, dims = spec.rpartition(":")
+        name, sep, dims = spec.rpartition("=") if "=" in spec else spec.rpartition(":")
         key = name if sep else f"#{position}"
+        if sep and not name:
+            raise AuditorError(f"--input-shape {spec!r}: the input name before {sep!r} is empty")
         try:
             shape = tuple(int(d) for d in dims.replace("x", ",").split(",") if d.strip())
         except ValueError:
-            raise AuditorError(f"--input-shape {spec!r}: expected [name:]d0,d1,... of integers")
+            raise AuditorError(f"--input-shape {spec!r}: expected [name=]d0,d1,... of integers")
         if not shape or any(d <= 0 for d in shape):
             raise AuditorError(f"--input-shape {spec!r}: dimensions must be positive integers")
         shapes[key] = shape
@@ -77,7 +81,7 @@ def _resolve_shape(info: InputInfo, position: int, given: dict[str, tuple[int, .
     user = given.get(info.name, given.get(f"#{position}"))
     if info.shape is None or (not info.shape and user is not None):
         if user is None:
-            raise AuditorError(f"input {info.name!r} has no known shape; pass --input-shape {info.name}:d0,d1,...")
+            raise AuditorError(f"input {info.name!r} has no known shape; pass --input-shape {info.name}=d0,d1,...")
         return user
     if user is not None:
         if len(user) != len(info.shape) or any(
@@ -93,7 +97,7 @@ def _resolve_shape(info: InputInfo, position: int, given: dict[str, tuple[int, .
             example = ",".join("N" if x is None else str(x) for x in info.shape)
             raise AuditorError(
                 f"input {info.name!r} dimension {axis} is dynamic ({sym}): "
-                f"give it a value with --input-shape {info.name}:{example}"
+                f"give it a value with --input-shape {info.name}={example}"
             )
     return tuple(int(d) for d in info.shape)
 

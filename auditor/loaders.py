@@ -12,6 +12,7 @@ import contextlib
 import hashlib
 import importlib.util
 import logging
+import os
 import zipfile
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
@@ -19,6 +20,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from auditor.errors import AuditorError, first_line
+from auditor.quiet import captured_output
 
 
 @dataclass
@@ -49,9 +51,9 @@ class Param:
 @dataclass
 class LoadedModel:
     source: Path
-    format: str  # torch-export | torchscript | python-factory | pickle | onnx
+    format: str  # torch-export | torchscript | python-factory | pickle | onnx | tflite
     inputs: list[InputInfo]
-    module: Any = None  # torch module (all formats but onnx)
+    module: Any = None  # torch module (all formats but onnx and tflite)
     onnx_model: Any = None  # onnx.ModelProto (format onnx)
     example_inputs: list[Any] | None = None  # tensors the model file carries
     entry: str = ""  # factory function name
@@ -66,7 +68,7 @@ class LoadedModel:
 
     @property
     def is_torch(self) -> bool:
-        return self.format != "onnx"
+        return self.format not in ("onnx", "tflite")
 
     def content_hash(self) -> str:
         if self.identity:
@@ -159,10 +161,10 @@ def _is_torchscript(path: Path) -> bool:
 
 
 class TorchScriptLoader(Loader):
-    """.pt/.ts/.pth: TorchScript when the archive holds code, otherwise a pickle."""
+    """.pt/.ts/.jit/.pth: TorchScript when the archive holds code, otherwise a pickle."""
 
     name = "torchscript"
-    suffixes = (".pt", ".ts", ".pth", ".pkl")
+    suffixes = (".pt", ".ts", ".jit", ".pth", ".pkl")
 
     def load(self, path, entry, trust_pickle):
         torch = _torch()
@@ -311,11 +313,33 @@ class OnnxLoader(Loader):
         return LoadedModel(path, self.name, inputs, onnx_model=model)
 
 
+class TfliteLoader(Loader):
+    """A TFLite flatbuffer, run as is by LiteRT; its reference is LiteRT's reference kernels."""
+
+    name = "tflite"
+    suffixes = (".tflite",)
+
+    def load(self, path, entry, trust_pickle):
+        try:
+            from compilers.litert_tflite import tflite_inputs
+        except ImportError as e:
+            raise AuditorError(f"{path}: reading .tflite needs ai-edge-litert ({first_line(e)})")
+        try:
+            with captured_output(Path(os.devnull)):  # the interpreter's C++ logs fd 2 directly
+                found = tflite_inputs(path)
+        except Exception as e:  # noqa: BLE001 - the flatbuffer reader raises many kinds
+            raise AuditorError(f"{path}: not a readable TFLite model ({first_line(e)})")
+        inputs = [InputInfo(name, shape, dtype, tuple("?" if d is None else None for d in shape))
+                  for name, shape, dtype in found]
+        return LoadedModel(path, self.name, inputs)
+
+
 LOADERS: tuple[Loader, ...] = (
     ExportedProgramLoader(),
     TorchScriptLoader(),
     FactoryLoader(),
     OnnxLoader(),
+    TfliteLoader(),
 )
 
 

@@ -45,7 +45,8 @@ CREATE TABLE IF NOT EXISTS runs (
     rss_avg_bytes REAL, rss_peak_bytes REAL, rss_samples INTEGER, ru_maxrss_bytes REAL,
     runtime_memory TEXT,
     budget_us REAL, over_budget_share REAL, headroom_p99_us REAL, headroom_max_us REAL,
-    verdict TEXT, accuracy_passed INTEGER, task_accuracy REAL, kernel_map TEXT, artifact_notes TEXT);
+    verdict TEXT, accuracy_passed INTEGER, task_accuracy REAL, kernel_map TEXT, artifact_notes TEXT,
+    converted TEXT);
 CREATE INDEX IF NOT EXISTS runs_resume ON runs (model_hash, inputs_digest, compiler, options_key, device);
 CREATE TABLE IF NOT EXISTS samples (run_id TEXT, idx INTEGER, latency_ns INTEGER,
     PRIMARY KEY (run_id, idx));
@@ -78,8 +79,10 @@ RUN_SUMMARY_FIELDS = (
     "n mean_us p50_us p95_us p99_us max_us min_us std_us jitter_us cov stopped_early "
     "rss_avg_bytes rss_peak_bytes rss_samples ru_maxrss_bytes runtime_memory budget_us "
     "over_budget_share headroom_p99_us headroom_max_us verdict accuracy_passed task_accuracy "
-    "compile_s load_s first_us compiler_version kernel_map artifact_notes settings"
+    "compile_s load_s first_us compiler_version kernel_map artifact_notes settings converted"
 ).split()
+# Columns added after a store's creation (schema version kept: old stores gain them empty).
+ADDED_COLUMNS = {"runs": {"converted": "TEXT"}}
 
 
 def _json(value: Any) -> str:
@@ -107,6 +110,11 @@ class Store:
             self.db.execute("PRAGMA journal_mode=WAL")
             self.db.execute("PRAGMA synchronous=NORMAL")
             self.db.executescript(SCHEMA)
+            for table, columns in ADDED_COLUMNS.items():
+                have = {r[1] for r in self.db.execute(f"PRAGMA table_info({table})")}
+                for name, kind in columns.items():
+                    if name not in have:
+                        self.db.execute(f"ALTER TABLE {table} ADD COLUMN {name} {kind}")
         except sqlite3.DatabaseError as e:
             raise AuditorError(f"{self.path}: not a usable results store ({first_line(e)})")
         self._check_version()

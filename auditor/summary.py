@@ -12,7 +12,7 @@ from reports.run_page import describe_state
 
 SUMMARY_KEYS = (
     "run_id", "audit_id", "model_hash", "variant", "compiler", "compiler_version", "device",
-    "emulated", "status", "reason", "n", "mean_us", "p50_us", "p95_us", "p99_us", "max_us",
+    "emulated", "status", "converted", "reason", "n", "mean_us", "p50_us", "p95_us", "p99_us", "max_us",
     "min_us", "std_us", "jitter_us", "cov", "first_us", "budget_us", "over_budget_share",
     "headroom_p99_us", "headroom_max_us", "verdict", "rss_avg_bytes", "rss_peak_bytes",
     "ru_maxrss_bytes", "accuracy_passed", "task_accuracy", "compile_s", "started_at", "finished_at",
@@ -77,6 +77,7 @@ def table(summaries: list[dict]) -> str:
         per_op = (f"{s['per_op_sum_to_whole']:.2f} ({s['per_op_method']})"
                   if s["per_op_sum_to_whole"] is not None else "—")
         status = s["status"] + (" [emulated]" if s["emulated"] else "") + (
+            " [converted]" if s["converted"] else "") + (
             " [stateful]" if s.get("model_state", {}).get("kind") == "internal" else "") + (
             " [streamed]" if s.get("stream_state") else "")
         if s["status"] not in ("ok",) and s["reason"]:

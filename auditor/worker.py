@@ -228,9 +228,11 @@ def run_job(job: dict) -> None:
         _phase(stage)
         t0 = time.perf_counter()
         artifact = compile_isolated(cls, bundle, target, job["options"], workdir, log)
+        # a converted graph's numbers are the converted graph's: the label goes with the run
+        converted = bundle.converted.get(bundle.pick(cls.accepts), "")
         store.update_run(run_id, compile_s=time.perf_counter() - t0,
                          compiler_version=artifact.compiler_version, kernel_map=artifact.kernel_map,
-                         artifact_notes=artifact.notes)
+                         artifact_notes=artifact.notes, converted=converted or None)
         if job.get("harness", "python") == "native":
             stage = "native runner"
             passed, rows = _measure_native(store, run_id, job, compiler, artifact, bundle, inputs,

@@ -82,7 +82,10 @@ class ModelBundle:
     Every compiler reads from here. `files` maps a format to its file name:
     "onnx" is the canonical graph (simplified, shape-inferred, every node uniquely named;
     per-op rows refer to these node names), "torch-export" a static torch.export program,
-    "torchscript" the user's TorchScript archive. `problems` says why a format is missing.
+    "torchscript" the user's TorchScript archive, "tflite" the user's TFLite flatbuffer.
+    `problems` says why a format is missing. `converted` labels each format that is not the
+    user's graph but a converter's product (e.g. "onnx2torch 1.5.15 from ONNX, max err vs
+    ONNX reference 2e-05"): a run compiled from it is measured on the converted graph.
     `state` says whether the model keeps state between calls (auditor.state.detect).
     """
 
@@ -93,11 +96,18 @@ class ModelBundle:
     files: dict[str, str] = field(default_factory=dict)
     problems: dict[str, str] = field(default_factory=dict)
     state: dict[str, Any] = field(default_factory=dict)
+    converted: dict[str, str] = field(default_factory=dict)
 
     META = "bundle.json"
 
     def formats(self) -> set[str]:
         return set(self.files)
+
+    def pick(self, accepts: tuple[str, ...]) -> str | None:
+        """The format a compiler taking `accepts` (in its order of preference) compiles
+        from: the user's own graph before any converted one; None when it has neither."""
+        present = [f for f in accepts if f in self.files]
+        return next((f for f in present if f not in self.converted), present[0] if present else None)
 
     def path(self, fmt: str) -> Path:
         return self.directory / self.files[fmt]
@@ -110,6 +120,7 @@ class ModelBundle:
             "files": self.files,
             "problems": self.problems,
             "state": self.state,
+            "converted": self.converted,
         }
         (self.directory / self.META).write_text(json.dumps(meta, indent=2))
 
@@ -124,6 +135,7 @@ class ModelBundle:
             files=meta["files"],
             problems=meta["problems"],
             state=meta.get("state", {}),
+            converted=meta.get("converted", {}),
         )
 
 

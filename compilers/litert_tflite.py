@@ -1,4 +1,5 @@
-"""LiteRT (TensorFlow Lite) from the bundle's torch.export program, via litert-torch.
+"""LiteRT (TensorFlow Lite): the user's .tflite as is, or the bundle's torch.export program
+converted with litert-torch.
 
 `litert_torch.convert` lowers the program to a .tflite flatbuffer; the interpreter of
 ai-edge-litert runs it, with the XNNPACK delegate (its default) or with the builtin
@@ -23,6 +24,7 @@ import copy
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import time
@@ -115,6 +117,43 @@ def _signature_tensors(model, which: str) -> list[int]:
     return [t for _, t in sorted(keyed)] if keyed else default
 
 
+REFERENCE_KERNELS = "LiteRT interpreter, builtin reference kernels (OpResolverType.BUILTIN_REF, no XNNPACK)"
+
+
+def tflite_inputs(path: Path) -> list[tuple[str, tuple[int | None, ...], str]]:
+    """(name, shape with None for a dynamic dim, numpy dtype name) of a .tflite's inputs, in
+    the order every runner here feeds them."""
+    from ai_edge_litert.interpreter import Interpreter, OpResolverType
+
+    interp = Interpreter(model_path=str(path), experimental_op_resolver_type=OpResolverType.BUILTIN_REF)
+    details = {d["index"]: d for d in interp.get_tensor_details()}
+    out = []
+    for t in _signature_tensors(_read_model(path), "inputs"):
+        d = details[t]
+        signature = d.get("shape_signature")
+        dims = signature if signature is not None and len(signature) else d["shape"]
+        out.append((d["name"], tuple(None if int(x) < 0 else int(x) for x in dims), np.dtype(d["dtype"]).name))
+    return out
+
+
+def reference_outputs(path: Path, arrays: list[np.ndarray]) -> list[np.ndarray]:
+    """A .tflite's outputs with LiteRT's reference kernels: the ground truth for a model
+    the user gives as .tflite (REFERENCE_KERNELS)."""
+    from ai_edge_litert.interpreter import Interpreter, OpResolverType
+
+    interp = Interpreter(model_path=str(path), experimental_op_resolver_type=OpResolverType.BUILTIN_REF)
+    model = _read_model(path)
+    ins, outs = _signature_tensors(model, "inputs"), _signature_tensors(model, "outputs")
+    for t, a in zip(ins, arrays):
+        interp.resize_tensor_input(t, list(a.shape), strict=False)
+    interp.allocate_tensors()
+    details = {d["index"]: d for d in interp.get_tensor_details()}
+    for t, a in zip(ins, arrays):
+        interp.set_tensor(t, np.ascontiguousarray(a, dtype=details[t]["dtype"]))
+    interp.invoke()
+    return [np.array(interp.get_tensor(t)) for t in outs]
+
+
 def _mlir_locations(edge_model) -> list[list] | None:
     """[MLIR op name, quoted names in its location] per flatbuffer operator, in order, read
     from the converted MLIR module; None when that module is not reachable or its ops do
@@ -158,11 +197,15 @@ def _convert(bundle_dir: Path, workdir: Path, quantize: str) -> None:
     edge_model.export(str(float_path))
     (workdir / LOCATIONS_FILE).write_text(json.dumps(_mlir_locations(edge_model)))
     if quantize == "dynamic-int8":
-        from ai_edge_quantizer import quantizer, recipe
+        _run_quantizer(float_path, workdir / INT8_FILE)
 
-        result = quantizer.Quantizer(str(float_path), recipe.dynamic_wi8_afp32()).quantize(
-            enable_progress_report=False)
-        (workdir / INT8_FILE).write_bytes(bytes(result.quantized_model))
+
+def _run_quantizer(float_path: Path, out_path: Path) -> None:
+    from ai_edge_quantizer import quantizer, recipe
+
+    result = quantizer.Quantizer(str(float_path), recipe.dynamic_wi8_afp32()).quantize(
+        enable_progress_report=False)
+    out_path.write_bytes(bytes(result.quantized_model))
 
 
 def _run_converter(bundle: ModelBundle, workdir: Path, quantize: str) -> None:
@@ -355,10 +398,12 @@ class LiteRTRunnable(Runnable):
                  preserve_all: bool = False):
         self.path = model_path
         self.interp = _interpreter(options, model_path=str(model_path), preserve_all=preserve_all)
-        self.interp.allocate_tensors()  # once: set_tensor/invoke reuse the arena
         model = _read_model(model_path)
         self._in = _signature_tensors(model, "inputs")
         self._out = _signature_tensors(model, "outputs")
+        for t, spec in zip(self._in, bundle.inputs):  # a user's .tflite may have dynamic dims
+            self.interp.resize_tensor_input(t, list(spec.shape), strict=False)
+        self.interp.allocate_tensors()  # once: set_tensor/invoke reuse the arena
         details = {d["index"]: d for d in self.interp.get_tensor_details()}
         for kind, specs, idx in (("input", bundle.inputs, self._in), ("output", bundle.outputs, self._out)):
             shapes = [tuple(int(s) for s in details[t]["shape"]) for t in idx]
@@ -391,7 +436,7 @@ class LiteRTRunnable(Runnable):
 class LiteRT(Compiler):
     name = "litert"
     description = "LiteRT (TFLite) interpreter from litert-torch, XNNPACK delegate or builtin kernels"
-    accepts = ("torch-export",)
+    accepts = ("tflite", "torch-export")
     options = {
         "xnnpack": OptionSpec(True, "XNNPACK delegate (off: builtin kernels only)"),
         "threads": OptionSpec(1, "interpreter threads (the board has one core)"),
@@ -425,10 +470,18 @@ class LiteRT(Compiler):
 
         if options["quantize"] not in QUANTIZE:
             raise ValueError(f"quantize={options['quantize']!r} is not one of {QUANTIZE}")
-        _run_converter(bundle, workdir, options["quantize"])
         float_path = workdir / FLOAT_FILE
+        if bundle.pick(self.accepts) == "tflite":
+            shutil.copyfile(bundle.path("tflite"), float_path)
+            if options["quantize"] != "none":
+                _run_quantizer(float_path, workdir / INT8_FILE)
+            (workdir / LOCATIONS_FILE).write_text("null")
+        else:
+            _run_converter(bundle, workdir, options["quantize"])
 
-        if "onnx" in bundle.files:
+        if bundle.pick(self.accepts) == "tflite":
+            fx_map, onnx_order, fx_numel = {}, {}, {}
+        elif "onnx" in bundle.files:
             onnx_model = onnx.load(str(bundle.path("onnx")), load_external_data=False)
             fx_map = fx_node_map(onnx_model)
             onnx_order = {n.name: i for i, n in enumerate(onnx_model.graph.node)}
@@ -441,7 +494,9 @@ class LiteRT(Compiler):
             (name, [s for s in strings if s in fx_map]) for name, strings in locations]
         float_model = _read_model(float_path)
         kernel_map, notes = _kernel_map(float_model, op_locs, fx_map, onnx_order, fx_numel)
-        if not fx_map:
+        if bundle.pick(self.accepts) == "tflite":
+            notes = ["the user's .tflite, run as published; its kernels are not mapped to ONNX nodes"]
+        elif not fx_map:
             notes.append("the bundle has no canonical ONNX graph: kernels map to []")
 
         files = {"float": FLOAT_FILE, "locations": LOCATIONS_FILE}

@@ -75,7 +75,7 @@ class TorchEager(Compiler):
     def compile(self, bundle, target, options, workdir):
         import torch
 
-        fmt = next(f for f in self.accepts if f in bundle.formats())
+        fmt = bundle.pick(self.accepts)
         kernel_map = {}
         if fmt == "torch-export":
             from compilers.fx_timing import fx_kernel_map

@@ -245,14 +245,16 @@ class TvmRelax(Compiler):
                 "candidates on the device it tunes for, and no runner for that device exists here")
         tvm_target = tvm.target.Target(tvm_target_dict(target))
 
-        if "torch-export" in bundle.formats():
+        if bundle.pick(self.accepts) == "torch-export":
             onnx_path = bundle.path("onnx") if "onnx" in bundle.formats() else None
             imported = kernels.import_torch_export(bundle.path("torch-export"), onnx_path)
             notes.append("imported from the bundle's torch.export program (from_exported_program, "
                          "default core-ATen decomposition)")
         else:
             imported = kernels.import_onnx(bundle.path("onnx"), bundle.inputs)
-            notes.append("imported from the bundle's ONNX graph (no torch-export file)")
+            notes.append("imported from the bundle's ONNX graph" + (
+                " (the torch-export program is a conversion of it)" if "torch-export" in bundle.formats()
+                else " (no torch-export file)"))
 
         with tvm.transform.PassContext(opt_level=options["opt_level"]), tvm_target:
             legalized = tvm.transform.Sequential([

@@ -38,6 +38,7 @@ def _cases(tmp):
     blocker = tmp / "blocker"
     blocker.write_text("a file where a directory should be")
     factory = write_factory(tmp / "f.py", "def make():\n    return nn.Linear(4, 2)\n")
+    (tmp / "garbage.tflite").write_bytes(b"not a flatbuffer" * 4)
     return {
         "missing file": ([tmp / "nope.pt2"], r"nope\.pt2: no such file"),
         "unknown extension": ([tmp / "model.h5"], r"unknown model format '\.h5'"),
@@ -60,6 +61,8 @@ def _cases(tmp):
         "python harness off local": ([good, "--device", "qemu-armv7", "--harness", "python"],
                                      r"the python harness runs only on local"),
         "unknown harness": ([good, "--harness", "jit"], r"unknown harness 'jit'"),
+        "corrupt tflite": ([tmp / "garbage.tflite"], r"garbage\.tflite: not a readable TFLite model"),
+        "input shape without a name": ([good, "--input-shape", "=1,4"], r"the input name before '=' is empty"),
     }
 
 
@@ -68,7 +71,7 @@ CASE_NAMES = [
     "unknown standard op", "custom-domain op", "wrong input shape", "shape the model rejects",
     "no shape for factory", "results dir not writable", "bad compiler spec", "unknown compiler",
     "unknown target", "labels without inputs", "unknown device", "malformed ssh device",
-    "python harness off local", "unknown harness",
+    "python harness off local", "unknown harness", "corrupt tflite", "input shape without a name",
 ]
 
 

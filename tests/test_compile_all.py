@@ -110,12 +110,15 @@ def test_outputs_outside_tolerance_are_mismatches_never_passes(tmp_path, cli):
     assert statuses["torch-eager"] == "ok"  # the reference itself is exact
 
 
-def test_bare_onnx_uses_onnx_reference_and_skips_torch(tmp_path, cli, audit):
+def test_bare_onnx_uses_onnx_reference_and_reaches_torch_converted(tmp_path, cli, audit):
     results, _ = audit
     onnx_file = next(results.glob("models/*/model.onnx"))
     proc = cli("compile-all", onnx_file, "--runs", 50, "--results-dir", tmp_path, "--json",
                "-c", "onnxruntime,torch-eager", check=True)
     runs = {r["variant"]: r for r in json.loads(proc.stdout)["runs"]}
     assert runs["onnxruntime"]["status"] == "ok" and runs["onnxruntime"]["max_abs_err"] < 1e-5
-    assert runs["torch-eager"]["status"] == "skipped"
-    assert "needs torch-export or torchscript" in runs["torch-eager"]["reason"]
+    assert runs["onnxruntime"]["converted"] is None
+    # torch eager runs the onnx2torch conversion, checked against the ONNX reference and labelled
+    assert runs["torch-eager"]["status"] == "ok" and runs["torch-eager"]["max_abs_err"] < 1e-5
+    assert runs["torch-eager"]["converted"].startswith("onnx2torch ")
+    assert "from ONNX, max err vs the ONNX reference" in runs["torch-eager"]["converted"]

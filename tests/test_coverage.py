@@ -80,3 +80,23 @@ def test_a_crashing_case_is_recorded_and_the_rest_run(tmp_path):
     assert sum(states.values()) == 60 and "running" not in states
     crashed = db.execute("SELECT reason FROM coverage WHERE status='crashed'").fetchall()
     assert len(crashed) == 1 and "SIGSEGV" in crashed[0][0]
+
+
+def test_control_flow_cases_are_sampled_and_counted_per_op(tmp_path, cli):
+    """A sample of three node cases is exactly one If, one Loop and one Scan case; every
+    compiler either matches each or records why not, and the matrix has a row per operator."""
+    proc = cli("coverage", "-o", tmp_path, "-c", "onnxruntime", "-c", "tvm", "-c", "sofie", "--suite", "node",
+               "--sample", 3, "--json", timeout=600, check=True)
+    report = json.loads(proc.stdout)
+    assert report["cases"] == 3
+    db = sqlite3.connect(tmp_path / "results.sqlite")
+    rows = db.execute("SELECT variant, case_name, op_types, status, reason FROM coverage").fetchall()
+    assert {r[1] for r in rows} == {"test_if", "test_loop11", "test_scan9_multi_state"}
+    assert {r[0] for r in rows} == {"onnxruntime", "tvm", "sofie"} and len(rows) == 9
+    ort = {json.loads(ops)[0]: status for variant, _, ops, status, _ in rows if variant == "onnxruntime"}
+    assert ort == {"If": "matched", "Loop": "matched", "Scan": "matched"}
+    assert all(reason for *_, status, reason in rows if status != "matched")  # a failure says why
+    md = (tmp_path / "reports" / "coverage.md").read_text()
+    for op in ("If", "Loop", "Scan"):
+        line = next(ln for ln in md.splitlines() if ln.startswith(f"| {op} |"))
+        assert line.count("/1") == 3  # one case, counted for each of the three compilers

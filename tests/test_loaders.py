@@ -30,7 +30,7 @@ def test_dynamic_pt2_dimension_needs_a_value(tmp_path):
     torch.export.save(ep, tmp_path / "dyn.pt2")
     model = load_model(str(tmp_path / "dyn.pt2"))
     model.example_inputs = None  # the archive's sample input would otherwise fix the shape
-    with pytest.raises(AuditorError, match=r"input 'input' dimension 0 is dynamic \(s\d+\).*--input-shape input:N,8"):
+    with pytest.raises(AuditorError, match=r"input 'input' dimension 0 is dynamic \(s\d+\).*--input-shape input=N,8"):
         build_inputs(model, [])
     assert build_inputs(model, ["input:3,8"]).specs[0].shape == (3, 8)
 
@@ -42,6 +42,13 @@ def test_torchscript_needs_input_shape(tmp_path):
     with pytest.raises(AuditorError, match="does not declare its input shapes"):
         build_inputs(model, [])
     assert build_inputs(model, ["1,8"]).specs[0].shape == (1, 8)
+
+
+def test_jit_suffix_is_torchscript(tmp_path):
+    torch.jit.script(_mlp()).save(str(tmp_path / "m.jit"))
+    model = load_model(str(tmp_path / "m.jit"))
+    assert model.format == "torchscript"
+    assert build_inputs(model, ["2,4"]).specs[0].shape == (2, 4)
 
 
 def test_pickle_refused_without_trust(tmp_path):
@@ -91,6 +98,11 @@ def test_onnx_dim_param_named_in_error(tmp_path):
 
 def test_shape_parsing():
     assert parse_input_shapes(["x:1,16", "1x64"]) == {"x": (1, 16), "#1": (1, 64)}
+    # '=' is unambiguous for TF-converted names that contain ':'; ':' splits at the last one
+    assert parse_input_shapes(["serving_default_input_2:0=1,43844,1", "y=2x3", "a:0:4,5"]) == {
+        "serving_default_input_2:0": (1, 43844, 1), "y": (2, 3), "a:0": (4, 5)}
+    with pytest.raises(AuditorError, match="the input name before '=' is empty"):
+        parse_input_shapes(["=1,2"])
     with pytest.raises(AuditorError):
         parse_input_shapes(["x:1,a"])
     with pytest.raises(AuditorError):

@@ -10,15 +10,14 @@ import numpy as np
 import pytest
 
 from tests.conftest import write_factory
-from tests.published import published_file
+from tests.published import published_model
 
-SILERO = ("silero-vad", "6.2.3")
 SHORT = ["--runs", "50", "--warmup", "5", "--profile-runs", "5"]
 
 
 def _silero(tmp_path, member, name):
     path = tmp_path / name
-    shutil.copyfile(published_file(*SILERO, f"silero_vad/data/{member}"), path)
+    shutil.copyfile(published_model(member), path)
     return path
 
 
@@ -38,7 +37,7 @@ def _one_line_error(proc, pattern):
 
 def test_silero_torchscript_is_stateful_and_not_a_mismatch(cli, tmp_path):
     # the loader takes TorchScript as .pt (.jit is another branch's work)
-    model = _silero(tmp_path, "silero_vad.jit", "silero_vad.pt")
+    model = _silero(tmp_path, "silero_vad.jit", "silero_vad.jit")
     _one_line_error(cli("compile-all", model, "--input-shape", "1,512", "--results-dir", tmp_path / "r0"),
                     r"argument 'sr' is a Python number.*--arg sr=")
     report, runs = _audit(cli, tmp_path, model, "--arg", "sr=16000", "--input-shape", "1,512",
@@ -148,7 +147,7 @@ def test_number_arguments_are_read_from_the_model_and_the_npz(tmp_path):
     from auditor.inputs import build_inputs
     from auditor.loaders import Param, load_model
 
-    script = load_model(str(_silero(tmp_path, "silero_vad.jit", "vad.pt")))
+    script = load_model(str(_silero(tmp_path, "silero_vad.jit", "vad.jit")))
     assert script.params == [Param("x", "tensor", True), Param("sr", "int", True)]
     seeded = build_inputs(script, ["1,256"], arg_specs=["sr=8000"])
     assert [(s.name, s.shape, s.dtype, s.scalar) for s in seeded.specs] == [

@@ -26,11 +26,11 @@ PHASES = ("compile", "measure", "check", "profile", "finished")
 
 
 def compile_all(
-    model: str = typer.Argument(..., help="model: .pt2, .pt/.ts (TorchScript), .onnx, or file.py:factory"),
+    model: str = typer.Argument(..., help="model: .pt2, .pt/.ts/.jit (TorchScript), .onnx, .tflite, or file.py:factory"),
     compilers: list[str] = typer.Option(
         [], "--compilers", "-c",
         help="compiler variant, repeatable: NAME or NAME:key=value,... (default: every compiler's variants)"),
-    input_shape: list[str] = typer.Option([], "--input-shape", help="[name:]d0,d1,... (repeatable)"),
+    input_shape: list[str] = typer.Option([], "--input-shape", help="[name=]d0,d1,... (repeatable; name:d0,d1 also works, split at the last ':')"),
     inputs: Path = typer.Option(None, "--inputs", help=".npz of input arrays (with --labels: a leading example axis)"),
     labels: Path = typer.Option(None, "--labels", help=".npy of class labels for task accuracy"),
     arg: list[str] = typer.Option([], "--arg", help="name=value of a number argument (forward(x, sr: int)) "

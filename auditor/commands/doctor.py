@@ -7,6 +7,7 @@ import json
 import typer
 from tabulate import tabulate
 
+from auditor.convert import CONVERTERS
 from auditor.host import host_facts, package_version
 from compilers import registry
 from device_runner import perf
@@ -43,8 +44,10 @@ def doctor(as_json: bool = typer.Option(False, "--json")) -> None:
         compilers.append({"compiler": name, "available": ok, "version": detail if ok else None,
                           "reason": None if ok else detail, "install": None if ok else cls.install_hint,
                           "per_op": cls.per_op_method, "accepts": list(cls.accepts)})
+    converters = [{"converter": name, "version": package_version(name), "for": what}
+                  for name, what in CONVERTERS.items()]
     facts = {"host": host, "torch": package_version("torch"), "onnx": package_version("onnx"),
-             "compilers": compilers, "perf": perf.probe(), "devices": device_tools()}
+             "compilers": compilers, "converters": converters, "perf": perf.probe(), "devices": device_tools()}
     if as_json:
         print(json.dumps(facts, indent=2))
         return
@@ -54,6 +57,9 @@ def doctor(as_json: bool = typer.Option(False, "--json")) -> None:
     print(tabulate([[c["compiler"], "yes" if c["available"] else "NO", c["version"] or c["reason"],
                      c["per_op"] or "—", ", ".join(c["accepts"]), c["install"] or ""] for c in compilers],
                    headers=["compiler", "installed", "version / reason", "per-op timings", "takes", "to add"]))
+    print("\nconverters (their graphs are labelled converted):")
+    for c in converters:
+        print(f"  {c['converter']:<24} {c['version'] or 'NO':<8} {c['for']}")
     print("\nnative runner and devices:")
     for d in facts["devices"]:
         print(f"  {d['tool']:<24} {'yes' if d['found'] else 'NO'}  {d['for']}"

@@ -36,7 +36,7 @@ def profile(
     device: str = typer.Option("local", help="local or ssh://user@host[:port] (perf must be on the device)"),
     seconds: float = typer.Option(5.0, min=0.1, help="how long the runner loops under perf"),
     frequency: int = typer.Option(999, min=1, help="samples per second"),
-    input_shape: list[str] = typer.Option([], "--input-shape", help="[name:]d0,d1,... (repeatable)"),
+    input_shape: list[str] = typer.Option([], "--input-shape", help="[name=]d0,d1,... (repeatable; name:d0,d1 also works, split at the last ':')"),
     arg: list[str] = typer.Option([], "--arg", help="name=value of a number argument or 0-d ONNX input (repeatable)"),
     trust_pickle: bool = typer.Option(False, "--trust-pickle", help="allow unpickling a plain torch.save'd module"),
     results_dir: Path = RESULTS_DIR,
