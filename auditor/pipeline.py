@@ -2,7 +2,8 @@
 
 Each variant runs in its own process (`auditor.worker`) with a timeout; a crash, hang or
 kill is recorded against that run and the others go on. With `resume`, a variant whose
-measurement is already stored for the same model, inputs, options and device is reused.
+run is already stored for the same model, inputs, options, target, harness, tolerance,
+deadline and device is reused (see resume_key).
 """
 
 from __future__ import annotations
@@ -161,6 +162,16 @@ def resolve_device(settings: AuditSettings):
     return device, target, harness
 
 
+def resume_key(options: dict, harness: str, target: str, settings: AuditSettings) -> str:
+    """The key under which a finished run answers a later --resume: everything that changes
+    what the run means (the compiler's options, the harness, the code's target, the accuracy
+    tolerance and the deadline it was judged against). Timing counts are not in it (a run
+    timed with other counts measured the same thing): they are stored with the run and shown
+    when it is reused."""
+    return options_key({**options, "_harness": harness, "_target": target, "_atol": settings.atol,
+                        "_rtol": settings.rtol, "_budget_us": round(settings.budget_us, 6)})
+
+
 def audit_variants(prepared: Prepared, variants: list[registry.Variant], settings: AuditSettings,
                    store: Store, command: str, progress=None, resolved=None) -> list[str]:
     """Measure each variant in its own worker; returns run ids (reused ones on resume).
@@ -175,9 +186,7 @@ def audit_variants(prepared: Prepared, variants: list[registry.Variant], setting
     run_ids = []
     for variant in variants:
         options = variant.options
-        # A native-runner measurement is another run than the Python harness's of the same
-        # options on the same device: it gets its own resume key.
-        key = options_key(options if harness == "python" else {**options, "_harness": harness})
+        key = resume_key(options, harness, target.name, settings)
         if settings.resume:
             done = store.completed_run(bundle.model_hash, prepared.inputs_digest, variant.compiler,
                                        key, device.spec)

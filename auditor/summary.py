@@ -32,7 +32,9 @@ def run_summary(store: Store, row) -> dict:
     snrs = [a["snr_db"] for a in accuracy if a["snr_db"] is not None]
     summary["max_abs_err"] = max(errors) if errors else None
     summary["snr_db"] = _finite(min(snrs)) if snrs else None
-    summary["timing_loop"] = json.loads(row["settings"] or "{}").get("timing_loop")
+    settings = json.loads(row["settings"] or "{}")
+    summary["timing_loop"] = settings.get("timing_loop")
+    summary["timing"] = settings.get("timing")  # the counts it was timed with
     attribution = store.attribution(row["run_id"])
     summary["per_op_method"] = attribution["method"] if attribution else None
     summary["per_op_sum_to_whole"] = attribution["sum_to_whole"] if attribution else None

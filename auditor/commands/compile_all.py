@@ -80,16 +80,26 @@ def compile_all(
                   TextColumn("{task.fields[phase]}"), TimeElapsedColumn(), console=console) as bar:
         tasks = {v.label: bar.add_task(v.label, total=len(PHASES), phase="queued") for v in variants}
 
+        reused: list[str] = []
+
         def progress(label: str, phase: str) -> None:
+            if phase == "stored":
+                reused.append(label)
             done = len(PHASES) if phase in ("finished", "stored") else PHASES.index(phase) if phase in PHASES else None
             bar.update(tasks[label], phase=phase, **({"completed": done} if done is not None else {}))
 
         run_ids = audit_variants(prepared, variants, settings, store, command, progress, resolved)
     summaries = [run_summary(store, store.run(r)) for r in run_ids]
+    for s in summaries:
+        if s["variant"] in reused:
+            t = s["timing"] or {}
+            console.print(f"{s['variant']}: stored run {s['run_id']} reused ({s['status']}; timed with "
+                          f"runs={t.get('runs')} warmup={t.get('warmup')} max_seconds={t.get('max_seconds')})")
     pages = [write_run_page(store, r) for r in run_ids]
     if as_json:
         print(json.dumps({"model": prepared.model_source, "model_hash": prepared.bundle.model_hash,
                           "budget_us": settings.budget_us, "runs": summaries,
+                          "reused": [s["run_id"] for s in summaries if s["variant"] in reused],
                           "reports": [str(p) for p in pages]}, indent=2, default=str))
     else:
         print(f"model {prepared.model_source} ({prepared.model_format}, hash {prepared.bundle.model_hash}); "
