@@ -46,9 +46,14 @@ def test_sofie_native_on_local_is_stored_with_per_op_rows(tmp_path):
     graph_nodes = {r[0] for r in store.db.execute(
         "SELECT name FROM onnx_nodes WHERE model_hash=?", (prepared.bundle.model_hash,))}
     assert nodes and nodes <= graph_nodes  # every per-op row joins back to the ONNX graph
-    attribution = store.db.execute("SELECT method, sum_to_whole FROM op_attribution WHERE run_id=?",
-                                   (run_id,)).fetchone()
-    assert attribution[0] == "sofie-light-timers" and 0.5 < attribution[1] < 2.0
+    a = store.attribution(run_id)
+    op_p50 = [r["p50_us"] for r in store.rows("op_timings", run_id)]
+    assert a["method"] == "sofie-light-timers" and all(p > 0 for p in op_p50)
+    # the ratio from independent rows: per-op medians over the run's median (the ±10 % figure
+    # itself is benchmarks/native_runner.py's, on a quiet machine)
+    assert a["sum_to_whole"] == pytest.approx(sum(op_p50) / run["p50_us"])
+    # chained timers lie inside the instrumented whole: their medians cannot add up to much more
+    assert a["per_op_sum_p50_us"] <= 1.05 * a["instrumented_whole_us"]
     # the python harness's run of the same options is another run, not a resume hit
     _, _, (py_id,) = audit_in(tmp_path, MLP, ["sofie"], harness="python")
     assert py_id != run_id and json.loads(store.run(py_id)["settings"])["harness"] == "python"
