@@ -39,7 +39,7 @@ def test_sofie_native_on_local_is_stored_with_per_op_rows(tmp_path):
     assert n == 50  # every timed sample kept
     memory = json.loads(run["runtime_memory"])
     assert memory["runner"]["backend"] == "sofie" and memory["runner"]["arch"] == "x86_64"
-    assert memory["intermediate_pool_bytes"] >= 0
+    assert memory["intermediate_pool_bytes"] > 0  # the MLP keeps its hidden activations in the pool
     assert run["rss_peak_bytes"] > 0 and run["first_us"] > 0
     assert ops, "per-op rows"
     nodes = {n for _, js in ops for n in json.loads(js)}
