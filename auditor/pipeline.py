@@ -215,7 +215,7 @@ def audit_variants(prepared: Prepared, variants: list[registry.Variant], setting
             "tolerance": {"atol": settings.atol, "rtol": settings.rtol},
             "memory_interval_s": settings.memory_interval_s,
         }
-        job["deadline"] = time.time() + settings.timeout_s  # the native runner's timeout is what is left
+        job["timeout_at"] = time.time() + settings.timeout_s  # the native runner gets what is left of it
         code, timed_out = run_worker(
             job, settings.timeout_s, lambda phase: progress and progress(variant.label, phase))
         row = store.run(run_id)

@@ -38,9 +38,9 @@ RUNNER_MARGIN_S = 5.0
 
 def runner_timeout_s(job: dict, now: float | None = None) -> float:
     """Seconds the native runner may take: what is left of the variant's time (the job's
-    wall-clock `deadline`, set by the orchestrator) less RUNNER_MARGIN_S, at least 1 s."""
+    wall-clock `timeout_at`, set by the orchestrator) less RUNNER_MARGIN_S, at least 1 s."""
     now = time.time() if now is None else now
-    return max(1.0, job["deadline"] - now - RUNNER_MARGIN_S)
+    return max(1.0, job["timeout_at"] - now - RUNNER_MARGIN_S)
 
 
 def _phase(name: str) -> None:

@@ -51,7 +51,8 @@ def compile_all(
     cpu: int = typer.Option(-1, min=-1, help="native runner: pin to this CPU (-1: no pinning)"),
     target: str = typer.Option("host", help=f"code generation target: {', '.join(TARGETS)}"),
     timeout: float = typer.Option(600.0, help="seconds one compiler variant may take"),
-    resume: bool = typer.Option(False, "--resume", help="reuse variants already measured for this model"),
+    resume: bool = typer.Option(False, "--resume", help="reuse variants already run for this model with the same "
+                                "options, target, harness, device, tolerance and deadline"),
     as_json: bool = typer.Option(False, "--json", help="print results as JSON"),
 ) -> None:
     """Compile MODEL with every compiler variant, measure each, compare to the reference."""
