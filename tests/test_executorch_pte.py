@@ -123,7 +123,7 @@ def test_mlp_etdump_rows(mlp, backend):
     assert sorted(o["kernel"] for o in ops) == sorted(kernel_map)  # every kernel, once
     for o in ops:
         assert json.loads(o["onnx_nodes"]) == kernel_map[o["kernel"]]
-        assert o["calls"] == 1 and o["mean_us"] >= 0 and o["p50_us"] >= 0  # > 0 where the clock is fine: below
+        assert o["calls"] == 1 and o["mean_us"] >= 0 and o["p50_us"] >= 0  # whole µs (xnnpack) can read 0; > 0 below
     assert attribution["per_op_sum_us"] == pytest.approx(sum(o["mean_us"] for o in ops))
     if backend == "xnnpack":
         # XNNPACK times its operators in whole µs: what they lose stays in the delegate call's row
@@ -132,7 +132,6 @@ def test_mlp_etdump_rows(mlp, backend):
         assert delegate["mean_us"] > 0 and delegate["provider"] == "XnnpackBackend"
         inner = [o for o in ops if o is not delegate]
         assert all(float(o["p50_us"] * 2).is_integer() for o in inner)  # medians of whole µs
-        assert sum(o["mean_us"] for o in inner) > 0  # whole µs: a tiny op may read 0, not all of them
         assert ops[-1]["kernel"] == "XnnpackBackend call #1"  # its operators come first
     else:
         assert [o["kernel"] for o in ops] == [  # execution order

@@ -60,8 +60,10 @@ def test_auditor_installed_from_the_wheel_runs_outside_the_repository(wheel, tmp
     # the heavy dependencies from this environment (a plain path: its .pth files, such as an
     # editable install of auditor, are not processed)
     (site / "deps.pth").write_text(str(Path(torch.__file__).parents[1]) + "\n")
+    # --ignore-installed: the auditor seen through deps.pth (this checkout's) is never touched
     subprocess.run([sys.executable, "-m", "pip", "--python", str(venv / "bin" / "python"), "install", "-q",
-                    "--no-deps", str(wheel)], check=True, capture_output=True, timeout=120)
+                    "--no-deps", "--no-index", "--ignore-installed", str(wheel)], check=True, capture_output=True,
+                   timeout=120)
     work = tmp_path / "elsewhere"
     work.mkdir()
     shutil.copy2(ROOT / "examples" / "blocks.py", work / "blocks.py")
