@@ -7,12 +7,12 @@ PIP     := $(VENV)/bin/pip
 AUDITOR := $(VENV)/bin/auditor
 PYTHON  ?= python3
 
-# perf for profiles and `doctor`; BLAS builds for SOFIE's generated C++ (OpenBLAS, BLIS,
+# perf for profiles and `doctor` (gcc builds the programs the profile tests sample); BLAS builds for SOFIE's generated C++ (OpenBLAS, BLIS,
 # reference); the ARMv7 cross toolchain, armhf BLAS/libstdc++ (multiarch) and qemu for the
 # board target; cmake and ninja build the native runner (device_runner/runner); sshd and
 # ssh-keygen for the tests, which start a private sshd on 127.0.0.1 (tests/sshd.py) and never
 # use a system ssh service (ssh:// devices themselves connect through paramiko, a pip dependency).
-APT_PACKAGES := linux-perf libopenblas-dev libblas-dev libblis-dev g++-arm-linux-gnueabihf qemu-user \
+APT_PACKAGES := linux-perf gcc libopenblas-dev libblas-dev libblis-dev g++-arm-linux-gnueabihf qemu-user \
                 libopenblas-dev:armhf libblas-dev:armhf libblis-dev:armhf libstdc++6:armhf \
                 openssh-client openssh-server cmake ninja-build g++ nodejs
 

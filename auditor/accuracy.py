@@ -71,7 +71,12 @@ def compare_sequence(references: list[list[np.ndarray]], actuals: list[list[np.n
 
 
 def task_accuracy(outputs: list[list[np.ndarray]], labels: np.ndarray) -> float:
-    """Share of examples whose first output's argmax (last axis) equals the label."""
-    predictions = np.array([int(np.argmax(np.asarray(o[0]).reshape(-1, np.asarray(o[0]).shape[-1])[0]))
-                            for o in outputs])
-    return float(np.mean(predictions == np.asarray(labels).reshape(-1)))
+    """Share of predictions equal to their label. Each example's first output gives one
+    prediction per row (argmax over the last axis: a batch of 4 gives 4), in example order;
+    they are matched to the labels in order (labels of shape (examples, batch) or flat)."""
+    predictions = np.concatenate([np.argmax(np.asarray(o[0]).reshape(-1, np.asarray(o[0]).shape[-1]), axis=-1)
+                                  for o in outputs])
+    flat = np.asarray(labels).reshape(-1)
+    if predictions.shape != flat.shape:
+        raise ValueError(f"the outputs give {len(predictions)} predictions for {len(flat)} labels")
+    return float(np.mean(predictions == flat))

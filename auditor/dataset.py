@@ -118,6 +118,9 @@ ATTRIBUTION_COLUMNS = ("method", "runs", "per_op_sum_us", "instrumented_whole_us
 NODE_COLUMNS = ("node_index", "name", "op_type", "domain", "inputs", "outputs", "input_shapes",
                 "output_shapes", "attrs", "fx_node")
 MODEL_COLUMNS = ("source", "format", "inputs", "outputs", "files", "problems")
+# the top-level columns dataset_rows writes (nested ones: the *_COLUMNS above)
+FILE_COLUMNS = ("dataset", "spec", "family", "params", *RUN_COLUMNS, "model", "samples_ns", "accuracy",
+                "attribution", "per_op", "graph")
 
 
 def _pyarrow():
@@ -170,10 +173,22 @@ def import_parquet(store: Store, path: Path) -> dict[str, int]:
     """Merge a dataset file into the store; rows already present (same run id) are skipped."""
     pa = _pyarrow()
     try:
-        rows = pa.parquet.read_table(str(path)).to_pylist()
+        table = pa.parquet.read_table(str(path))
     except Exception as e:  # noqa: BLE001 - any unreadable file is one clear error
         raise AuditorError(f"{path}: not a readable dataset file ({first_line(e)})")
+    missing = [c for c in FILE_COLUMNS if c not in table.column_names]
+    if missing:
+        raise AuditorError(f"{path}: not an auditor dataset file (no column {', '.join(missing[:5])}"
+                           f"{' ...' if len(missing) > 5 else ''}; `auditor dataset export` writes them)")
+    rows = table.to_pylist()
     _ensure_table(store)
+    try:
+        return _import_rows(store, rows)
+    except (KeyError, TypeError, ValueError) as e:  # nested fields of another shape; nothing was written
+        raise AuditorError(f"{path}: not an auditor dataset file ({type(e).__name__}: {first_line(e)})")
+
+
+def _import_rows(store: Store, rows: list[dict]) -> dict[str, int]:
     added = skipped = 0
     with store.db:
         store.db.execute("BEGIN")

@@ -2,7 +2,8 @@
 
 Each variant runs in its own process (`auditor.worker`) with a timeout; a crash, hang or
 kill is recorded against that run and the others go on. With `resume`, a variant whose
-measurement is already stored for the same model, inputs, options and device is reused.
+run is already stored for the same model, inputs, options, target, harness, tolerance,
+deadline and device is reused (see resume_key).
 """
 
 from __future__ import annotations
@@ -180,6 +181,18 @@ def resolve_device(settings: AuditSettings):
     return device, target, harness
 
 
+def resume_key(options: dict, harness: str, target: str, settings: AuditSettings,
+               stream_state: list | None = None) -> str:
+    """The key under which a finished run answers a later --resume: everything that changes
+    what the run means (the compiler's options, the harness, the code's target, the accuracy
+    tolerance, the deadline it was judged against, and a streamed state loop, which is another
+    measurement than single calls). Timing counts are not in it (a run timed with other counts
+    measured the same thing): they are stored with the run and shown when it is reused."""
+    return options_key({**options, "_harness": harness, "_target": target, "_atol": settings.atol,
+                        "_rtol": settings.rtol, "_budget_us": round(settings.budget_us, 6),
+                        **({"_stream": stream_state} if stream_state else {})})
+
+
 def audit_variants(prepared: Prepared, variants: list[registry.Variant], settings: AuditSettings,
                    store: Store, command: str, progress=None, resolved=None) -> list[str]:
     """Measure each variant in its own worker; returns run ids (reused ones on resume).
@@ -194,11 +207,7 @@ def audit_variants(prepared: Prepared, variants: list[registry.Variant], setting
     run_ids = []
     for variant in variants:
         options = variant.options
-        # A native-runner measurement is another run than the Python harness's of the same
-        # options on the same device: it gets its own resume key.
-        key = options_key(options if harness == "python" else {**options, "_harness": harness})
-        if prepared.stream_state:  # a streamed loop is another measurement than single calls
-            key = options_key({**options, "_key": key, "_stream": prepared.stream_state})
+        key = resume_key(options, harness, target.name, settings, prepared.stream_state)
         if settings.resume:
             done = store.completed_run(bundle.model_hash, prepared.inputs_digest, variant.compiler,
                                        key, device.spec)
@@ -229,6 +238,7 @@ def audit_variants(prepared: Prepared, variants: list[registry.Variant], setting
             "memory_interval_s": settings.memory_interval_s,
             "sequence": prepared.sequence,
         }
+        job["timeout_at"] = time.time() + settings.timeout_s  # the native runner gets what is left of it
         code, timed_out = run_worker(
             job, settings.timeout_s, lambda phase: progress and progress(variant.label, phase))
         row = store.run(run_id)

@@ -38,6 +38,7 @@ def run_summary(store: Store, row) -> dict:
     summary["model_state"] = store.model_state(row["model_hash"])
     summary["stream_state"] = settings.get("stream_state") or []
     summary["state"] = describe_state(summary["model_state"], summary["stream_state"])
+    summary["timing"] = settings.get("timing")  # the counts it was timed with
     attribution = store.attribution(row["run_id"])
     summary["per_op_method"] = attribution["method"] if attribution else None
     summary["per_op_sum_to_whole"] = attribution["sum_to_whole"] if attribution else None

@@ -31,6 +31,16 @@ from compilers.base import TARGETS, ModelBundle
 
 
 PYTHON_LOOP = "python: time.perf_counter_ns around each run() call"
+# of a variant's time (--timeout), what is kept back after the native runner is killed for
+# fetching what it wrote and storing why, before the orchestrator kills this worker
+RUNNER_MARGIN_S = 5.0
+
+
+def runner_timeout_s(job: dict, now: float | None = None) -> float:
+    """Seconds the native runner may take: what is left of the variant's time (the job's
+    wall-clock `timeout_at`, set by the orchestrator) less RUNNER_MARGIN_S, at least 1 s."""
+    now = time.time() if now is None else now
+    return max(1.0, job["timeout_at"] - now - RUNNER_MARGIN_S)
 
 
 def _phase(name: str) -> None:
@@ -155,7 +165,7 @@ def _measure_native(store, run_id, job, compiler, artifact, bundle, inputs, refe
         min_runs=timing.min_runs, per_op_runs=job["profile_runs"],
         rss_interval_ms=max(job["memory_interval_s"] * 1e3, 0.1),
         sched_fifo=job.get("sched_fifo", 0), cpu=job.get("cpu", -1),
-        timeout_s=max(60.0, job.get("runner_timeout_s", 600.0)))
+        timeout_s=runner_timeout_s(job))
     device = parse_device(job["device"])
     _phase("measure")
     try:

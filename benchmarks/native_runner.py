@@ -3,9 +3,11 @@ what does per-op instrumentation cost, and do per-op times add up to the whole?
 
 For each model and compiler with a native backend (SOFIE; TVM when its backend is built),
 rounds alternate in shuffled order between
-  - the plain runner (`--runs N`: one block of N timed inferences),
-  - the Python harness on the same artifact, exactly as compile-all times it (the adapter's
-    Runnable under auditor.timing, through the runtime's own timing loop when it has one),
+  - the plain runner (`--runs N`: one block of N timed inferences), its RSS sampled at
+    compile-all's interval (5 ms),
+  - the Python harness on the same artifact as compile-all's worker times it (the adapter's
+    Runnable under auditor.timing, through the runtime's own timing loop when it has one,
+    with the RSS sampling thread running at the same interval),
   - the same Runnable with every run() timed from Python (for scale: the per-call cost of
     crossing from Python into the runtime),
   - the instrumented runner (SOFIE: the kProfile binary; TVM: the same binary's per-op runs),
@@ -14,6 +16,12 @@ measured under the same conditions. Prints, per model and compiler:
   runner p50, harness p50, runner / harness (issue: within 5 %), Python-loop p50,
   instrumented / plain p50 (issue: overhead <= 3 %),
   per-op sum of medians / plain whole p50 (issue: within 10 %).
+
+Before anything is timed, the runner's and the Python harness's outputs on the bundle's
+check example are compared with the torch reference (compile-all's tolerance); a model
+where either differs is a row saying so, not figures. What differs from compile-all: the
+instrumented runner times N whole runs here (compile-all: min_runs), and per-op runs are
+N too (compile-all: --profile-runs); the warm-up is 50 everywhere.
 
     .venv/bin/python benchmarks/native_runner.py [--rounds 15] [--runs 2000] [--compilers sofie,tvm]
 """
@@ -32,7 +40,10 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from auditor.pipeline import ModelRequest, prepare  # noqa: E402
+from auditor import accuracy  # noqa: E402
+from auditor.inputs import InputSet  # noqa: E402
+from auditor.memory import RssSampler  # noqa: E402
+from auditor.pipeline import AuditSettings, ModelRequest, prepare  # noqa: E402
 from auditor.store import Store  # noqa: E402
 from auditor.timing import TimingSettings, time_calls  # noqa: E402
 from compilers import registry  # noqa: E402
@@ -48,6 +59,30 @@ def p50(ns) -> float:
     return float(np.median(np.asarray(ns, dtype=np.float64))) / 1e3
 
 
+def _check_outputs(device, program, runnable, inputs, data_dir, bundle, audit) -> str | None:
+    """None when the runner and the Python harness both match the torch reference on every
+    check example, else which one does not and why."""
+    n = len(bundle.outputs)
+    with np.load(data_dir / "reference.npz") as z:
+        reference = [[z[f"e{i}_{j}"] for j in range(n)] for i in range(len(inputs.examples))]
+    names = [o.name for o in bundle.outputs]
+    tol = accuracy.Tolerance(audit.atol, audit.rtol)
+    r = run_program(device, program, inputs.timing_inputs, inputs.examples,
+                    RunnerSettings(runs=10, warmup=1, min_runs=10))
+    if r.failure:
+        return f"runner: {r.failure}"
+    python = []
+    for example in inputs.examples:
+        runnable.set_inputs(example)
+        runnable.run()
+        python.append(runnable.outputs())
+    for who, actual in (("runner", r.outputs), ("python harness", python)):
+        bad = [row for row in accuracy.compare_all(reference, actual, names, tol) if not row["passed"]]
+        if bad:
+            return f"{who} output {bad[0]['output']} differs from the reference: {bad[0]['reason']}"
+    return None
+
+
 def bench(spec: str, compiler_name: str, rounds: int, runs: int, tmp: Path) -> dict | None:
     cls = registry.get(compiler_name)
     ok, why = cls.available()
@@ -58,14 +93,22 @@ def bench(spec: str, compiler_name: str, rounds: int, runs: int, tmp: Path) -> d
     compiler = cls()
     artifact = compiler.compile(bundle, TARGETS["host"], cls.resolve_options({}), tmp / f"{compiler_name}-{bundle.model_hash}")
     program = compiler.native_program(artifact)
-    x = [np.random.default_rng(0).standard_normal(s.shape).astype(s.dtype) for s in bundle.inputs]
+    inputs = InputSet.load(prepared.data_dir / "inputs.npz", bundle.inputs, prepared.inputs_source)
+    x = inputs.timing_inputs
     runnable = compiler.load(artifact, bundle)
-    runnable.set_inputs(x)
     device = LocalDevice()
     plain, python, python_loop, instrumented, sums = [], [], [], [], []
-    settings = RunnerSettings(runs=runs, warmup=50, max_seconds=60, min_runs=runs, rss_interval_ms=1)
+    audit = AuditSettings()
+    rss_ms = max(audit.memory_interval_s * 1e3, 0.1)  # as auditor/worker.py passes it
+    settings = RunnerSettings(runs=runs, warmup=50, max_seconds=60, min_runs=runs, rss_interval_ms=rss_ms)
     instrumented_settings = RunnerSettings(runs=runs, warmup=50, max_seconds=60, min_runs=runs,
-                                           rss_interval_ms=1, per_op_runs=runs)
+                                           rss_interval_ms=rss_ms, per_op_runs=runs)
+    wrong = _check_outputs(device, program, runnable, inputs, prepared.data_dir, bundle, audit)
+    if wrong:
+        runnable.close()
+        device.close()
+        return {"model": spec, "compiler": compiler_name, "error": wrong}
+    runnable.set_inputs(x)
     kinds = ["plain", "python", "python-loop", "instrumented"]
     timing = TimingSettings(warmup=50, runs=runs, max_seconds=60, min_runs=runs)
     try:
@@ -73,7 +116,8 @@ def bench(spec: str, compiler_name: str, rounds: int, runs: int, tmp: Path) -> d
             random.shuffle(kinds)
             for kind in kinds:
                 if kind == "python":
-                    t = time_calls(runnable.run, timing, runnable.timed_runs)
+                    with RssSampler(audit.memory_interval_s):
+                        t = time_calls(runnable.run, timing, runnable.timed_runs)
                     python.append(p50(t.samples_ns))
                 elif kind == "python-loop":
                     python_loop.append(p50(time_calls(runnable.run, timing).samples_ns))

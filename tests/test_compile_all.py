@@ -34,7 +34,7 @@ def test_every_variant_measured_and_correct(audit):
         assert r["n"] == RUNS and r["accuracy_passed"] == 1
         assert r["max_abs_err"] < 1e-5
         assert 0 < r["p50_us"] <= r["p99_us"] <= r["max_us"]
-        assert r["verdict"] in ("meets", "tail-risk", "misses") and r["first_us"] > 0
+        assert r["first_us"] > 0
         assert r["rss_peak_bytes"] >= r["rss_avg_bytes"] > 10 * 2**20
         assert r["options"]["threads"] == 1 and r["device"] == "local" and r["emulated"] is False
         assert r["timing_loop"].startswith("python: ")  # no native loop: timed per call
@@ -50,8 +50,13 @@ def test_stored_samples_reproduce_the_statistics(audit, cli):
         stats = latency_stats(np.array(detail["samples_ns"]))
         for key in ("mean_us", "p50_us", "p99_us", "max_us", "jitter_us", "cov"):
             assert detail[key] == pytest.approx(stats[key])
-        over = np.mean(np.array(detail["samples_ns"]) / 1e3 > detail["budget_us"])
+        us = np.array(detail["samples_ns"]) / 1e3
+        over = np.mean(us > detail["budget_us"])
         assert detail["over_budget_share"] == pytest.approx(over)
+        # the verdict by its rule, from the raw samples: every run fits / p99 fits / p99 misses
+        want = ("meets" if us.max() <= detail["budget_us"] else
+                "tail-risk" if np.percentile(us, 99) <= detail["budget_us"] else "misses")
+        assert detail["verdict"] == want
         assert len(detail["memory_samples"]) >= 1
 
 
@@ -65,16 +70,19 @@ def test_per_op_rows_join_to_onnx_nodes(audit, cli):
                                 check=True).stdout)
         a = detail["per_op_attribution"]
         assert a["method"] in ("ort-profiler", "fx-node-timer") and a["runs"] == 30
-        assert a["uninstrumented_whole_us"] == pytest.approx(detail["p50_us"])
-        assert a["sum_to_whole"] == pytest.approx(a["per_op_sum_p50_us"] / a["uninstrumented_whole_us"])
+        # the ratio from independent rows: per-op medians over the raw samples' median
+        whole = float(np.median(detail["samples_ns"])) / 1e3
+        assert a["uninstrumented_whole_us"] == pytest.approx(whole)
+        assert a["sum_to_whole"] == pytest.approx(sum(op["p50_us"] for op in detail["per_op"]) / whole)
         covered = {n for op in detail["per_op"] for n in op["onnx_nodes"]}
         assert covered <= set(nodes), covered - set(nodes)
         convs = {n for n, op in nodes.items() if op == "Conv"}
         assert convs <= covered  # every Conv is attributed somewhere
-        assert all(op["mean_us"] >= 0 for op in detail["per_op"])
+        assert all(op["mean_us"] > 0 and op["calls"] >= 1 for op in detail["per_op"])
         assert sum(op["mean_us"] for op in detail["per_op"]) == pytest.approx(a["per_op_sum_us"])
         assert sum(op["p50_us"] for op in detail["per_op"]) == pytest.approx(a["per_op_sum_p50_us"])
-        assert detail["artifact_notes"] is not None
+        assert detail["artifact_notes"] == {"torch-eager": ["runs the bundle's torch-export program unchanged"],
+                                            "onnxruntime": []}[r["variant"]]
 
 
 def test_html_page_and_exports(audit, cli):
@@ -98,16 +106,31 @@ def test_html_page_and_exports(audit, cli):
     assert all(len(run["samples_ns"]) == RUNS for run in full)
 
 
+# GELU (erf), LayerNorm, tanh and softmax: ONNX Runtime's kernels round differently from torch's
+# somewhere in these 256 values, so with zero tolerance ORT must be flagged
+DIFFERS = """
+def make():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(64, 256), nn.GELU(), nn.LayerNorm(256), nn.Tanh(), nn.Softmax(-1)).eval()
+    return model, (torch.randn(1, 64),)
+"""
+
+
 def test_outputs_outside_tolerance_are_mismatches_never_passes(tmp_path, cli):
-    proc = cli("compile-all", "examples/blocks.py:mlp", "-c", "torch-eager,onnxruntime", "--runs", 50,
-               "--profile-runs", 0, "--atol", 0, "--rtol", 0, "--results-dir", tmp_path, "--json", check=True)
-    for r in json.loads(proc.stdout)["runs"]:
-        if r["max_abs_err"] > 0:
-            assert r["status"] == "mismatch" and "over tolerance" in r["reason"] and r["accuracy_passed"] == 0
-        else:
-            assert r["status"] == "ok"
-    statuses = {r["variant"]: r["status"] for r in json.loads(proc.stdout)["runs"]}
-    assert statuses["torch-eager"] == "ok"  # the reference itself is exact
+    from tests.conftest import write_factory
+
+    spec = write_factory(tmp_path / "differs.py", DIFFERS)
+    proc = cli("compile-all", spec, "-c", "torch-eager,onnxruntime", "--runs", 50,
+               "--profile-runs", 0, "--atol", 0, "--rtol", 0, "--results-dir", tmp_path / "r", "--json", check=True)
+    runs = {r["variant"]: r for r in json.loads(proc.stdout)["runs"]}
+    ort = runs["onnxruntime"]
+    assert ort["max_abs_err"] > 0  # the premise: this graph does differ under ORT
+    assert ort["status"] == "mismatch" and ort["accuracy_passed"] == 0
+    assert ort["reason"].startswith("output ")
+    assert ort["reason"].endswith(f": max abs error {ort['max_abs_err']:.3g} over tolerance")
+    assert ort["n"] == 50  # a mismatch is still measured
+    eager = runs["torch-eager"]
+    assert eager["status"] == "ok" and eager["max_abs_err"] == 0  # the reference itself is exact
 
 
 def test_bare_onnx_uses_onnx_reference_and_reaches_torch_converted(tmp_path, cli, audit):

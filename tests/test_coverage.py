@@ -26,10 +26,16 @@ def test_coverage_sample_matrix(tmp_path, cli):
     db = sqlite3.connect(tmp_path / "results.sqlite")
     rows = db.execute("SELECT status, reason FROM coverage WHERE status NOT IN ('matched')").fetchall()
     assert all(reason for status, reason in rows)  # every non-match says why
-    # a second run reuses what is stored: same totals, nothing re-run
+    # a second run reuses what is stored: every case's row as it was (status, reason, time
+    # taken, when written), so nothing was re-run
+    per_case = "SELECT variant, suite, case_name, status, reason, seconds, updated_at FROM coverage ORDER BY 1, 2, 3"
+    before = db.execute(per_case).fetchall()
+    assert len([r for r in before if r[0] == "onnxruntime"]) == 40
     again = json.loads(cli("coverage", "-o", tmp_path, "-c", "onnxruntime", "--suite", "node", "--suite",
                            "pytorch-converted", "--sample", 40, "--json", check=True).stdout)
     assert again["totals"]["onnxruntime"] == totals
+    assert db.execute(per_case).fetchall() == before
+    db.close()
 
 
 def test_a_crashing_case_is_recorded_and_the_rest_run(tmp_path):

@@ -166,3 +166,32 @@ def test_shipped_host_dataset_imports_and_covers_every_family(tmp_path, cli):
         assert family in info.stdout
     hosts = {json.loads(h)["cpu_model"] for (h,) in db.execute("SELECT DISTINCT host FROM runs")}
     assert len(hosts) == 1 and db.execute("SELECT SUM(emulated) FROM runs").fetchone()[0] == 0
+
+
+@pytest.mark.parametrize("columns", [
+    {"a": [1, 2], "b": ["x", "y"]},  # a valid Parquet file of another schema
+    "nested",  # the right top-level columns, per-op rows of another shape
+])
+def test_import_of_a_parquet_file_of_another_schema_is_one_line(tmp_path, cli, columns):
+    import pyarrow as pa
+    import pyarrow.parquet
+
+    if columns == "nested":
+        from auditor.dataset import FILE_COLUMNS
+
+        columns = {c: [None] for c in FILE_COLUMNS}
+        columns.update(run_id=["r1"], samples_ns=[[1, 2]], per_op=[[{"kernel": "k"}]], graph=[[]],
+                       accuracy=["[]"])
+    path = tmp_path / "other.parquet"
+    pa.parquet.write_table(pa.table(columns), str(path))
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
+    proc = subprocess.run([sys.executable, "-m", "auditor", "dataset", "import", str(path), "-o", str(tmp_path / "r")],
+                          capture_output=True, text=True, cwd=ROOT,
+                          env=dict(os.environ, PYTHONPATH=str(ROOT), TMPDIR=str(tmp)))
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.count("\n") == 1 and "not an auditor dataset file" in proc.stderr
+    assert list(tmp.iterdir()) == []  # no crash file
+    db = sqlite3.connect(tmp_path / "r" / "results.sqlite")
+    assert db.execute("SELECT COUNT(*) FROM runs").fetchone() == (0,)  # nothing half-imported
+    db.close()

@@ -40,16 +40,21 @@ def test_sofie_native_on_local_is_stored_with_per_op_rows(tmp_path):
     assert n == 50  # every timed sample kept
     memory = json.loads(run["runtime_memory"])
     assert memory["runner"]["backend"] == "sofie" and memory["runner"]["arch"] == "x86_64"
-    assert memory["intermediate_pool_bytes"] >= 0
+    assert memory["intermediate_pool_bytes"] > 0  # the MLP keeps its hidden activations in the pool
     assert run["rss_peak_bytes"] > 0 and run["first_us"] > 0
     assert ops, "per-op rows"
     nodes = {n for _, js in ops for n in json.loads(js)}
     graph_nodes = {r[0] for r in store.db.execute(
         "SELECT name FROM onnx_nodes WHERE model_hash=?", (prepared.bundle.model_hash,))}
     assert nodes and nodes <= graph_nodes  # every per-op row joins back to the ONNX graph
-    attribution = store.db.execute("SELECT method, sum_to_whole FROM op_attribution WHERE run_id=?",
-                                   (run_id,)).fetchone()
-    assert attribution[0] == "sofie-light-timers" and 0.5 < attribution[1] < 2.0
+    a = store.attribution(run_id)
+    op_p50 = [r["p50_us"] for r in store.rows("op_timings", run_id)]
+    assert a["method"] == "sofie-light-timers" and all(p > 0 for p in op_p50)
+    # the ratio from independent rows: per-op medians over the run's median (the ±10 % figure
+    # itself is benchmarks/native_runner.py's, on a quiet machine)
+    assert a["sum_to_whole"] == pytest.approx(sum(op_p50) / run["p50_us"])
+    # chained timers lie inside the instrumented whole: their medians cannot add up to much more
+    assert a["per_op_sum_p50_us"] <= 1.05 * a["instrumented_whole_us"]
     # the python harness's run of the same options is another run, not a resume hit
     _, _, (py_id,) = audit_in(tmp_path, MLP, ["sofie"], harness="python")
     assert py_id != run_id and json.loads(store.run(py_id)["settings"])["harness"] == "python"
@@ -176,7 +181,8 @@ def test_sofie_on_the_loopback_ssh_device(tmp_path, ssh_spec):
     assert json.loads(run["settings"])["harness"] == "native"
     assert store.db.execute("SELECT COUNT(*) FROM op_timings WHERE run_id=?", (run_id,)).fetchone()[0] > 0
     if shutil.which("perf") is None:
-        return
+        pytest.skip("perf is not installed (linux-perf; `make test` installs it): the end-to-end "
+                    "`auditor profile` over ssh was not run")
     from tests.conftest import run_cli
 
     done = run_cli("profile", MLP, "-c", "sofie", "--device", ssh_spec, "--seconds", "1",

@@ -241,18 +241,64 @@ def test_board_with_debians_perf_wrapper_but_no_perf_for_its_kernel(tmp_path):
         P.choose_event(_Board(tmp_path))
 
 
+def _event_rule_holds(event: str, why: str) -> None:
+    """The reason stored with a profile names the event chosen and why."""
+    if event == "cycles":
+        assert why.startswith("hardware cycles: `perf stat -e cycles` counts on ") and "samples of a busy loop" in why
+    else:
+        assert event == "cpu-clock" and "cpu-clock is the kernel's software timer" in why
+        assert "not supported" in why or "gave no samples" in why
+
+
+@pytest.fixture
+def fake_probe(monkeypatch, local):
+    """perf on `local` faked: (counts cycles?, cycles samples, cpu-clock samples) -> choose_event."""
+    monkeypatch.setattr(P, "_require_perf", lambda device: P._Perf("perf version 6.1.0", True))
+
+    def choose(counts: bool, cycles: int, clock: int):
+        monkeypatch.setattr(P.perf_probe, "stat_counts", lambda run, event, perf="perf": counts and event == "cycles")
+        monkeypatch.setattr(P.perf_probe, "sampled", lambda run, event, data, perf="perf", flags=():
+                            ({"cycles": cycles, "cpu-clock": clock}[event], f"[ perf record: {event} ]"))
+        return P.choose_event(local)
+
+    return choose
+
+
+def test_choose_event_hardware_cycles_where_they_sample(fake_probe):
+    event, why = fake_probe(True, 250, 300)
+    assert event == "cycles" and "gave 250 samples" in why
+    _event_rule_holds(event, why)
+
+
+def test_choose_event_cpu_clock_where_cycles_count_but_never_interrupt(fake_probe):
+    event, why = fake_probe(True, 0, 300)  # a PMU with no interrupt wired, as on some ARM SoCs
+    assert event == "cpu-clock" and "counts on local but sampling cycles gave no samples" in why
+    _event_rule_holds(event, why)
+
+
+def test_choose_event_cpu_clock_where_no_counters_are_exposed(fake_probe):
+    event, why = fake_probe(False, 250, 300)  # a VM: cycles "not supported", never sampled
+    assert event == "cpu-clock" and "says not supported on local" in why
+    _event_rule_holds(event, why)
+
+
+def test_choose_event_refuses_when_nothing_samples(fake_probe):
+    with pytest.raises(DeviceError, match=r"perf cannot sample on local: .*cpu-clock sampling failed too "
+                                          r"\(\[ perf record: cpu-clock \]\); check /proc/sys/kernel/perf_event_paranoid"):
+        fake_probe(False, 0, 0)
+
+
 @needs_perf
-def test_choose_event_picks_cpu_clock_on_this_vm(local):
+def test_choose_event_on_this_machine_follows_the_rule(local):
     event, why = P.choose_event(local)
-    assert event == "cpu-clock"  # this VM exposes no hardware counters
-    assert "cycles" in why and "not supported" in why
+    _event_rule_holds(event, why)
 
 
 @needs_perf
 def test_record_two_hot_functions(local, programs):
     capture = P.record(local, [str(programs["hot"]), "60000000"], frequency=999, timeout_s=60)
     assert capture.failure is None and capture.returncode == 0
-    assert capture.event == "cpu-clock" and "not supported" in capture.why
+    _event_rule_holds(capture.event, capture.why)
     assert capture.perf_version.startswith("perf version")
     assert capture.samples == capture.recorded_samples and capture.samples > 50
     assert capture.lost_events == 0
@@ -314,7 +360,8 @@ def test_record_over_ssh(ssh_spec, programs):
         capture = P.record(device, [str(programs["hot"]), "30000000"], timeout_s=60)
     finally:
         device.close()
-    assert capture.device == ssh_spec and capture.event == "cpu-clock" and capture.failure is None
+    assert capture.device == ssh_spec and capture.failure is None
+    _event_rule_holds(capture.event, capture.why)
     assert any(s.endswith(";hot_big") for s in P.fold(capture.script))
 
 

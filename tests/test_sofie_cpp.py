@@ -112,7 +112,11 @@ def test_mlp_through_the_pipeline(mlp, mlp_run):
     assert att["method"] == "sofie-light-timers" and att["runs"] == 50
     # chained timers cover doInfer from the first operator's start to the last one's end
     assert 0.5 * att["instrumented_whole_us"] < att["per_op_sum_p50_us"] <= 1.05 * att["instrumented_whole_us"]
-    assert att["overhead_ratio"] > 0.5
+    # instrumented over uninstrumented median, the latter from the run's own row (the figure
+    # itself is noise on a shared machine: benchmarks/native_runner.py reports it)
+    assert att["uninstrumented_whole_us"] == row["p50_us"]
+    assert att["overhead_ratio"] == pytest.approx(att["instrumented_whole_us"] / row["p50_us"])
+    assert att["sum_to_whole"] == pytest.approx(sum(op["p50_us"] for op in ops) / row["p50_us"])
     assert json.loads(row["runtime_memory"])["intermediate_pool_bytes"] > 0
     workdir = Path(row["artifact_dir"])
     assert (workdir / "libsofie_model.so").exists() and (workdir / "libsofie_model_prof.so").exists()

@@ -28,12 +28,34 @@ def test_default_instance_exports_and_onnxruntime_matches_torch(family, tmp_path
         np.testing.assert_allclose(g, w, rtol=1e-3, atol=1e-4)
 
 
-def test_streaming_recurrent_carries_state():
+def test_streaming_recurrent_carries_state(tmp_path):
+    """Frame by frame with the state fed back, the streaming cell (torch, and its exported ONNX
+    under ORT) gives what the LSTM gives over the whole sequence; from a zero state it does not."""
+    import torch
+
     model = load_model("zoo:recurrent:cell=lstm,streaming=true,hidden=16")
     assert [i.shape for i in model.inputs] == [(1, 1, 8), (1, 1, 16), (1, 1, 16)]
-    out = reference_outputs(model, [np.ones((1, 1, 8), np.float32), np.zeros((1, 1, 16), np.float32),
-                                    np.zeros((1, 1, 16), np.float32)])
-    assert [o.shape for o in out] == [(1, 1, 16), (1, 1, 16), (1, 1, 16)]  # output, h, c
+    inputs = build_inputs(model, [])
+    bundle = prepare_bundle(model, inputs, tmp_path)
+    session = ort.InferenceSession(str(bundle.path("onnx")), providers=["CPUExecutionProvider"])
+    frames = np.random.default_rng(5).standard_normal((4, 1, 1, 8)).astype(np.float32)
+    zero = np.zeros((1, 1, 16), np.float32)
+    h = c = oh = oc = zero
+    eager, onnx_steps = [], []
+    for frame in frames:
+        out, h, c = reference_outputs(model, [frame, h, c])
+        assert [a.shape for a in (out, h, c)] == [(1, 1, 16)] * 3  # output, h, c
+        o, oh, oc = session.run(None, {s.name: a for s, a in zip(bundle.inputs, (frame, oh, oc))})
+        eager.append(out)
+        onnx_steps.append(o)
+    with torch.no_grad():
+        whole, _ = model.module.rnn(torch.from_numpy(np.concatenate(frames, axis=1)))
+    want = whole.numpy()
+    np.testing.assert_allclose(np.concatenate(eager, axis=1), want, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(np.concatenate(onnx_steps, axis=1), want, rtol=1e-4, atol=1e-5)
+    # the state matters: the last frame alone, from a zero state, is another output
+    alone = reference_outputs(model, [frames[-1], zero, zero])[0]
+    assert np.abs(alone - eager[-1]).max() > 1e-3
 
 
 def test_sparsity_zeroes_the_asked_share():
@@ -64,7 +86,15 @@ def test_random_samples_stay_in_range():
     rng = random.Random(3)
     for fam in zoo.FAMILIES.values():
         for _ in range(20):
-            fam.resolve({k: p.sample(rng) for k, p in fam.params.items()})  # raises if out of range
+            drawn = {k: p.sample(rng) for k, p in fam.params.items()}
+            resolved = fam.resolve(drawn)  # raises if out of range
+            assert {k: resolved[k] for k in drawn} == drawn
+            spec = zoo.spec_string(fam.name, resolved)  # and names the same instance back
+            back = zoo.parse_spec(spec)
+            assert back[0].name == fam.name and back[1] == resolved
+    # a drawn value outside its range would be refused, so the check above can fail
+    with pytest.raises(AuditorError, match="outside"):
+        zoo.FAMILIES["mlp"].resolve({"depth": 99})
 
 
 def test_zoo_export_cli(tmp_path, cli):

@@ -56,7 +56,8 @@ def compile_all(
     cpu: int = typer.Option(-1, min=-1, help="native runner: pin to this CPU (-1: no pinning)"),
     target: str = typer.Option("host", help=f"code generation target: {', '.join(TARGETS)}"),
     timeout: float = typer.Option(600.0, help="seconds one compiler variant may take"),
-    resume: bool = typer.Option(False, "--resume", help="reuse variants already measured for this model"),
+    resume: bool = typer.Option(False, "--resume", help="reuse variants already run for this model with the same "
+                                "options, target, harness, device, tolerance and deadline"),
     as_json: bool = typer.Option(False, "--json", help="print results as JSON"),
 ) -> None:
     """Compile MODEL with every compiler variant, measure each, compare to the reference."""
@@ -86,17 +87,27 @@ def compile_all(
                   TextColumn("{task.fields[phase]}"), TimeElapsedColumn(), console=console) as bar:
         tasks = {v.label: bar.add_task(v.label, total=len(PHASES), phase="queued") for v in variants}
 
+        reused: list[str] = []
+
         def progress(label: str, phase: str) -> None:
+            if phase == "stored":
+                reused.append(label)
             done = len(PHASES) if phase in ("finished", "stored") else PHASES.index(phase) if phase in PHASES else None
             bar.update(tasks[label], phase=phase, **({"completed": done} if done is not None else {}))
 
         run_ids = audit_variants(prepared, variants, settings, store, command, progress, resolved)
     summaries = [run_summary(store, store.run(r)) for r in run_ids]
+    for s in summaries:
+        if s["variant"] in reused:
+            t = s["timing"] or {}
+            console.print(f"{s['variant']}: stored run {s['run_id']} reused ({s['status']}; timed with "
+                          f"runs={t.get('runs')} warmup={t.get('warmup')} max_seconds={t.get('max_seconds')})")
     pages = [write_run_page(store, r) for r in run_ids]
     if as_json:
         print(json.dumps({"model": prepared.model_source, "model_hash": prepared.bundle.model_hash,
                           "state": prepared.bundle.state, "stream_state": prepared.stream_state,
                           "budget_us": settings.budget_us, "runs": summaries,
+                          "reused": [s["run_id"] for s in summaries if s["variant"] in reused],
                           "reports": [str(p) for p in pages]}, indent=2, default=str))
     else:
         held = describe_state(prepared.bundle.state, prepared.stream_state)

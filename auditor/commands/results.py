@@ -43,8 +43,11 @@ def show(run_id: str = typer.Argument(..., help="run id (a unique prefix is enou
         print(json.dumps(detail, indent=2, default=str))
         return
     print(table([detail]))
+    timing = detail["timing"] or {}
     print(f"\noptions {json.dumps(detail['options'])}; target {detail['target'].get('name')}; "
-          f"host {detail['host'].get('cpu_model')}; {len(detail['samples_ns'])} samples stored")
+          f"host {detail['host'].get('cpu_model')}; {len(detail['samples_ns'])} samples stored; "
+          f"timed with runs={timing.get('runs')} warmup={timing.get('warmup')} "
+          f"max_seconds={timing.get('max_seconds')}")
     if detail["state"]:
         how = detail["model_state"].get("how")
         print(f"model state: {detail['state']}{': ' + how if how and not detail['stream_state'] else ''}; "
@@ -75,13 +78,14 @@ def export(results_dir: Path = RESULTS_DIR,
     else:
         buf = io.StringIO()
         writer = csv.DictWriter(buf, fieldnames=[*SUMMARY_KEYS, "target", "options", "max_abs_err", "snr_db",
-                                                 "timing_loop", "per_op_method", "per_op_sum_to_whole",
-                                                 "state"])
+                                                 "timing_loop", "timing", "per_op_method",
+                                                 "per_op_sum_to_whole", "state"])
         writer.writeheader()
         for row in store.runs():
             s = run_summary(store, row)
             s.pop("model_state"), s.pop("stream_state")  # in the CSV as the one `state` phrase
-            writer.writerow({**s, "options": json.dumps(s["options"], sort_keys=True)})
+            writer.writerow({**s, "options": json.dumps(s["options"], sort_keys=True),
+                             "timing": json.dumps(s["timing"], sort_keys=True)})
         text = buf.getvalue()
     if output:
         output.write_text(text)
