@@ -117,7 +117,7 @@ ATTRIBUTION_COLUMNS = ("method", "runs", "per_op_sum_us", "instrumented_whole_us
                        "overhead_ratio", "sum_to_whole", "notes", "per_op_sum_p50_us")
 NODE_COLUMNS = ("node_index", "name", "op_type", "domain", "inputs", "outputs", "input_shapes",
                 "output_shapes", "attrs", "fx_node")
-MODEL_COLUMNS = ("source", "format", "inputs", "outputs", "files", "problems")
+MODEL_COLUMNS = ("source", "format", "inputs", "outputs", "files", "problems", "state")
 # the top-level columns dataset_rows writes (nested ones: the *_COLUMNS above)
 FILE_COLUMNS = ("dataset", "spec", "family", "params", *RUN_COLUMNS, "model", "samples_ns", "accuracy",
                 "attribution", "per_op", "graph")
@@ -215,8 +215,10 @@ def _import_rows(store: Store, rows: list[dict]) -> dict[str, int]:
                 [(rid, *[op[k] for k in OP_COLUMNS]) for op in row["per_op"]])
             if row["model"]:
                 m = json.loads(row["model"])
-                store.db.execute("INSERT OR IGNORE INTO models VALUES (?,?,?,?,?,?,?,?,?)",
-                                 (row["model_hash"], *[m[k] for k in MODEL_COLUMNS], None, time.time()))
+                store.db.execute(f"INSERT OR IGNORE INTO models (model_hash, {', '.join(MODEL_COLUMNS)}, "
+                                 f"created_at) VALUES ({','.join('?' * (len(MODEL_COLUMNS) + 2))})",
+                                 # files exported before the state column have no "state"
+                                 (row["model_hash"], *[m.get(k) for k in MODEL_COLUMNS], time.time()))
             store.db.executemany(
                 f"INSERT OR IGNORE INTO onnx_nodes VALUES (?,{','.join('?' * len(NODE_COLUMNS))})",
                 [(row["model_hash"], *[n[k] for k in NODE_COLUMNS]) for n in row["graph"]])

@@ -138,6 +138,7 @@ def test_doctor_json_reports_this_machine(cli):
     import onnx
     import onnxruntime
 
+    from auditor.host import package_version
     from compilers import registry
 
     d = json.loads(cli("doctor", "--json", check=True).stdout)
@@ -149,7 +150,9 @@ def test_doctor_json_reports_this_machine(cli):
     assert compilers["onnxruntime"]["available"] is True and compilers["onnxruntime"]["version"] == onnxruntime.__version__
     assert compilers["onnxruntime"]["per_op"] == "ort-profiler"
     for tool in d["devices"]:
-        assert tool["found"] == (shutil.which(tool["tool"]) is not None), tool
+        name, python = tool["tool"].removesuffix(" (Python)"), tool["tool"].endswith(" (Python)")
+        found = package_version(name) if python else shutil.which(name)
+        assert tool["found"] == (found is not None), tool
     if shutil.which("perf"):
         assert d["perf"]["version"].startswith("perf version")
         assert d["perf"]["paranoid"] == int(open("/proc/sys/kernel/perf_event_paranoid").read())
