@@ -18,6 +18,7 @@ ADAPTERS: dict[str, str] = {
     "sofie": "compilers.sofie_cpp:Sofie",
     "litert": "compilers.litert_tflite:LiteRT",
     "executorch": "compilers.executorch_pte:ExecuTorch",
+    "iree": "compilers.iree:Iree",
 }
 
 
