@@ -266,6 +266,10 @@ class Compiler(ABC):
     options: ClassVar[dict[str, OptionSpec]] = {}
     # option overrides compile-all runs by default, one run each ({} = the defaults)
     default_variants: ClassVar[tuple[dict[str, Any], ...]] = ({},)
+    # the variants `auditor coverage` runs by default (None: default_variants); a compiler
+    # whose variants differ only in how they run or in an input the ONNX cases lack names
+    # the one that tells whether an op compiles
+    coverage_variants: ClassVar[tuple[dict[str, Any], ...] | None] = None
     per_op_method: ClassVar[str | None] = None
     install_hint: ClassVar[str] = ""
     # takes a model's Python number arguments (TensorSpec.scalar) as they are given

@@ -100,7 +100,8 @@ class IreeRunnable(Runnable):
 
     def set_inputs(self, arrays):
         rt = self.rt
-        self._keep = [rt.asdevicearray(self.device, np.ascontiguousarray(a)) for a in arrays]
+        # np.require keeps a 0-d array 0-d (np.ascontiguousarray would make it 1-d)
+        self._keep = [rt.asdevicearray(self.device, np.require(a, requirements="C")) for a in arrays]
         args = rt.VmVariantList(len(arrays))
         for array in self._keep:
             args.push_ref(array._buffer_view.ref)
@@ -132,6 +133,9 @@ class Iree(Compiler):
                                            "(IREE's task system, worker threads)", ("local-sync", "local-task")),
     }
     default_variants = ({}, {"frontend": "onnx"}, {"driver": "local-task"})
+    # coverage cases are ONNX only (frontend=torch would fall back to the same import) and the
+    # driver does not change what compiles: one variant, ~1 s a case
+    coverage_variants = ({"frontend": "onnx"},)
     per_op_method = PROFILE_METHOD
     install_hint = "pip install iree-base-compiler iree-base-runtime iree-turbine"
 
@@ -239,7 +243,7 @@ class Iree(Compiler):
             input_flags = []
             for i, array in enumerate(inputs):
                 path = tmp_path / f"input{i}.npy"
-                np.save(path, np.ascontiguousarray(array))
+                np.save(path, np.require(array, requirements="C"))
                 input_flags.append(f"--input=@{path}")
             base = [str(runtime_tool("iree-benchmark-module")), f"--module={artifact.path('module')}",
                     f"--device={artifact.options['driver']}", f"--function={meta['function']}", *input_flags,

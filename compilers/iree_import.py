@@ -39,6 +39,10 @@ def import_onnx(onnx_path: Path, out: Path) -> Imported:
     from iree.compiler.extras import onnx_importer
 
     model = onnx.load(str(onnx_path))
+    try:  # as iree-import-onnx does: shape inference with data propagation first
+        model = onnx.shape_inference.infer_shapes(model, data_prop=True)
+    except Exception:  # noqa: BLE001 - the importer then works from the graph's own shapes
+        pass
     context = ir.Context()
     info = onnx_importer.ModelInfo(model)
     module = info.create_module(context=context).operation
