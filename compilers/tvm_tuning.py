@@ -40,12 +40,22 @@ def tuning_dir(model_hash: str, target: Target, options: dict[str, Any]) -> Path
 
 
 def records_in(work_dir: Path) -> int:
-    """Measured candidates already in the database (one JSON line each)."""
+    """Measured candidates already in the database (one JSON line each). A line cut short by
+    a kill is dropped, so the database loads when the tuning resumes."""
     path = work_dir / RECORDS
     if not path.exists():
         return 0
-    with open(path) as f:
-        return sum(1 for line in f if line.strip())
+    lines = [line for line in path.read_text().splitlines() if line.strip()]
+    complete = []
+    for line in lines:
+        try:
+            json.loads(line)
+        except ValueError:
+            continue
+        complete.append(line)
+    if len(complete) != len(lines):
+        path.write_text("".join(line + "\n" for line in complete))
+    return len(complete)
 
 
 def cost_model_name() -> tuple[str, str]:
