@@ -257,16 +257,18 @@ class Iree(Compiler):
             events = _run([str(runtime_tool("iree-profile")), "dispatch", "--format=jsonl", "--dispatch_events",
                            str(bundle_path)], "iree-profile").splitlines()
         submissions = iree_dispatches.parse_events(events)
-        if len(submissions) < warmup + runs:
-            return None
-        kept = dict(list(submissions.items())[-runs:])
+        inferences = iree_dispatches.per_inference(submissions, warmup + runs)
+        if inferences is None:
+            return None  # submissions not a whole number per inference: no honest grouping
+        per_call = len(submissions) // (warmup + runs)
         notes = ("IREE HAL-native profiling (iree-benchmark-module --device_profiling_mode=host-execution, "
                  "read with iree-profile dispatch): one host-clock event per dispatch from the start to the end "
-                 "of its execution by the local driver, summed per inference (one submission each); "
+                 f"of its execution by the local driver, summed per inference ({per_call} queue submission(s) "
+                 "each); "
                  f"{warmup} warm-up inferences dropped; measured in iree-benchmark-module, not in the "
                  "timed process; not rescaled")
         return iree_dispatches.profile_from_events(
-            kept, meta["dispatches"], float(np.median(profiled)) if profiled else None,
+            inferences[warmup:], meta["dispatches"], float(np.median(profiled)) if profiled else None,
             float(np.median(plain)) if plain else None, notes)
 
 

@@ -85,10 +85,20 @@ def parse_events(lines: list[str]) -> dict[int, list[tuple[str, int]]]:
     return {sid: [(key, dur) for _, key, dur in sorted(events)] for sid, events in sorted(per_submission.items())}
 
 
-def profile_from_events(submissions: dict[int, list[tuple[str, int]]], kernels: dict[str, dict],
+def per_inference(submissions: dict[int, list[tuple[str, int]]], calls: int) -> list[list[tuple[str, int]]] | None:
+    """Submissions -> the dispatches of each of `calls` inferences. An inference is one
+    submission, or several in a row when host code between dispatches splits it (a recurrent
+    loop submits once per step); None when the count does not divide evenly."""
+    ordered = list(submissions.values())
+    if calls <= 0 or not ordered or len(ordered) % calls:
+        return None
+    k = len(ordered) // calls
+    return [[event for sub in ordered[i:i + k] for event in sub] for i in range(0, len(ordered), k)]
+
+
+def profile_from_events(runs: list[list[tuple[str, int]]], kernels: dict[str, dict],
                         instrumented_us: float | None, plain_us: float | None, notes: str) -> OpProfile:
-    """Per-dispatch time per inference (one submission per inference on the local drivers)."""
-    runs = list(submissions.values())
+    """Per-dispatch time per inference, summed over its calls in that inference."""
     order: list[str] = []
     for events in runs:
         for key, _ in events:

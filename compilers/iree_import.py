@@ -66,13 +66,15 @@ def import_torch(pt2_path: Path, onnx_path: Path | None, out: Path) -> Imported:
     ep = torch.export.load(str(pt2_path))
     original = {n.name for n in ep.graph.nodes}
     fx_nodes = [(n.name, _aten_name(n.target)) for n in ep.graph.nodes if n.op == "call_function"]
-    dec = ep.run_decompositions()
+    dec = ep.run_decompositions(_decompositions())
     for node in dec.graph.nodes:
         node.meta["stack_trace"] = f'  File "{FX_PREFIX}{node.name}", line 1, in forward\n'
     exported = aot.export(dec)
     out.write_text(exported.mlir_module.operation.get_asm(enable_debug_info=True))
     notes = ["imported from the bundle's torch.export program with iree-turbine aot.export "
-             "(core-ATen decomposition run first); op locations are the decomposed FX node names"]
+             "(core-ATen decomposition run first, aten.squeeze.dims as a view without its size-1 dims: "
+             "IREE's torch input conversion has no pattern for it, and the recurrent blocks' "
+             "exports use it); op locations are the decomposed FX node names"]
     loc_to_onnx: dict[str, list[str]] = {}
     if onnx_path is not None:
         pt2_onnx, more = pt2_to_onnx(fx_nodes, onnx_path)
@@ -83,6 +85,24 @@ def import_torch(pt2_path: Path, onnx_path: Path | None, out: Path) -> Imported:
             if root and pt2_onnx.get(root):
                 loc_to_onnx[FX_PREFIX + node.name] = pt2_onnx[root]
     return Imported(out, "torch", "main", loc_to_onnx, notes)
+
+
+def _decompositions():
+    """torch.export's default (core ATen) table plus aten.squeeze.dims, which core ATen keeps
+    and IREE's torch input conversion does not legalise."""
+    import torch
+
+    table = torch.export.default_decompositions()
+    aten = torch.ops.aten
+
+    def squeeze_dims(x, dims):
+        # a view without the size-1 dims (dropping them never breaks the view's strides)
+        rank = x.dim()
+        drop = {d % rank for d in dims} if rank else set()
+        return aten.view.default(x, [s for i, s in enumerate(x.shape) if not (i in drop and s == 1)])
+
+    table[aten.squeeze.dims] = squeeze_dims
+    return table
 
 
 _QUOTED = re.compile(r'"([^"]*)"')
