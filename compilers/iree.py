@@ -151,9 +151,14 @@ class Iree(Compiler):
             binaries.find_tool("iree-compile")
         except Exception as e:  # noqa: BLE001
             return False, f"iree-compile not found: {e}"
-        from importlib.metadata import version
+        from importlib.metadata import PackageNotFoundError, version
 
-        return True, version("iree-base-compiler")
+        try:
+            turbine = f"iree-turbine {version('iree-turbine')}"
+        except PackageNotFoundError:
+            turbine = "no iree-turbine (frontend=torch unavailable)"
+        return True, (f"iree-base-compiler {version('iree-base-compiler')}, "
+                      f"iree-base-runtime {version('iree-base-runtime')}, {turbine}")
 
     # ------------------------------------------------------------------ compile
     def compile(self, bundle, target, options, workdir):

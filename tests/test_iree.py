@@ -18,7 +18,7 @@ VARIANTS = ["iree", "iree:frontend=onnx", "iree:driver=local-task"]
 
 
 def _compile_all(cli, results, *extra):
-    args = ["compile-all", "zoo:mlp", "--runs", 100, "--profile-runs", 20, "--results-dir", results, "--json",
+    args = ["compile-all", "zoo:mlp", "--runs", 50, "--profile-runs", 10, "--results-dir", results, "--json",
             *extra]
     for v in VARIANTS:
         args += ["-c", v]
@@ -114,4 +114,4 @@ def test_variants_and_coverage_presets():
     assert labels == ["iree", "iree[frontend=onnx]", "iree[driver=local-task]"]
     assert [v.label for v in registry.coverage_variants(["iree"])] == ["iree[frontend=onnx]"]
     ok, version = Iree.available()
-    assert ok and version[0].isdigit()
+    assert ok and "iree-base-compiler 3." in version and "iree-base-runtime" in version
