@@ -3,8 +3,12 @@
 The database lives under the cache root (`device_runner.build.cache_root()/tvm-tuning/`), one
 folder per (model hash, target, trial budget, fuse, opt level, TVM version): fuse and opt level
 change which kernels there are to tune, a TVM upgrade changes the schedules. MetaSchedule's
-JSON database appends each measured candidate as it goes, so a killed tuning keeps what it
-measured: the next compile counts those records and tunes only the rest of the budget.
+JSON database keeps one line per measured candidate, but in TVM 0.27 the lines reach the
+file only when the database object is destroyed (a killed tune_relax leaves none), so
+tuning runs in short rounds (one tune_relax each, ROUND_PER_KERNEL trials per
+kernel) and a kill loses at most the round in flight: the next compile counts the records on
+disk and tunes only the rest of the budget (one XGB model learns across the rounds of a
+process; a resumed tuning starts a new one, seeded by the records).
 `tuning-complete.json`, written last, marks a finished tuning (a cache hit) and records its
 cost model, time and budget. Progress (trials done, best time of the task just measured)
 goes to stderr, which the worker keeps in the run's log.
@@ -12,6 +16,7 @@ goes to stderr, which the worker keeps in the run's log.
 
 from __future__ import annotations
 
+import gc
 import json
 import sys
 import time
@@ -21,6 +26,7 @@ from typing import Any
 from compilers.base import Target
 
 COMPLETE = "tuning-complete.json"
+ROUND_PER_KERNEL = 16  # trials per kernel in one tune_relax round (what a kill can lose)
 RECORDS = "database_tuning_record.json"
 
 
@@ -168,14 +174,27 @@ def tune(mod, model_hash: str, target: Target, tvm_target, options: dict[str, An
         print(f"tvm tuning: {tasks} kernels, {trials} trials ({already} measured before), "
               f"cost model {cost_model}, database {work_dir}", file=sys.stderr, flush=True)
         if remaining > 0:
-            callbacks = [*ms.measure_callback.MeasureCallback.create("default"),
-                         _progress_callback(trials, already)]
-            ms.relax_integration.tune_relax(
-                mod=mod, params={}, target=tvm_target, work_dir=str(work_dir),
-                max_trials_global=remaining, max_trials_per_task=per_task,
-                num_trials_per_iter=min(64, per_task), cost_model=cost_model, seed=0,
-                builder=_in_process_builder(), measure_callbacks=callbacks,
-            )
+            model = ms.cost_model.CostModel.create(cost_model)  # one model, learning across rounds
+            progress = _progress_callback(trials, already)
+            step = min(ROUND_PER_KERNEL, per_task)
+            while remaining > 0:
+                # TVM 0.27's JSON database reaches its files when the database object is
+                # destroyed: a killed tune_relax leaves nothing. Short rounds, each its own
+                # tune_relax, bound what a kill loses to one round.
+                before = records_in(work_dir)
+                ms.relax_integration.tune_relax(
+                    mod=mod, params={}, target=tvm_target, work_dir=str(work_dir),
+                    max_trials_global=min(remaining, step * tasks), max_trials_per_task=step,
+                    num_trials_per_iter=step, cost_model=model, seed=0,
+                    builder=_in_process_builder(),
+                    measure_callbacks=[*ms.measure_callback.MeasureCallback.create("default"), progress],
+                )
+                gc.collect()  # the round's database object writes its records when collected
+                after = records_in(work_dir)
+                if after <= before:
+                    raise RuntimeError(f"MetaSchedule round added no tuning record to {work_dir} "
+                                       f"({after} of {trials} trials measured)")
+                remaining = trials - after
         seconds = time.perf_counter() - t0
         complete.write_text(json.dumps({
             "trials": trials, "kernels": tasks, "per_kernel": per_task, "seconds": seconds,
@@ -183,7 +202,7 @@ def tune(mod, model_hash: str, target: Target, tvm_target, options: dict[str, An
             "tvm": tvm_version(), "tvm_target": tvm_target_dict(target)}))
         resumed = f", resumed after {already} trials of a stopped tuning" if already else ""
         notes.append(f"MetaSchedule tuning cache miss: tuned {trials} trials over {tasks} "
-                     f"kernels ({per_task} each at most) in {seconds:.1f} s{resumed} "
+                     f"kernels ({per_task} each at most) in {seconds:.1f} s in this compile{resumed} "
                      f"(cost model {cost_model}: {cost_detail}), database kept in {work_dir}")
     mod = relax.transform.MetaScheduleApplyDatabase(str(work_dir))(mod)
     kernels = [f for f in mod.functions.values() if _is_prim_func(f)]
