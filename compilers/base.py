@@ -274,6 +274,8 @@ class Compiler(ABC):
     install_hint: ClassVar[str] = ""
     # takes a model's Python number arguments (TensorSpec.scalar) as they are given
     takes_scalars: ClassVar[bool] = False
+    # builds native code for a non-host target with the target's C++ cross compiler
+    cross_cxx: ClassVar[bool] = True
 
     @classmethod
     @abstractmethod
@@ -306,7 +308,7 @@ class Compiler(ABC):
         """None when this compiler can take the bundle for the target, else why not."""
         if target.name not in self.targets:
             return f"{self.name} does not compile for target {target.name}"
-        if not target.is_host and shutil.which(target.cxx) is None:
+        if not target.is_host and self.cross_cxx and shutil.which(target.cxx) is None:
             return f"{target.cxx} not found (apt-get install {target.cxx_package})"
         if not bundle.formats() & set(self.accepts):
             why = "; ".join(f"{f}: {bundle.problems[f]}" for f in self.accepts if f in bundle.problems)

@@ -138,6 +138,7 @@ class Iree(Compiler):
     coverage_variants = ({"frontend": "onnx"},)
     per_op_method = PROFILE_METHOD
     install_hint = "pip install iree-base-compiler iree-base-runtime iree-turbine"
+    cross_cxx = False  # iree-compile links ARM executables itself (LLVM's embedded ELF linker)
 
     @classmethod
     def available(cls):
