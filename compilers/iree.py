@@ -143,7 +143,7 @@ class Iree(Compiler):
     @classmethod
     def available(cls):
         try:
-            import iree.compiler
+            import iree.compiler  # noqa: F401
             import iree.runtime  # noqa: F401
             from iree.compiler.tools import binaries
         except Exception as e:  # noqa: BLE001 - any import failure means unavailable
