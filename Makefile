@@ -19,7 +19,7 @@ APT_PACKAGES := linux-perf gcc libopenblas-dev libblas-dev libblis-dev g++-arm-l
 # torch and litert-torch must be resolved together in the first pip step: in one step with
 # the rest pip reports the set unresolvable (see README).
 PIP_STEP1 := torch==2.13.0 litert-torch==0.10.0 "ai-edge-litert[model-utils]==2.3.0"
-EXTRAS    := tvm,executorch,sofie,dataset,convert,test
+EXTRAS    := tvm,iree,executorch,sofie,dataset,convert,test
 # onnx2torch requires torchvision, whose PyPI build needs CUDA torch: installed without it
 # (see pyproject.toml, extra "convert").
 PIP_NODEPS := onnx2torch==1.5.15

@@ -266,10 +266,16 @@ class Compiler(ABC):
     options: ClassVar[dict[str, OptionSpec]] = {}
     # option overrides compile-all runs by default, one run each ({} = the defaults)
     default_variants: ClassVar[tuple[dict[str, Any], ...]] = ({},)
+    # the variants `auditor coverage` runs by default (None: default_variants); a compiler
+    # whose variants differ only in how they run or in an input the ONNX cases lack names
+    # the one that tells whether an op compiles
+    coverage_variants: ClassVar[tuple[dict[str, Any], ...] | None] = None
     per_op_method: ClassVar[str | None] = None
     install_hint: ClassVar[str] = ""
     # takes a model's Python number arguments (TensorSpec.scalar) as they are given
     takes_scalars: ClassVar[bool] = False
+    # builds native code for a non-host target with the target's C++ cross compiler
+    cross_cxx: ClassVar[bool] = True
 
     @classmethod
     @abstractmethod
@@ -302,7 +308,7 @@ class Compiler(ABC):
         """None when this compiler can take the bundle for the target, else why not."""
         if target.name not in self.targets:
             return f"{self.name} does not compile for target {target.name}"
-        if not target.is_host and shutil.which(target.cxx) is None:
+        if not target.is_host and self.cross_cxx and shutil.which(target.cxx) is None:
             return f"{target.cxx} not found (apt-get install {target.cxx_package})"
         if not bundle.formats() & set(self.accepts):
             why = "; ".join(f"{f}: {bundle.problems[f]}" for f in self.accepts if f in bundle.problems)

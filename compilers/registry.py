@@ -18,6 +18,7 @@ ADAPTERS: dict[str, str] = {
     "sofie": "compilers.sofie_cpp:Sofie",
     "litert": "compilers.litert_tflite:LiteRT",
     "executorch": "compilers.executorch_pte:ExecuTorch",
+    "iree": "compilers.iree:Iree",
 }
 
 
@@ -94,5 +95,16 @@ def default_variants(compilers: list[str] | None = None) -> list[Variant]:
     for name in compilers or names():
         cls = get(name)
         for preset in cls.default_variants:
+            out.append(Variant(name, tuple(sorted(preset.items()))))
+    return out
+
+
+def coverage_variants(compilers: list[str] | None = None) -> list[Variant]:
+    """The variants `auditor coverage` runs when the user names none."""
+    out = []
+    for name in compilers or names():
+        cls = get(name)
+        presets = cls.coverage_variants if cls.coverage_variants is not None else cls.default_variants
+        for preset in presets:
             out.append(Variant(name, tuple(sorted(preset.items()))))
     return out

@@ -6,8 +6,9 @@ model has no torch-export file. With `fuse` on, the passes of `relax.get_pipelin
 (LegalizeOps, AnnotateTIROpPattern, FoldConstant, FuseOps, FuseTIR) run before
 `tvm.compile`, so elementwise tails fuse into their producers (`fused_matmul_add_relu`);
 TVM's default CPU pipeline alone does not fuse. With `tune_trials` > 0 MetaSchedule tunes
-the kernels; its database is cached next to the bundle (per model hash, target and trial
-budget) and reused by later compiles.
+the kernels (compilers/tvm_tuning.py): its JSON database is cached under the cache root per
+model hash, target, trial budget and TVM version, reused by later audits, and resumed where a
+killed tuning stopped.
 
 Host: LLVM for this machine's CPU, one core (`num-cores` 1, the board has one).
 armv7-cortex-a8: the same module cross-compiled with `arm-linux-gnueabihf-g++` (Debian
@@ -37,7 +38,6 @@ from compilers.base import (
 
 LIBRARY = "model.so"
 KERNELS = "kernels.json"
-TUNING_DIR = "tvm-tuning"
 
 
 def tvm_target_dict(target: Target) -> dict[str, Any]:
@@ -54,78 +54,6 @@ def tvm_target_dict(target: Target) -> dict[str, Any]:
     if target.float_abi:
         spec["mfloat-abi"] = target.float_abi  # without it the link fails (VFP register args)
     return spec
-
-
-def tuning_dir(bundle: ModelBundle, target: Target, options: dict[str, Any]) -> Path:
-    """Where MetaSchedule's database for this model, target and trial budget lives (fuse and
-    opt_level are in the key too: they change which kernels there are to tune)."""
-    key = (f"{bundle.model_hash}-{target.name}-{options['tune_trials']}"
-           f"-fuse{int(options['fuse'])}-O{options['opt_level']}")
-    return bundle.directory / TUNING_DIR / key
-
-
-def _check_json_serialisation() -> None:
-    """MetaSchedule serialises IRModules to JSON; with apache-tvm 0.27.0.post1 and
-    apache-tvm-ffi 0.1.15.x that segfaults. Probe it in a child process so a bad pair ends
-    in a clear error instead of killing the worker."""
-    import subprocess
-    import sys
-
-    probe = ("import tvm\nfrom tvm import te\n"
-             "a = te.placeholder((4,), name='a'); b = te.compute((4,), lambda i: a[i] * 2, name='b')\n"
-             "tvm.ir.save_json(tvm.IRModule({'main': te.create_prim_func([a, b])}))\n")
-    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, timeout=120)
-    if result.returncode != 0:
-        import tvm_ffi
-
-        raise RuntimeError(
-            f"MetaSchedule cannot run here: tvm.ir.save_json crashes (exit {result.returncode}) with "
-            f"apache-tvm {_tvm_version()} and apache-tvm-ffi {tvm_ffi.__version__}; "
-            "apache-tvm-ffi==0.1.14.post1 works")
-    try:
-        import psutil  # noqa: F401
-    except ImportError:
-        raise RuntimeError("MetaSchedule needs psutil (pip install psutil)") from None
-
-
-def _in_process_builder():
-    """A MetaSchedule builder that compiles candidates in this process.
-
-    The stock LocalBuilder starts a fresh worker pool for every batch, and each worker's
-    first build imports tvm.s_tir.tensor_intrin: ~30 s per batch here, enough to hit its
-    build timeout. Building in this process pays that import once (a crashing candidate
-    takes the compile down with it; the worker runs compile in its own process)."""
-    from tvm.ir.utils import derived_object
-    from tvm.s_tir.meta_schedule.builder import BuilderResult, PyBuilder
-    from tvm.s_tir.meta_schedule.builder.local_builder import default_build, default_export
-
-    @derived_object
-    class InProcessBuilder(PyBuilder):
-        def build(self, build_inputs):
-            results = []
-            for item in build_inputs:
-                try:
-                    path = default_export(default_build(item.mod, item.target, None))
-                    results.append(BuilderResult(path, None))
-                except Exception as e:  # noqa: BLE001 - a failed candidate is a result
-                    results.append(BuilderResult(None, f"{type(e).__name__}: {e}"))
-            return results
-
-    return InProcessBuilder()
-
-
-def _tvm_version() -> str:
-    import tvm
-
-    return str(tvm.__version__)
-
-
-COMPLETE = "tuning-complete.json"  # written last: a killed tuning is not a cache hit
-
-
-def _has_tuning_records(work_dir: Path) -> bool:
-    records = work_dir / "database_tuning_record.json"
-    return (work_dir / COMPLETE).exists() and records.exists() and records.stat().st_size > 0
 
 
 def runner_build_inputs(target: Target) -> tuple[dict[str, str], tuple[Path, ...]]:
@@ -232,6 +160,7 @@ class TvmRelax(Compiler):
         from tvm import relax
 
         from compilers import tvm_relax_kernels as kernels
+        from compilers import tvm_tuning as tuning
 
         options = self.resolve_options(options)
         workdir = Path(workdir)
@@ -242,7 +171,8 @@ class TvmRelax(Compiler):
         if options["tune_trials"] > 0 and not target.is_host:
             raise ValueError(
                 f"tune_trials={options['tune_trials']} for {target.name}: MetaSchedule measures "
-                "candidates on the device it tunes for, and no runner for that device exists here")
+                "candidates on the device it tunes for, so tuning needs the real board; tuning over "
+                "TVM RPC on an ssh device is not implemented, and qemu timings would tune for the emulator")
         tvm_target = tvm.target.Target(tvm_target_dict(target))
 
         if bundle.pick(self.accepts) == "torch-export":
@@ -272,7 +202,7 @@ class TvmRelax(Compiler):
                 mod = legalized
                 notes.append("unfused: TVM's default build pipeline only (one kernel per legalised op)")
             if options["tune_trials"] > 0:
-                mod = self._tune(mod, bundle, target, tvm_target, options, notes)
+                mod = tuning.tune(mod, bundle.model_hash, target, tvm_target, options, notes)
             executable = tvm.compile(mod, target=tvm_target)
 
         library = workdir / LIBRARY
@@ -302,47 +232,6 @@ class TvmRelax(Compiler):
             files={"library": LIBRARY, "kernels": KERNELS, "relax": "relax_module.py"},
             kernel_map=kernel_map, notes=notes,
         )
-
-    def _tune(self, mod, bundle, target, tvm_target, options, notes):
-        """MetaSchedule over every kernel, database cached per model hash, target and budget."""
-        from tvm import relax
-
-        trials = options["tune_trials"]
-        work_dir = tuning_dir(bundle, target, options)
-        if _has_tuning_records(work_dir):
-            notes.append(f"MetaSchedule tuning cache hit: reused {work_dir} ({trials} trials)")
-        else:
-            _check_json_serialisation()
-            from tvm.s_tir import meta_schedule as ms
-
-            try:
-                import xgboost  # noqa: F401
-                cost_model = "xgb"
-            except ImportError:
-                cost_model = "random"  # MetaSchedule's default (xgb) needs xgboost
-            work_dir.mkdir(parents=True, exist_ok=True)
-            t0 = time.perf_counter()
-            tasks = len(ms.relax_integration.extract_tasks(mod, tvm_target))
-            per_task = max(1, -(-trials // max(tasks, 1)))  # spread the budget over every kernel
-            ms.relax_integration.tune_relax(
-                mod=mod, params={}, target=tvm_target, work_dir=str(work_dir),
-                max_trials_global=trials, max_trials_per_task=per_task,
-                num_trials_per_iter=min(64, per_task), cost_model=cost_model, seed=0,
-                builder=_in_process_builder(),
-            )
-            seconds = time.perf_counter() - t0
-            (work_dir / COMPLETE).write_text(json.dumps({
-                "trials": trials, "kernels": tasks, "per_kernel": per_task, "seconds": seconds,
-                "cost_model": cost_model, "tvm_target": tvm_target_dict(target)}))
-            notes.append(f"MetaSchedule tuning cache miss: tuned {trials} trials over {tasks} "
-                         f"kernels ({per_task} each at most) in {seconds:.1f} s "
-                         f"(cost model {cost_model}), database kept in {work_dir}")
-        mod = relax.transform.MetaScheduleApplyDatabase(str(work_dir))(mod)
-        kernels = [f for f in mod.functions.values() if _is_prim_func(f)]
-        scheduled = sum(1 for f in kernels if f.attrs is not None and any(
-            key in f.attrs for key in ("tirx.is_scheduled", "tir.is_scheduled")))
-        notes.append(f"{scheduled} of {len(kernels)} kernels took a tuned schedule from the database")
-        return mod
 
     def _kernel_map(self, bundle, imported, member, mod) -> tuple[dict[str, list[str]], list[str]]:
         """Emitted kernel -> canonical ONNX nodes, through each kernel's member bindings."""

@@ -22,7 +22,8 @@ pytest.importorskip("tvm")
 
 from compilers import registry  # noqa: E402
 from compilers.base import TARGETS, ModelBundle  # noqa: E402
-from compilers.tvm_relax import TvmRelax, tuning_dir  # noqa: E402
+from compilers.tvm_relax import TvmRelax  # noqa: E402
+from compilers.tvm_tuning import tuning_dir, tvm_version  # noqa: E402
 
 from tests.conftest import audit_in  # noqa: E402
 
@@ -236,15 +237,15 @@ def test_tuning_database_is_cached_and_reused(mlp, tmp_path):
     _, prepared, _ = mlp
     bundle = prepared.bundle
     options = TvmRelax.resolve_options({"tune_trials": 8})
-    shutil.rmtree(tuning_dir(bundle, TARGETS["host"], options), ignore_errors=True)
+    shutil.rmtree(tuning_dir(bundle.model_hash, TARGETS["host"], options), ignore_errors=True)
     compiler = TvmRelax()
     first, second = tmp_path / "a", tmp_path / "b"
     first.mkdir()
     second.mkdir()
     a = compiler.compile(bundle, TARGETS["host"], options, first)
     assert any("tuning cache miss" in n for n in a.notes), a.notes
-    work_dir = tuning_dir(bundle, TARGETS["host"], options)
-    assert work_dir.name == f"{bundle.model_hash}-host-8-fuse1-O3"
+    work_dir = tuning_dir(bundle.model_hash, TARGETS["host"], options)
+    assert work_dir.name == f"{bundle.model_hash}-host-8-fuse1-O3-tvm{tvm_version()}"
     assert (work_dir / "database_tuning_record.json").stat().st_size > 0
     assert "3 of 3 kernels took a tuned schedule from the database" in a.notes
     b = compiler.compile(bundle, TARGETS["host"], options, second)

@@ -31,7 +31,7 @@ def coverage(
     unknown = sorted(set(suites) - set(cov.SUITES))
     if unknown:
         raise AuditorError(f"unknown suite {unknown[0]!r} (suites: {', '.join(cov.SUITES)})")
-    variants = parse_compiler_specs(compilers)
+    variants = parse_compiler_specs(compilers) if compilers else registry.coverage_variants()
     store = Store(results_dir)
     console = Console(stderr=True)
     with console.status("writing the test cases (once)"):
