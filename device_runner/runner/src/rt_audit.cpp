@@ -108,6 +108,7 @@ void rt_audit_pass(Backend &b, const RtAuditSettings &s, Json &j)
    const double inert_ns = rt::inert_cost_ns();
    rt::reset_sites(rt::kFirstTable);
    rt::reset_sites(rt::kSteadyTable);
+   rt::warm_recorder();
    std::vector<Row> rows(static_cast<std::size_t>(s.runs));  // allocated before any window opens
 
    const Row first = audited_run(b, rt::kFirstTable, s.markers);

@@ -408,6 +408,12 @@ const SiteTable &sites(int table) { return g_tables[table]; }
 
 void reset_sites(int table) { std::memset(static_cast<void *>(&g_tables[table]), 0, sizeof g_tables[table]); }
 
+void warm_recorder()
+{
+   Trace t;
+   _Unwind_Backtrace(on_frame, &t);
+}
+
 const char *hook_method()
 {
 #if defined(AUDITOR_RT_WRAP)

@@ -60,6 +60,9 @@ WindowCounts close_window();
 const SiteTable &sites(int table);
 // Empties a table (and touches its pages, so recording into it later does not fault).
 void reset_sites(int table);
+// Runs the stack recorder once outside any window: the unwinder's one-time set-up (a
+// pthread_once in libgcc, which ends in a futex wake) is then not blamed on an inference.
+void warm_recorder();
 
 // How the entry points are hooked in this binary ("link-time --wrap" or "interposition").
 const char *hook_method();
