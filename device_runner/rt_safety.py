@@ -89,6 +89,7 @@ class RtSafety:
     inert_hook_cost_ns: float
     first_site: CallSite | None  # the first allocation after warm-up
     top_site: CallSite | None  # the stack that allocates most after warm-up
+    top_lock_site: CallSite | None  # the stack that takes most pthread locks after warm-up
     first_inference_sites: list[CallSite]
     syscalls: SyscallCounts | None
     syscalls_missing: str | None  # why there is no syscall count
@@ -107,6 +108,8 @@ class RtSafety:
                 phrase = text.format(n=f"{n:g}", bytes=f"{self.steady_mean.get('alloc_bytes', 0):g}")
                 if key == "allocs" and self.top_site is not None:
                     phrase += f" in {self.top_site.function}"
+                if key == "locks" and self.top_lock_site is not None:
+                    phrase += f" in {self.top_lock_site.function}"
                 out.append(phrase)
         busy = {k: self.steady_mean.get(k, 0) for k in OTHER_THREADS
                 if not (self.emulated and k in RUSAGE) and self.steady_mean.get(k, 0) > 0}
@@ -159,6 +162,7 @@ def parse_rt_safety(report: dict, emulated: bool) -> RtSafety:
     runs = int(rt["runs"])
     total, mx = rt["steady"]["total"], rt["steady"]["max"]
     steady = [CallSite.from_json(s) for s in rt["sites"]["steady"]["sites"]]
+    locks = [CallSite.from_json(s) for s in rt["lock_sites"]["steady"]["sites"]]
     notes = []
     for part in ("first", "steady"):
         dropped = rt["sites"][part]["dropped"]
@@ -175,12 +179,15 @@ def parse_rt_safety(report: dict, emulated: bool) -> RtSafety:
         methods=dict(rt["methods"]), inert_hook_cost_ns=float(rt["inert_hook_cost_ns"]),
         first_site=steady[0] if steady else None,
         top_site=max(steady, key=lambda s: s.count) if steady else None,
+        top_lock_site=max(locks, key=lambda s: s.count) if locks else None,
         first_inference_sites=[CallSite.from_json(s) for s in rt["sites"]["first"]["sites"]],
         syscalls=None, syscalls_missing="no traced pass was run",
         mlockall=bool(report.get("scheduling", {}).get("mlockall")), emulated=emulated, notes=notes)
 
 
 _LINE = re.compile(r"^(?:\[pid\s+)?(\d+)\]?\s+([a-z_][a-z0-9_]*)\((.*)")
+_BEGIN = re.compile(rf"^{MARKER_BEGIN}\b")  # "-31001)" or "-31001 <unfinished ...>"
+_END = re.compile(rf"^{MARKER_END}\b")
 
 
 def parse_syscall_trace(text: str, runs: int) -> tuple[dict[str, int], list[Counter], list[Counter]]:
@@ -195,10 +202,10 @@ def parse_syscall_trace(text: str, runs: int) -> tuple[dict[str, int], list[Coun
         if not m or "resumed>" in line:
             continue
         tid, name, rest = m[1], m[2], m[3]
-        if name == "close" and rest.startswith(f"{MARKER_BEGIN})"):
+        if name == "close" and _BEGIN.match(rest):
             current, marker_tid = (Counter(), Counter()), tid
             continue
-        if name == "close" and rest.startswith(f"{MARKER_END})"):
+        if name == "close" and _END.match(rest):
             if current is not None:
                 segments.append(current)
             current = None

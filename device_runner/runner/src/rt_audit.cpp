@@ -70,9 +70,9 @@ std::string hex(std::uintptr_t a)
    return buf;
 }
 
-void sites_json(Json &j, int table)
+void sites_json(Json &j, int table, rt::Kind kind)
 {
-   const rt::SiteTable &t = rt::sites(table);
+   const rt::SiteTable &t = rt::sites(table, kind);
    std::vector<std::uintptr_t> addresses;
    for (int s = 0; s < t.used; ++s)
       addresses.insert(addresses.end(), t.sites[s].frames, t.sites[s].frames + t.sites[s].depth);
@@ -137,7 +137,7 @@ void rt_audit_pass(Backend &b, const RtAuditSettings &s, Json &j)
                            "other_*: RUSAGE_SELF minus RUSAGE_THREAD")
       .key("switches").value("getrusage(RUSAGE_THREAD) ru_nvcsw/ru_nivcsw deltas around each inference; "
                              "other_*: RUSAGE_SELF minus RUSAGE_THREAD")
-      .key("call_sites").value("_Unwind_Backtrace in the allocation hook (inference thread only), "
+      .key("call_sites").value("_Unwind_Backtrace in the allocation and lock hooks (inference thread only), "
                                "named from the objects' ELF symbol tables after the pass")
       .key("syscalls").value("not counted by the runner: a separate traced pass (--rt-markers 1) does")
       .end_object();
@@ -163,9 +163,14 @@ void rt_audit_pass(Backend &b, const RtAuditSettings &s, Json &j)
    }
    j.end_object().end_object();
    j.key("sites").begin_object().key("first");
-   sites_json(j, rt::kFirstTable);
+   sites_json(j, rt::kFirstTable, rt::kAllocKind);
    j.key("steady");
-   sites_json(j, rt::kSteadyTable);
+   sites_json(j, rt::kSteadyTable, rt::kAllocKind);
+   j.end_object();
+   j.key("lock_sites").begin_object().key("first");
+   sites_json(j, rt::kFirstTable, rt::kLockKind);
+   j.key("steady");
+   sites_json(j, rt::kSteadyTable, rt::kLockKind);
    j.end_object().end_object();
 }
 

@@ -57,7 +57,7 @@ std::atomic<int> g_open{0};
 pthread_t g_thread{};
 int g_table = 0;
 AtomicCounts g_self, g_other;
-SiteTable g_tables[2];
+SiteTable g_tables[2][2];  // [window table][kind]
 // Set while a hook records: what the recording itself calls is not counted.
 __thread int t_busy __attribute__((tls_model("initial-exec"))) = 0;
 
@@ -79,14 +79,14 @@ _Unwind_Reason_Code on_frame(struct _Unwind_Context *ctx, void *arg)
    return _URC_NO_REASON;
 }
 
-// Frames 0..2 are this function, record_alloc and the hook: the caller of the hooked entry
-// point is frame 3 (all three are noinline so the count is fixed).
-__attribute__((noinline)) void record_stack(long long bytes)
+// Frames 0..2 are this function, record_alloc (or record_lock) and the hook: the caller of the
+// hooked entry point is frame 3 (all three are noinline so the count is fixed).
+__attribute__((noinline)) void record_stack(auditor::rt::Kind kind, long long bytes)
 {
    Trace t;
    _Unwind_Backtrace(on_frame, &t);
    constexpr int kSkip = 3;
-   SiteTable &table = g_tables[g_table];
+   SiteTable &table = g_tables[g_table][kind];
    const int depth = t.depth > kSkip ? t.depth - kSkip : 0;
    for (int s = 0; s < table.used; ++s) {
       Site &site = table.sites[s];
@@ -114,7 +114,17 @@ __attribute__((noinline)) void record_alloc(std::size_t bytes)
    c.allocs.fetch_add(1, std::memory_order_relaxed);
    c.alloc_bytes.fetch_add(static_cast<long long>(bytes), std::memory_order_relaxed);
    if (&c == &g_self)
-      record_stack(static_cast<long long>(bytes));
+      record_stack(auditor::rt::kAllocKind, static_cast<long long>(bytes));
+   t_busy = 0;
+}
+
+__attribute__((noinline)) void record_lock()
+{
+   t_busy = 1;
+   AtomicCounts &c = counts_here();
+   c.locks.fetch_add(1, std::memory_order_relaxed);
+   if (&c == &g_self)
+      record_stack(auditor::rt::kLockKind, 0);
    t_busy = 0;
 }
 
@@ -314,31 +324,36 @@ EXPORT void *HOOK(valloc)(std::size_t n) NOEXCEPT
 
 EXPORT int HOOK(pthread_mutex_lock)(pthread_mutex_t *m) NOEXCEPT
 {
-   record(&AtomicCounts::locks);
+   if (open_now())
+      record_lock();
    return REAL(pthread_mutex_lock)(m);
 }
 
 EXPORT int HOOK(pthread_mutex_trylock)(pthread_mutex_t *m) NOEXCEPT
 {
-   record(&AtomicCounts::locks);
+   if (open_now())
+      record_lock();
    return REAL(pthread_mutex_trylock)(m);
 }
 
 EXPORT int HOOK(pthread_rwlock_rdlock)(pthread_rwlock_t *l) NOEXCEPT
 {
-   record(&AtomicCounts::locks);
+   if (open_now())
+      record_lock();
    return REAL(pthread_rwlock_rdlock)(l);
 }
 
 EXPORT int HOOK(pthread_rwlock_wrlock)(pthread_rwlock_t *l) NOEXCEPT
 {
-   record(&AtomicCounts::locks);
+   if (open_now())
+      record_lock();
    return REAL(pthread_rwlock_wrlock)(l);
 }
 
 EXPORT int HOOK(pthread_spin_lock)(pthread_spinlock_t *l) NOEXCEPT
 {
-   record(&AtomicCounts::locks);
+   if (open_now())
+      record_lock();
    return REAL(pthread_spin_lock)(l);
 }
 
@@ -404,7 +419,7 @@ WindowCounts close_window()
    return {g_self.load(), g_other.load()};
 }
 
-const SiteTable &sites(int table) { return g_tables[table]; }
+const SiteTable &sites(int table, Kind kind) { return g_tables[table][kind]; }
 
 void reset_sites(int table) { std::memset(static_cast<void *>(&g_tables[table]), 0, sizeof g_tables[table]); }
 

@@ -34,8 +34,8 @@ struct WindowCounts {
 constexpr int kMaxFrames = 12;
 constexpr int kMaxSites = 128;
 
-// One distinct call stack that allocated on the window's thread (innermost frame first; the
-// addresses are return addresses).
+// One distinct call stack that allocated (or locked) on the window's thread (innermost frame
+// first; the addresses are return addresses).
 struct Site {
    std::uintptr_t frames[kMaxFrames];
    int depth = 0;
@@ -47,6 +47,8 @@ struct Site {
 // first-seen order: sites[0] is where the table's first allocation came from.
 constexpr int kFirstTable = 0;
 constexpr int kSteadyTable = 1;
+// What a table's stacks did: allocate (counts and bytes) or take a lock (counts).
+enum Kind { kAllocKind = 0, kLockKind = 1 };
 struct SiteTable {
    Site sites[kMaxSites];
    int used = 0;
@@ -57,8 +59,8 @@ struct SiteTable {
 void open_window(int table);
 // Closes it and returns what was counted since open_window.
 WindowCounts close_window();
-const SiteTable &sites(int table);
-// Empties a table (and touches its pages, so recording into it later does not fault).
+const SiteTable &sites(int table, Kind kind);
+// Empties a table of both kinds (and touches its pages, so recording later does not fault).
 void reset_sites(int table);
 // Runs the stack recorder once outside any window: the unwinder's one-time set-up (a
 // pthread_once in libgcc, which ends in a futex wake) is then not blamed on an inference.
