@@ -2,7 +2,7 @@
 steady-state counts per inference (inference thread), the first inference's, the verdict and
 the call site that allocates most; each with and without --mlockall.
 
-    .venv/bin/python benchmarks/rt_safety.py [--models zoo:mlp,zoo:conv1d] [--compilers sofie,tvm]
+    .venv/bin/python benchmarks/rt_safety.py [--models zoo:mlp,zoo:conv1d] [--compilers 'sofie;tvm']
                                              [--devices local,qemu-armv7] [--runs 200] [--json OUT]
 """
 
@@ -30,8 +30,10 @@ SHOWN = ("allocs", "alloc_bytes", "frees", "locks", "wakeups", "threads_created"
          "major_faults", "voluntary_switches", "involuntary_switches", "other_voluntary_switches")
 
 
-def audit(spec: str, compiler_name: str, device_spec: str, runs: int, tmp: Path) -> list[dict]:
-    cls = registry.get(compiler_name)
+def audit(spec: str, variant_spec: str, device_spec: str, runs: int, tmp: Path) -> list[dict]:
+    variant = registry.parse_variant(variant_spec)
+    compiler_name = variant_spec
+    cls = registry.get(variant.compiler)
     ok, why = cls.available()
     if not ok:
         return [{"model": spec, "compiler": compiler_name, "device": device_spec, "error": why}]
@@ -41,8 +43,8 @@ def audit(spec: str, compiler_name: str, device_spec: str, runs: int, tmp: Path)
         prepared = prepare(ModelRequest(spec), Store(tmp / "results"))
         bundle = prepared.bundle
         compiler = cls()
-        artifact = compiler.compile(bundle, target, cls.resolve_options({}),
-                                    tmp / f"{compiler_name}-{target.name}-{bundle.model_hash}")
+        workdir = tmp / f"{compiler_name.replace(':', '-')}-{target.name}-{bundle.model_hash}"
+        artifact = compiler.compile(bundle, target, variant.options, workdir)
         program = compiler.native_program(artifact)
         x = [np.random.default_rng(0).standard_normal(s.shape).astype(s.dtype) for s in bundle.inputs]
         rows = []
@@ -64,7 +66,8 @@ def audit(spec: str, compiler_name: str, device_spec: str, runs: int, tmp: Path)
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--models", default="zoo:mlp,zoo:conv1d")
-    ap.add_argument("--compilers", default="sofie,tvm")
+    ap.add_argument("--compilers", default="sofie,tvm",
+                    help="variants, ';'-separated when one has options: 'sofie;sofie:blas=reference;tvm'")
     ap.add_argument("--devices", default="local")
     ap.add_argument("--runs", type=int, default=200)
     ap.add_argument("--json", type=Path)
@@ -73,7 +76,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="auditor-rt-bench-") as tmp:
         for device in args.devices.split(","):
             for spec in args.models.split(","):
-                for name in args.compilers.split(","):
+                for name in args.compilers.split(";" if ";" in args.compilers else ","):
                     rows += audit(spec, name, device, args.runs, Path(tmp))
     for r in rows:
         head = f"{r['model']} {r['compiler']} on {r['device']} mlockall={int(r.get('mlockall', 0))}"

@@ -204,6 +204,7 @@ class RtAuditSettings:
     runs: int = 200  # audited inferences after warm-up
     warmup: int = 50
     mlockall: bool = False  # --mlockall 1: lock memory and pre-fault the stack first
+    malloc_keep: bool = False  # --malloc-keep 1: freed heap is never returned to the OS
     trace_syscalls: bool = True  # the second, syscall-traced pass
     sched_fifo: int = 0
     cpu: int = -1
@@ -211,7 +212,8 @@ class RtAuditSettings:
 
     def argv(self, markers: bool) -> list[str]:
         return ["--rt-audit", str(self.runs), "--warmup", str(self.warmup),
-                "--mlockall", "1" if self.mlockall else "0", "--rt-markers", "1" if markers else "0",
+                "--mlockall", "1" if self.mlockall else "0",
+                "--malloc-keep", "1" if self.malloc_keep else "0", "--rt-markers", "1" if markers else "0",
                 "--sched-fifo", str(self.sched_fifo), "--cpu", str(self.cpu)]
 
 

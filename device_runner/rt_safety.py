@@ -94,6 +94,7 @@ class RtSafety:
     syscalls: SyscallCounts | None
     syscalls_missing: str | None  # why there is no syscall count
     mlockall: bool
+    malloc_keep: bool
     emulated: bool
     notes: list[str] = field(default_factory=list)
 
@@ -182,7 +183,8 @@ def parse_rt_safety(report: dict, emulated: bool) -> RtSafety:
         top_lock_site=max(locks, key=lambda s: s.count) if locks else None,
         first_inference_sites=[CallSite.from_json(s) for s in rt["sites"]["first"]["sites"]],
         syscalls=None, syscalls_missing="no traced pass was run",
-        mlockall=bool(report.get("scheduling", {}).get("mlockall")), emulated=emulated, notes=notes)
+        mlockall=bool(report.get("scheduling", {}).get("mlockall")),
+        malloc_keep=bool(report.get("scheduling", {}).get("malloc_keep")), emulated=emulated, notes=notes)
 
 
 _LINE = re.compile(r"^(?:\[pid\s+)?(\d+)\]?\s+([a-z_][a-z0-9_]*)\((.*)")

@@ -1,5 +1,6 @@
 #include "realtime.h"
 
+#include <malloc.h>
 #include <sched.h>
 #include <sys/mman.h>
 
@@ -21,9 +22,15 @@ __attribute__((noinline)) void prefault_stack()
 
 }  // namespace
 
-Scheduling apply_scheduling(int fifo_priority, int cpu, bool lock_memory)
+Scheduling apply_scheduling(int fifo_priority, int cpu, bool lock_memory, bool keep_heap)
 {
    Scheduling s;
+   if (keep_heap) {
+      if (mallopt(M_MMAP_MAX, 0) == 1 && mallopt(M_TRIM_THRESHOLD, -1) == 1)
+         s.heap_kept = true;
+      else
+         s.notes.push_back("mallopt refused M_MMAP_MAX/M_TRIM_THRESHOLD; heap not kept");
+   }
    if (lock_memory) {
       if (mlockall(MCL_CURRENT | MCL_FUTURE) == 0) {
          prefault_stack();

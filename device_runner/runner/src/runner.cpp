@@ -38,7 +38,7 @@ struct Args {
    int examples = 0, runs = 1000, warmup = 50, min_runs = 50, per_op_runs = 0;
    int sched_fifo = 0, cpu = -1;
    int rt_audit = 0;  // > 0: this invocation audits that many inferences instead of timing
-   bool rt_markers = false, mlockall = false;
+   bool rt_markers = false, mlockall = false, malloc_keep = false;
    double max_seconds = 10.0, rss_interval_ms = 1.0;
 };
 
@@ -53,7 +53,7 @@ const char *kUsageText =
    "usage: auditor-runner --model PATH --inputs-dir DIR --json OUT.json [--outputs-dir DIR]\n"
    "       [--examples E] [--runs N] [--warmup N] [--max-seconds S] [--min-runs N]\n"
    "       [--per-op-runs N] [--rss-interval-ms MS] [--sched-fifo PRIO] [--cpu N]\n"
-   "       [--mlockall 0|1] [--rt-audit N] [--rt-markers 0|1]\n";
+   "       [--mlockall 0|1] [--malloc-keep 0|1] [--rt-audit N] [--rt-markers 0|1]\n";
 
 double parse_number(const std::string &flag, const std::string &text)
 {
@@ -95,6 +95,7 @@ Args parse_args(int argc, char **argv)
       else if (flag == "--sched-fifo") a.sched_fifo = static_cast<int>(parse_number(flag, v));
       else if (flag == "--cpu") a.cpu = static_cast<int>(parse_number(flag, v));
       else if (flag == "--mlockall") a.mlockall = parse_switch(flag, v);
+      else if (flag == "--malloc-keep") a.malloc_keep = parse_switch(flag, v);
       else if (flag == "--rt-audit") a.rt_audit = static_cast<int>(parse_number(flag, v));
       else if (flag == "--rt-markers") a.rt_markers = parse_switch(flag, v);
       else throw UsageError("unknown option " + flag);
@@ -265,6 +266,7 @@ int run_main(int argc, char **argv)
       .key("per_op_runs").value(args.per_op_runs).key("rss_interval_ms").value(args.rss_interval_ms)
       .key("sched_fifo").value(args.sched_fifo).key("cpu").value(args.cpu)
       .key("examples").value(args.examples).key("mlockall").value(args.mlockall)
+      .key("malloc_keep").value(args.malloc_keep)
       .key("rt_audit").value(args.rt_audit).key("rt_markers").value(args.rt_markers)
       .end_object();
 
@@ -287,11 +289,11 @@ int run_main(int argc, char **argv)
       bind_inputs(*backend, timing_inputs);
 
       status = kInfer;
-      const Scheduling sched = apply_scheduling(args.sched_fifo, args.cpu, args.mlockall);
+      const Scheduling sched = apply_scheduling(args.sched_fifo, args.cpu, args.mlockall, args.malloc_keep);
       j.key("scheduling").begin_object().key("policy").value(sched.policy)
          .key("priority").value(sched.priority);
       if (sched.cpu >= 0) j.key("cpu").value(sched.cpu); else j.key("cpu").null();
-      j.key("mlockall").value(sched.memory_locked);
+      j.key("mlockall").value(sched.memory_locked).key("malloc_keep").value(sched.heap_kept);
       j.key("notes").values(sched.notes).end_object();
 
       if (args.rt_audit > 0) {
