@@ -1,6 +1,6 @@
 """The real-time safety audit of native-runner variants: per model, compiler and device, the
 steady-state counts per inference (inference thread), the first inference's, the verdict and
-the call site that allocates most; each with and without --mlockall.
+the call site that allocates most; each with no mitigation, --mlockall 1 and --malloc-keep 1.
 
     .venv/bin/python benchmarks/rt_safety.py [--models zoo:mlp,zoo:conv1d] [--compilers 'sofie;tvm']
                                              [--devices local,qemu-armv7] [--runs 200] [--json OUT]
@@ -26,6 +26,7 @@ from compilers.base import TARGETS  # noqa: E402
 from device_runner.devices import parse_device  # noqa: E402
 from device_runner.native import RtAuditSettings, run_rt_audit  # noqa: E402
 
+MITIGATIONS = {"none": {}, "mlockall": {"mlockall": True}, "malloc-keep": {"malloc_keep": True}}
 SHOWN = ("allocs", "alloc_bytes", "frees", "locks", "wakeups", "threads_created", "minor_faults",
          "major_faults", "voluntary_switches", "involuntary_switches", "other_voluntary_switches")
 
@@ -48,10 +49,10 @@ def audit(spec: str, variant_spec: str, device_spec: str, runs: int, tmp: Path) 
         program = compiler.native_program(artifact)
         x = [np.random.default_rng(0).standard_normal(s.shape).astype(s.dtype) for s in bundle.inputs]
         rows = []
-        for mlockall in (False, True):
+        for mitigation in MITIGATIONS:
             result, failure, commands = run_rt_audit(device, program, x,
-                                                     RtAuditSettings(runs=runs, mlockall=mlockall))
-            row = {"model": spec, "compiler": compiler_name, "device": device_spec, "mlockall": mlockall,
+                                                     RtAuditSettings(runs=runs, **MITIGATIONS[mitigation]))
+            row = {"model": spec, "compiler": compiler_name, "device": device_spec, "mitigation": mitigation,
                    "commands": commands}
             if result is None:
                 row["error"] = failure
@@ -79,7 +80,7 @@ def main() -> int:
                 for name in args.compilers.split(";" if ";" in args.compilers else ","):
                     rows += audit(spec, name, device, args.runs, Path(tmp))
     for r in rows:
-        head = f"{r['model']} {r['compiler']} on {r['device']} mlockall={int(r.get('mlockall', 0))}"
+        head = f"{r['model']} {r['compiler']} on {r['device']}, mitigation: {r['mitigation']}"
         if "error" in r:
             print(f"{head}: {r['error']}")
             continue
