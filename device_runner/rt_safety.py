@@ -187,27 +187,26 @@ def parse_rt_safety(report: dict, emulated: bool) -> RtSafety:
         malloc_keep=bool(report.get("scheduling", {}).get("malloc_keep")), emulated=emulated, notes=notes)
 
 
-_LINE = re.compile(r"^(?:\[pid\s+)?(\d+)\]?\s+([a-z_][a-z0-9_]*)\((.*)")
-_BEGIN = re.compile(rf"^{MARKER_BEGIN}\b")  # "-31001)" or "-31001 <unfinished ...>"
-_END = re.compile(rf"^{MARKER_END}\b")
+# A syscall's start: "<tid> name(" at a line start, after white space or after another call's
+# closing parenthesis. Searched through the
+# whole text, not line by line: qemu-arm -strace logs a call's start and its result apart, and
+# the threads' lines can interleave. "<... name resumed>" halves do not match (counted once).
+_CALL = re.compile(r"(?:^|(?<=[\s)]))(\d+) ([a-z_][a-z0-9_]*)\(((?:-?\d+)?)", re.M)
 
 
 def parse_syscall_trace(text: str, runs: int) -> tuple[dict[str, int], list[Counter], list[Counter]]:
     """Cut an strace -f (or qemu-arm -strace) log at the runner's markers: the first
     inference's syscalls (all threads), then per audited steady run those of the marking
-    thread and of the others. Resumed halves of interrupted calls are not counted again."""
+    thread and of the others."""
     segments: list[tuple[Counter, Counter]] = []
     current: tuple[Counter, Counter] | None = None
     marker_tid = None
-    for line in text.splitlines():
-        m = _LINE.match(line)
-        if not m or "resumed>" in line:
-            continue
-        tid, name, rest = m[1], m[2], m[3]
-        if name == "close" and _BEGIN.match(rest):
+    for m in _CALL.finditer(text):
+        tid, name, first_arg = m[1], m[2], m[3]
+        if name == "close" and first_arg == str(MARKER_BEGIN):
             current, marker_tid = (Counter(), Counter()), tid
             continue
-        if name == "close" and _END.match(rest):
+        if name == "close" and first_arg == str(MARKER_END):
             if current is not None:
                 segments.append(current)
             current = None

@@ -80,14 +80,20 @@ _Unwind_Reason_Code on_frame(struct _Unwind_Context *ctx, void *arg)
 }
 
 // Frames 0..2 are this function, record_alloc (or record_lock) and the hook: the caller of the
-// hooked entry point is frame 3 (all three are noinline so the count is fixed).
-__attribute__((noinline)) void record_stack(auditor::rt::Kind kind, long long bytes)
+// hooked entry point is frame 3 (all three are noinline so the count is fixed). When the
+// unwinder cannot go past the hook (ARM EHABI reports no frame that lacks unwind tables, e.g.
+// a C library built without them), the stack is the hook's return address alone.
+__attribute__((noinline)) void record_stack(auditor::rt::Kind kind, long long bytes, std::uintptr_t caller)
 {
    Trace t;
    _Unwind_Backtrace(on_frame, &t);
    constexpr int kSkip = 3;
+   if (t.depth <= kSkip) {
+      t.frames[kSkip] = caller;
+      t.depth = kSkip + 1;
+   }
    SiteTable &table = g_tables[g_table][kind];
-   const int depth = t.depth > kSkip ? t.depth - kSkip : 0;
+   const int depth = t.depth - kSkip;
    for (int s = 0; s < table.used; ++s) {
       Site &site = table.sites[s];
       if (site.depth == depth && std::memcmp(site.frames, t.frames + kSkip, depth * sizeof(std::uintptr_t)) == 0) {
@@ -107,24 +113,24 @@ __attribute__((noinline)) void record_stack(auditor::rt::Kind kind, long long by
    site.bytes = bytes;
 }
 
-__attribute__((noinline)) void record_alloc(std::size_t bytes)
+__attribute__((noinline)) void record_alloc(std::size_t bytes, void *caller)
 {
    t_busy = 1;
    AtomicCounts &c = counts_here();
    c.allocs.fetch_add(1, std::memory_order_relaxed);
    c.alloc_bytes.fetch_add(static_cast<long long>(bytes), std::memory_order_relaxed);
    if (&c == &g_self)
-      record_stack(auditor::rt::kAllocKind, static_cast<long long>(bytes));
+      record_stack(auditor::rt::kAllocKind, static_cast<long long>(bytes), reinterpret_cast<std::uintptr_t>(caller));
    t_busy = 0;
 }
 
-__attribute__((noinline)) void record_lock()
+__attribute__((noinline)) void record_lock(void *caller)
 {
    t_busy = 1;
    AtomicCounts &c = counts_here();
    c.locks.fetch_add(1, std::memory_order_relaxed);
    if (&c == &g_self)
-      record_stack(auditor::rt::kLockKind, 0);
+      record_stack(auditor::rt::kLockKind, 0, reinterpret_cast<std::uintptr_t>(caller));
    t_busy = 0;
 }
 
@@ -269,7 +275,7 @@ __attribute__((constructor)) void resolve_next_definitions()
 EXPORT void *HOOK(malloc)(std::size_t n) NOEXCEPT
 {
    if (open_now())
-      record_alloc(n);
+      record_alloc(n, __builtin_return_address(0));
    return REAL(malloc)(n);
 }
 
@@ -283,77 +289,77 @@ EXPORT void HOOK(free)(void *p) NOEXCEPT
 EXPORT void *HOOK(calloc)(std::size_t n, std::size_t m) NOEXCEPT
 {
    if (open_now())
-      record_alloc(n * m);
+      record_alloc(n * m, __builtin_return_address(0));
    return REAL(calloc)(n, m);
 }
 
 EXPORT void *HOOK(realloc)(void *p, std::size_t n) NOEXCEPT
 {
    if (open_now())
-      record_alloc(n);  // a realloc counts as one allocation of its new size
+      record_alloc(n, __builtin_return_address(0));  // a realloc counts as one allocation of its new size
    return REAL(realloc)(p, n);
 }
 
 EXPORT int HOOK(posix_memalign)(void **out, std::size_t a, std::size_t n) NOEXCEPT
 {
    if (open_now())
-      record_alloc(n);
+      record_alloc(n, __builtin_return_address(0));
    return REAL(posix_memalign)(out, a, n);
 }
 
 EXPORT void *HOOK(aligned_alloc)(std::size_t a, std::size_t n) NOEXCEPT
 {
    if (open_now())
-      record_alloc(n);
+      record_alloc(n, __builtin_return_address(0));
    return REAL(aligned_alloc)(a, n);
 }
 
 EXPORT void *HOOK(memalign)(std::size_t a, std::size_t n) NOEXCEPT
 {
    if (open_now())
-      record_alloc(n);
+      record_alloc(n, __builtin_return_address(0));
    return REAL(memalign)(a, n);
 }
 
 EXPORT void *HOOK(valloc)(std::size_t n) NOEXCEPT
 {
    if (open_now())
-      record_alloc(n);
+      record_alloc(n, __builtin_return_address(0));
    return REAL(valloc)(n);
 }
 
 EXPORT int HOOK(pthread_mutex_lock)(pthread_mutex_t *m) NOEXCEPT
 {
    if (open_now())
-      record_lock();
+      record_lock(__builtin_return_address(0));
    return REAL(pthread_mutex_lock)(m);
 }
 
 EXPORT int HOOK(pthread_mutex_trylock)(pthread_mutex_t *m) NOEXCEPT
 {
    if (open_now())
-      record_lock();
+      record_lock(__builtin_return_address(0));
    return REAL(pthread_mutex_trylock)(m);
 }
 
 EXPORT int HOOK(pthread_rwlock_rdlock)(pthread_rwlock_t *l) NOEXCEPT
 {
    if (open_now())
-      record_lock();
+      record_lock(__builtin_return_address(0));
    return REAL(pthread_rwlock_rdlock)(l);
 }
 
 EXPORT int HOOK(pthread_rwlock_wrlock)(pthread_rwlock_t *l) NOEXCEPT
 {
    if (open_now())
-      record_lock();
+      record_lock(__builtin_return_address(0));
    return REAL(pthread_rwlock_wrlock)(l);
 }
 
 EXPORT int HOOK(pthread_spin_lock)(pthread_spinlock_t *l) NOEXCEPT
 {
    if (open_now())
-      record_lock();
+      record_lock(__builtin_return_address(0));
    return REAL(pthread_spin_lock)(l);
 }
 
