@@ -41,7 +41,9 @@ struct Row {
 
 Row audited_run(Backend &b, int table, bool markers)
 {
-   const Usage t0 = usage(RUSAGE_THREAD), p0 = usage(RUSAGE_SELF);
+   // The thread's reads nested inside the process's: other_* (process minus thread) can then
+   // not go negative, and holds at most this thread's events between two adjacent reads.
+   const Usage p0 = usage(RUSAGE_SELF), t0 = usage(RUSAGE_THREAD);
    rt::open_window(table);
    if (markers)
       close(kMarkerBegin);
