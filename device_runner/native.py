@@ -253,7 +253,7 @@ def run_rt_audit(device: Device, program: NativeProgram, timing_inputs: list[np.
         if traced is None:
             result.syscalls_missing = f"no syscall tracer on {device.spec} (install strace there)"
             return result, None, commands
-        tdone, method = traced
+        tdone, method, threads_apart = traced
         commands.append(shlex.join(tdone.argv))
         if tdone.failure() is not None:
             result.syscalls_missing = f"the traced pass failed: {tdone.failure()}"
@@ -261,7 +261,8 @@ def run_rt_audit(device: Device, program: NativeProgram, timing_inputs: list[np.
         device.get(trace_path, local / "syscalls.trace")
         try:
             result.syscalls = syscall_counts((local / "syscalls.trace").read_text(errors="replace"),
-                                             settings.runs, method, tdone.wall_s, done.wall_s)
+                                             settings.runs, method, threads_apart, tdone.wall_s,
+                                             done.wall_s)
             result.syscalls_missing = None
         except ValueError as e:
             result.syscalls_missing = f"the syscall trace could not be cut: {e}"

@@ -34,7 +34,7 @@ class QemuArmv7Device(LocalDevice):
         # qemu-arm's own log of the guest's system calls (ptrace would see the emulator's).
         done = run_local([self.qemu, "-cpu", QEMU_CPU, "-strace", "-D", trace_path, *argv], timeout_s, cwd)
         return done, ("qemu-arm -strace (the guest's system calls, exact; its lines carry the process "
-                      "id, so threads are not told apart: all are counted on the inference thread)")
+                      "id, so threads are not told apart: the counts are the whole process's)"), False
 
     def which(self, tool: str) -> bool:
         return False  # nothing of the host's runs "on" the emulated board but the runner

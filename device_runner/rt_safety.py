@@ -64,6 +64,7 @@ class SyscallCounts:
     steady: dict[str, int]  # syscall name -> calls over the audited runs, inference thread
     steady_other: dict[str, int]  # the same, other threads (interleaved by the trace's order)
     runs: int
+    threads_apart: bool  # False: the tracer cannot tell threads apart; `steady` is the process's
     traced_wall_s: float  # the traced pass's wall time (its cost), against the audit pass's
     audit_wall_s: float
 
@@ -121,7 +122,8 @@ class RtSafety:
         if self.syscalls is not None and self.syscalls.per_inference > 0:
             names = ", ".join(f"{name} {n / self.syscalls.runs:g}" for name, n
                               in sorted(self.syscalls.steady.items(), key=lambda kv: -kv[1]))
-            out.append(f"makes {self.syscalls.per_inference:g} system calls per inference ({names})")
+            who = "" if self.syscalls.threads_apart else "the process (threads not told apart) "
+            out.append(f"{who}makes {self.syscalls.per_inference:g} system calls per inference ({names})")
         return out
 
     @property
@@ -220,9 +222,9 @@ def parse_syscall_trace(text: str, runs: int) -> tuple[dict[str, int], list[Coun
     return dict(first), [s[0] for s in segments[1:]], [s[1] for s in segments[1:]]
 
 
-def syscall_counts(text: str, runs: int, method: str, traced_wall_s: float,
+def syscall_counts(text: str, runs: int, method: str, threads_apart: bool, traced_wall_s: float,
                    audit_wall_s: float) -> SyscallCounts:
     first, mine, others = parse_syscall_trace(text, runs)
     return SyscallCounts(method=method, first=first, steady=dict(sum(mine, Counter())),
-                         steady_other=dict(sum(others, Counter())), runs=runs,
+                         steady_other=dict(sum(others, Counter())), runs=runs, threads_apart=threads_apart,
                          traced_wall_s=traced_wall_s, audit_wall_s=audit_wall_s)

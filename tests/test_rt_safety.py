@@ -87,7 +87,7 @@ def test_syscalling_inference_is_flagged_from_the_trace(probe, tmp_path):
     r = audit(probe, tmp_path, "syscall 5\n")
     assert r.syscalls.steady == {"getppid": 5 * RUNS} and r.syscalls.first == {"getppid": 5}
     assert r.syscalls.steady_other == {}
-    assert "strace" in r.syscalls.method
+    assert "strace -f" in r.syscalls.method and r.syscalls.threads_apart
     assert all(r.steady_mean[k] == 0 for k in HOOKED)
     assert r.verdict == ("not real-time safe after warm-up: makes 5 system calls per inference "
                          "(getppid 5)")
@@ -143,6 +143,7 @@ def test_static_armv7_runner_counts_through_wrapped_entry_points(probe_arm, tmp_
     assert r.steady_mean["locks"] == 2 and r.first["allocs"] == 3
     assert "probe_allocate" in r.top_site.function and "probe_lock" in r.top_lock_site.function
     assert r.syscalls.steady == {"getppid": 4 * RUNS} and "qemu-arm -strace" in r.syscalls.method
+    assert not r.syscalls.threads_apart
     assert "page faults" not in r.verdict  # the emulator's rusage is not judged
     assert any("emulator" in n for n in r.notes)
 
