@@ -45,6 +45,7 @@ def audit(spec: str, variant_spec: str, device_spec: str, runs: int, tmp: Path) 
         bundle = prepared.bundle
         compiler = cls()
         workdir = tmp / f"{compiler_name.replace(':', '-')}-{target.name}-{bundle.model_hash}"
+        workdir.mkdir(parents=True, exist_ok=True)
         artifact = compiler.compile(bundle, target, variant.options, workdir)
         program = compiler.native_program(artifact)
         x = [np.random.default_rng(0).standard_normal(s.shape).astype(s.dtype) for s in bundle.inputs]

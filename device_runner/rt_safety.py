@@ -189,11 +189,11 @@ def parse_rt_safety(report: dict, emulated: bool) -> RtSafety:
         malloc_keep=bool(report.get("scheduling", {}).get("malloc_keep")), emulated=emulated, notes=notes)
 
 
-# A syscall's start: "<tid> name(" at a line start, after white space or after another call's
+# A syscall's start: "<tid> name(" (strace pads short ids with spaces) at a line start, after white space or after another call's
 # closing parenthesis. Searched through the
 # whole text, not line by line: qemu-arm -strace logs a call's start and its result apart, and
 # the threads' lines can interleave. "<... name resumed>" halves do not match (counted once).
-_CALL = re.compile(r"(?:^|(?<=[\s)]))(\d+) ([a-z_][a-z0-9_]*)\(((?:-?\d+)?)", re.M)
+_CALL = re.compile(r"(?:^|(?<=[\s)]))(\d+)[ \t]+([a-z_][a-z0-9_]*)\(((?:-?\d+)?)", re.M)
 
 
 def parse_syscall_trace(text: str, runs: int) -> tuple[dict[str, int], list[Counter], list[Counter]]:

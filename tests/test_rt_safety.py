@@ -166,12 +166,13 @@ def test_syscall_trace_is_cut_at_the_markers_and_checked():
         "7 close(-31001 <unfinished ...>", "8 futex(0x1, FUTEX_WAKE, 1) = 0", "7 <... close resumed>) = -1",
         "7 mmap(NULL, 4096) = 0x1", "7 close(-31002) = -1 EBADF",
         "7 close(-31001) = -1 EBADF", "7 getppid() = 1", "8 futex(0x1) = 0", "7 close(-31002) = -1 EBADF",
-        "7 write(1, \"{}\", 2) = 2"])
-    first, mine, others = parse_syscall_trace(trace, runs=1)
+        "7 write(1, \"{}\", 2) = 2",
+        "9258  close(-31001)  = -1 EBADF", "9258  getpid() = 9258", "9258  close(-31002)  = -1 EBADF"])
+    first, mine, others = parse_syscall_trace(trace, runs=2)
     assert first == {"futex": 1, "mmap": 1}
-    assert mine == [{"getppid": 1}] and others == [{"futex": 1}]
-    with pytest.raises(ValueError, match="holds 2 marked inferences, 3 were audited"):
-        parse_syscall_trace(trace, runs=2)
+    assert mine == [{"getppid": 1}, {"getpid": 1}] and others == [{"futex": 1}, {}]
+    with pytest.raises(ValueError, match="holds 3 marked inferences, 4 were audited"):
+        parse_syscall_trace(trace, runs=3)
     # qemu-arm -strace logs a call's start and result apart; threads' lines interleave
     qemu = ("9 close(-31001) = -1 errno=9\n9 clock_gettime64(1,0x40)9 close(-31002) = 0\n = -1 errno=9\n"
             "9 close(-31001) = -1 errno=9\n9 close(-31002) = -1 errno=9\n")
