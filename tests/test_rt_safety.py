@@ -218,3 +218,12 @@ def test_sofie_mlp_on_the_reference_blas_is_clean_and_openblas_locks(tmp_path):
     assert "pthread locks per inference in blas_memory_alloc" in openblas.verdict
     report = json.dumps(openblas.to_dict())
     assert "verdict" in report and "interposition" in report
+
+
+@pytest.mark.skipif(not HAS_STRACE, reason="needs strace on the (loopback) board")
+def test_audit_over_ssh_traces_with_the_boards_strace(probe, tmp_path, ssh_spec):
+    from device_runner.devices import parse_device
+
+    r = audit(probe, tmp_path, "alloc 2 16\nsyscall 3\n", device=parse_device(ssh_spec))
+    assert not r.emulated and r.steady_mean["allocs"] == 2
+    assert r.syscalls.steady == {"getppid": 3 * RUNS} and r.syscalls.threads_apart
