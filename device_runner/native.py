@@ -20,7 +20,7 @@ import numpy as np
 
 from compilers.base import OpProfile, OpTiming
 from device_runner.device import Device
-from device_runner.rt_safety import RtSafety
+from device_runner.rt_safety import RtSafety, parse_rt_safety, syscall_counts
 
 
 @dataclass
@@ -224,8 +224,6 @@ def run_rt_audit(device: Device, program: NativeProgram, timing_inputs: list[np.
     there is none, and the commands run."""
     import shlex
 
-    from device_runner.rt_safety import parse_rt_safety, syscall_counts
-
     commands: list[str] = []
     with tempfile.TemporaryDirectory(prefix="auditor-rt-") as tmp:
         local = Path(tmp)
@@ -238,8 +236,11 @@ def run_rt_audit(device: Device, program: NativeProgram, timing_inputs: list[np.
             report = json.loads((local / "rt.json").read_text())
         except Exception:  # noqa: BLE001 - a crashed runner writes no JSON
             report = None
-        failure = done.failure() or (f"runner error: {report['error']}" if report and report.get("error")
-                                     else None if report else "the runner wrote no JSON")
+        failure = done.failure()
+        if failure is None and report is None:
+            failure = "the runner wrote no JSON"
+        elif failure is None and report.get("error"):
+            failure = f"runner error: {report['error']}"
         if failure is not None:
             return None, f"rt audit: {failure}", commands
         result = parse_rt_safety(report, emulated=device.emulated)

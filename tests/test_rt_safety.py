@@ -160,6 +160,18 @@ def test_bad_audit_arguments_get_one_line_and_exit_2(probe, tmp_path):
         assert done.stderr.splitlines()[0] == f"auditor-runner: {expect}"
 
 
+def test_a_model_that_does_not_load_is_a_failure_with_its_reason(probe, tmp_path):
+    (tmp_path / "bad.txt").write_text("explode 1\n")
+    device = LocalDevice()
+    try:
+        result, failure, commands = run_rt_audit(device, NativeProgram(runner=probe, model=tmp_path / "bad.txt"),
+                                                 X, RtAuditSettings(runs=3, warmup=1))
+    finally:
+        device.close()
+    assert result is None and len(commands) == 1
+    assert failure == "rt audit: exit 3: auditor-runner: probe: unknown behaviour 'explode'"
+
+
 def test_syscall_trace_is_cut_at_the_markers_and_checked():
     trace = "\n".join([
         "7 openat(AT_FDCWD, \"x\", O_RDONLY) = 3",  # before the window: not counted
