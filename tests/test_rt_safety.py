@@ -170,6 +170,15 @@ def test_a_model_that_does_not_load_is_a_failure_with_its_reason(probe, tmp_path
         device.close()
     assert result is None and len(commands) == 1
     assert failure == "rt audit: exit 3: auditor-runner: probe: unknown behaviour 'explode'"
+    # an inference that throws inside the window: exit 4, the JSON still says why
+    (tmp_path / "fail.txt").write_text("fail\n")
+    device = LocalDevice()
+    try:
+        result, failure, _ = run_rt_audit(device, NativeProgram(runner=probe, model=tmp_path / "fail.txt"),
+                                          X, RtAuditSettings(runs=3, warmup=1))
+    finally:
+        device.close()
+    assert result is None and failure == "rt audit: exit 4: auditor-runner: probe: the inference failed as asked"
 
 
 def test_syscall_trace_is_cut_at_the_markers_and_checked():

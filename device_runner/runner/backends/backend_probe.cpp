@@ -8,6 +8,7 @@
 //   thread N             N threads created and joined per inference
 //   touch BYTES          one malloc(BYTES), every page written, freed (above glibc's mmap
 //                        threshold: mmap, page faults and munmap every inference)
+//   fail                 the inference throws
 
 #include <pthread.h>
 #include <sys/syscall.h>
@@ -96,7 +97,7 @@ class ProbeBackend : public Backend {
             continue;
          words >> s.n >> s.bytes;
          if (s.what != "alloc" && s.what != "first-alloc" && s.what != "lock" && s.what != "syscall" &&
-             s.what != "thread" && s.what != "touch")
+             s.what != "thread" && s.what != "touch" && s.what != "fail")
             throw std::runtime_error("probe: unknown behaviour '" + s.what + "'");
          steps_.push_back(s);
       }
@@ -125,6 +126,8 @@ class ProbeBackend : public Backend {
             probe_thread(static_cast<int>(s.n));
          else if (s.what == "touch")
             probe_touch(s.n);
+         else if (s.what == "fail")
+            throw std::runtime_error("probe: the inference failed as asked");
       }
       ++runs_;
    }

@@ -47,7 +47,12 @@ Row audited_run(Backend &b, int table, bool markers)
    rt::open_window(table);
    if (markers)
       close(kMarkerBegin);
-   b.run();
+   try {
+      b.run();
+   } catch (...) {
+      rt::close_window();  // the runner's error path must not be counted or unwound
+      throw;
+   }
    if (markers)
       close(kMarkerEnd);
    const rt::WindowCounts w = rt::close_window();
