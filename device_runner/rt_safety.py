@@ -135,7 +135,7 @@ class RtSafety:
         if self.syscalls is None:
             unknown.append(f"system calls not counted: {self.syscalls_missing}")
         if self.emulated:
-            unknown.append("page faults and context switches not judged (emulated)")
+            unknown.append("page faults and context switches not judged: emulated")
         return "real-time safe after warm-up" + (f" ({'; '.join(unknown)})" if unknown else "")
 
     @property
