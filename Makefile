@@ -12,7 +12,8 @@ PYTHON  ?= python3
 # board target; cmake and ninja build the native runner (device_runner/runner); sshd and
 # ssh-keygen for the tests, which start a private sshd on 127.0.0.1 (tests/sshd.py) and never
 # use a system ssh service (ssh:// devices themselves connect through paramiko, a pip dependency).
-APT_PACKAGES := linux-perf gcc libopenblas-dev libblas-dev libblis-dev g++-arm-linux-gnueabihf qemu-user \
+# strace counts the system calls of the native runner's real-time audit (device_runner/rt_safety.py).
+APT_PACKAGES := linux-perf gcc strace libopenblas-dev libblas-dev libblis-dev g++-arm-linux-gnueabihf qemu-user \
                 libopenblas-dev:armhf libblas-dev:armhf libblis-dev:armhf libstdc++6:armhf \
                 openssh-client openssh-server cmake ninja-build g++ nodejs
 

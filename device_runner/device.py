@@ -109,6 +109,17 @@ class Device(ABC):
         done = self.run(["sh", "-c", f"command -v {shlex.quote(tool)}"], timeout_s=30)
         return done.returncode == 0
 
+    def run_syscall_traced(self, argv: list[str], trace_path: str, timeout_s: float,
+                           cwd: str | None = None) -> tuple[Completed, str, bool] | None:
+        """Run argv with every system call it makes written to trace_path (on the device), each
+        with a thread (or process) id first; returns what ran, how it was traced and whether the
+        trace tells threads apart, or None when the device has no tracer. Default: strace
+        (ptrace) when it is on the device's PATH."""
+        if not self.which("strace"):
+            return None
+        done = self.run(["strace", "-f", "-qq", "-o", trace_path, *argv], timeout_s=timeout_s, cwd=cwd)
+        return done, "strace -f (ptrace: every system call of every thread, exact)", True
+
     def facts(self) -> dict:
         """What the device says about itself (stored with every run measured there)."""
         done = self.run(["sh", "-c", "uname -srm; grep -m1 -E 'model name|Hardware|Processor' "

@@ -6,6 +6,7 @@ and (when its instrumentation is compiled in, as SOFIE's) a second, instrumented
 `run_program` stages all of it with the inputs on a device, runs it with a timeout, fetches
 the JSON and the check outputs, and returns them in the bundle's tensor order; a runner
 that crashes, hangs or cannot start comes back as a failure with its reason.
+`run_rt_audit` runs the real-time safety audit of a program (device_runner.rt_safety).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import numpy as np
 
 from compilers.base import OpProfile, OpTiming
 from device_runner.device import Device
+from device_runner.rt_safety import RtSafety, parse_rt_safety, syscall_counts
 
 
 @dataclass
@@ -195,3 +197,74 @@ def op_profile(per_op_report: dict, kernel_map: dict[str, list[str]], op_types: 
         notes += f"; kernels with no ONNX node (runtime or compiler-inserted): {', '.join(unmapped[:8])}"
     return OpProfile(method=runner["instrument_method"], ops=ops, runs=runs,
                      instrumented_whole_us=float(np.median(whole)), notes=notes)
+
+
+@dataclass
+class RtAuditSettings:
+    runs: int = 200  # audited inferences after warm-up
+    warmup: int = 50
+    mlockall: bool = False  # --mlockall 1: lock memory and pre-fault the stack first
+    malloc_keep: bool = False  # --malloc-keep 1: freed heap is never returned to the OS
+    trace_syscalls: bool = True  # the second, syscall-traced pass
+    sched_fifo: int = 0
+    cpu: int = -1
+    timeout_s: float = 600.0
+
+    def argv(self, markers: bool) -> list[str]:
+        return ["--rt-audit", str(self.runs), "--warmup", str(self.warmup),
+                "--mlockall", "1" if self.mlockall else "0",
+                "--malloc-keep", "1" if self.malloc_keep else "0", "--rt-markers", "1" if markers else "0",
+                "--sched-fifo", str(self.sched_fifo), "--cpu", str(self.cpu)]
+
+
+def run_rt_audit(device: Device, program: NativeProgram, timing_inputs: list[np.ndarray],
+                 settings: RtAuditSettings) -> tuple[RtSafety | None, str | None, list[str]]:
+    """The real-time audit of one variant: the runner's audit pass, then (when the device has
+    a tracer) the same inferences again under a syscall tracer. Returns the result or why
+    there is none, and the commands run."""
+    import shlex
+
+    commands: list[str] = []
+    with tempfile.TemporaryDirectory(prefix="auditor-rt-") as tmp:
+        local = Path(tmp)
+        staged = stage_program(device, program, timing_inputs, [], local, instrumented=False)
+        argv = staged.argv(staged.runner, "rt.json", settings.argv(markers=False))
+        commands.append(shlex.join(argv))
+        done = device.run(argv, timeout_s=settings.timeout_s, cwd=staged.work)
+        try:
+            device.get(f"{staged.work}/rt.json", local / "rt.json")
+            report = json.loads((local / "rt.json").read_text())
+        except Exception:  # noqa: BLE001 - a crashed runner writes no JSON
+            report = None
+        failure = done.failure()
+        if failure is None and report is None:
+            failure = "the runner wrote no JSON"
+        elif failure is None and report.get("error"):
+            failure = f"runner error: {report['error']}"
+        if failure is not None:
+            return None, f"rt audit: {failure}", commands
+        result = parse_rt_safety(report, emulated=device.emulated)
+        if not settings.trace_syscalls:
+            result.syscalls_missing = "the traced pass was not asked for"
+            return result, None, commands
+
+        traced_argv = staged.argv(staged.runner, "rt_traced.json", settings.argv(markers=True))
+        trace_path = f"{staged.work}/syscalls.trace"
+        traced = device.run_syscall_traced(traced_argv, trace_path, settings.timeout_s, cwd=staged.work)
+        if traced is None:
+            result.syscalls_missing = f"no syscall tracer on {device.spec} (install strace there)"
+            return result, None, commands
+        tdone, method, threads_apart = traced
+        commands.append(shlex.join(tdone.argv))
+        if tdone.failure() is not None:
+            result.syscalls_missing = f"the traced pass failed: {tdone.failure()}"
+            return result, None, commands
+        device.get(trace_path, local / "syscalls.trace")
+        try:
+            result.syscalls = syscall_counts((local / "syscalls.trace").read_text(errors="replace"),
+                                             settings.runs, method, threads_apart, tdone.wall_s,
+                                             done.wall_s)
+            result.syscalls_missing = None
+        except ValueError as e:
+            result.syscalls_missing = f"the syscall trace could not be cut: {e}"
+        return result, None, commands

@@ -28,6 +28,14 @@ class QemuArmv7Device(LocalDevice):
         # multiarch (libc6:armhf); -L would mix in the cross toolchain's loader instead.
         return run_local([self.qemu, "-cpu", QEMU_CPU, *argv], timeout_s, cwd)
 
+    def run_syscall_traced(self, argv, trace_path, timeout_s, cwd=None):
+        if self.qemu is None:
+            raise DeviceError("qemu-arm not found (apt-get install qemu-user)")
+        # qemu-arm's own log of the guest's system calls (ptrace would see the emulator's).
+        done = run_local([self.qemu, "-cpu", QEMU_CPU, "-strace", "-D", trace_path, *argv], timeout_s, cwd)
+        return done, ("qemu-arm -strace (the guest's system calls, exact; its lines carry the process "
+                      "id, so threads are not told apart: the counts are the whole process's)"), False
+
     def which(self, tool: str) -> bool:
         return False  # nothing of the host's runs "on" the emulated board but the runner
 

@@ -1,15 +1,44 @@
 #include "realtime.h"
 
+#include <malloc.h>
 #include <sched.h>
+#include <sys/mman.h>
 
 #include <cerrno>
+#include <cstddef>
 #include <cstring>
+#include <string>
 
 namespace auditor {
+namespace {
 
-Scheduling apply_scheduling(int fifo_priority, int cpu)
+// Touches the stack the inferences will use, so its pages are present (and, locked, stay).
+__attribute__((noinline)) void prefault_stack()
+{
+   volatile char page[256 * 1024];
+   for (std::size_t i = 0; i < sizeof page; i += 4096)
+      page[i] = 0;
+}
+
+}  // namespace
+
+Scheduling apply_scheduling(int fifo_priority, int cpu, bool lock_memory, bool keep_heap)
 {
    Scheduling s;
+   if (keep_heap) {
+      if (mallopt(M_MMAP_MAX, 0) == 1 && mallopt(M_TRIM_THRESHOLD, -1) == 1)
+         s.heap_kept = true;
+      else
+         s.notes.push_back("mallopt refused M_MMAP_MAX/M_TRIM_THRESHOLD; heap not kept");
+   }
+   if (lock_memory) {
+      if (mlockall(MCL_CURRENT | MCL_FUTURE) == 0) {
+         prefault_stack();
+         s.memory_locked = true;
+      } else {
+         s.notes.push_back(std::string("mlockall refused: ") + std::strerror(errno) + "; memory not locked");
+      }
+   }
    if (cpu >= 0) {
       cpu_set_t set;
       CPU_ZERO(&set);
@@ -26,8 +55,8 @@ Scheduling apply_scheduling(int fifo_priority, int cpu)
       if (sched_setscheduler(0, SCHED_FIFO, &p) == 0) {
          s.policy = "SCHED_FIFO";
          s.priority = fifo_priority;
-         // No mlockall: it would make every mapped page resident and the RSS figures
-         // incomparable with runs under SCHED_OTHER.
+         // mlockall is its own switch: it makes every mapped page resident and the RSS
+         // figures incomparable with runs without it.
       } else {
          s.notes.push_back("SCHED_FIFO priority " + std::to_string(fifo_priority) + " refused: " +
                            std::strerror(errno) + "; timed under SCHED_OTHER");

@@ -24,6 +24,7 @@
 #include "json.h"
 #include "npy.h"
 #include "realtime.h"
+#include "rt_audit.h"
 #include "rss.h"
 
 namespace auditor {
@@ -36,6 +37,8 @@ struct Args {
    std::string model, inputs_dir, json_path, outputs_dir;
    int examples = 0, runs = 1000, warmup = 50, min_runs = 50, per_op_runs = 0;
    int sched_fifo = 0, cpu = -1;
+   int rt_audit = 0;  // > 0: this invocation audits that many inferences instead of timing
+   bool rt_markers = false, mlockall = false, malloc_keep = false;
    double max_seconds = 10.0, rss_interval_ms = 1.0;
 };
 
@@ -43,10 +46,14 @@ struct UsageError : std::runtime_error {
    using std::runtime_error::runtime_error;
 };
 
+// The audit invocation ends after its pass: no timing, per-op runs, examples or memory section.
+struct AuditDone {};
+
 const char *kUsageText =
    "usage: auditor-runner --model PATH --inputs-dir DIR --json OUT.json [--outputs-dir DIR]\n"
    "       [--examples E] [--runs N] [--warmup N] [--max-seconds S] [--min-runs N]\n"
-   "       [--per-op-runs N] [--rss-interval-ms MS] [--sched-fifo PRIO] [--cpu N]\n";
+   "       [--per-op-runs N] [--rss-interval-ms MS] [--sched-fifo PRIO] [--cpu N]\n"
+   "       [--mlockall 0|1] [--malloc-keep 0|1] [--rt-audit N] [--rt-markers 0|1]\n";
 
 double parse_number(const std::string &flag, const std::string &text)
 {
@@ -55,6 +62,13 @@ double parse_number(const std::string &flag, const std::string &text)
    if (text.empty() || *end != '\0')
       throw UsageError(flag + " wants a number, got '" + text + "'");
    return v;
+}
+
+bool parse_switch(const std::string &flag, const std::string &text)
+{
+   if (text != "0" && text != "1")
+      throw UsageError(flag + " wants 0 or 1, got '" + text + "'");
+   return text == "1";
 }
 
 Args parse_args(int argc, char **argv)
@@ -80,12 +94,18 @@ Args parse_args(int argc, char **argv)
       else if (flag == "--rss-interval-ms") a.rss_interval_ms = parse_number(flag, v);
       else if (flag == "--sched-fifo") a.sched_fifo = static_cast<int>(parse_number(flag, v));
       else if (flag == "--cpu") a.cpu = static_cast<int>(parse_number(flag, v));
+      else if (flag == "--mlockall") a.mlockall = parse_switch(flag, v);
+      else if (flag == "--malloc-keep") a.malloc_keep = parse_switch(flag, v);
+      else if (flag == "--rt-audit") a.rt_audit = static_cast<int>(parse_number(flag, v));
+      else if (flag == "--rt-markers") a.rt_markers = parse_switch(flag, v);
       else throw UsageError("unknown option " + flag);
    }
    if (a.model.empty() || a.inputs_dir.empty() || a.json_path.empty())
       throw UsageError("--model, --inputs-dir and --json are required");
-   if (a.runs < 1 || a.warmup < 0 || a.min_runs < 1 || a.per_op_runs < 0 || a.examples < 0)
+   if (a.runs < 1 || a.warmup < 0 || a.min_runs < 1 || a.per_op_runs < 0 || a.examples < 0 || a.rt_audit < 0)
       throw UsageError("counts must be positive");
+   if (a.rt_markers && a.rt_audit == 0)
+      throw UsageError("--rt-markers needs --rt-audit N");
    if (a.examples > 0 && a.outputs_dir.empty())
       throw UsageError("--examples needs --outputs-dir");
    return a;
@@ -245,7 +265,9 @@ int run_main(int argc, char **argv)
       .key("min_runs").value(args.min_runs).key("max_seconds").value(args.max_seconds)
       .key("per_op_runs").value(args.per_op_runs).key("rss_interval_ms").value(args.rss_interval_ms)
       .key("sched_fifo").value(args.sched_fifo).key("cpu").value(args.cpu)
-      .key("examples").value(args.examples)
+      .key("examples").value(args.examples).key("mlockall").value(args.mlockall)
+      .key("malloc_keep").value(args.malloc_keep)
+      .key("rt_audit").value(args.rt_audit).key("rt_markers").value(args.rt_markers)
       .end_object();
 
    int status = kOk;
@@ -267,11 +289,19 @@ int run_main(int argc, char **argv)
       bind_inputs(*backend, timing_inputs);
 
       status = kInfer;
-      const Scheduling sched = apply_scheduling(args.sched_fifo, args.cpu);
+      const Scheduling sched = apply_scheduling(args.sched_fifo, args.cpu, args.mlockall, args.malloc_keep);
       j.key("scheduling").begin_object().key("policy").value(sched.policy)
          .key("priority").value(sched.priority);
       if (sched.cpu >= 0) j.key("cpu").value(sched.cpu); else j.key("cpu").null();
+      j.key("mlockall").value(sched.memory_locked).key("malloc_keep").value(sched.heap_kept);
       j.key("notes").values(sched.notes).end_object();
+
+      if (args.rt_audit > 0) {
+         rt_audit_pass(*backend, {args.rt_audit, args.warmup, args.rt_markers}, j);
+         j.key("outputs");
+         tensors_json(j, backend->outputs());
+         throw AuditDone();
+      }
 
       backend->set_instrumented(false);
       RssSampler sampler(args.rss_interval_ms);
@@ -354,6 +384,8 @@ int run_main(int argc, char **argv)
       for (const auto &kv : backend->memory_info())
          j.key(kv.first).value(kv.second);
       j.end_object().end_object();
+      status = kOk;
+   } catch (const AuditDone &) {
       status = kOk;
    } catch (const std::exception &e) {
       error = e.what();

@@ -1,0 +1,26 @@
+// The real-time audit pass (--rt-audit N): the first inference, warm-up, then N inferences, each
+// inside a window of the counting hooks (rt_hooks.h) and between two getrusage(RUSAGE_THREAD)
+// reads; written as the JSON's "rt_safety" section. It is its own runner invocation: nothing
+// it does slows a timed pass. With markers, each audited inference is also bracketed by two
+// failing close() calls with fixed arguments, so a syscall trace of the process (strace,
+// qemu-arm -strace) can be cut into the same inferences.
+#pragma once
+
+#include "backend.h"
+#include "json.h"
+
+namespace auditor {
+
+constexpr int kMarkerBegin = -31001;  // close(kMarkerBegin) right before an audited run()
+constexpr int kMarkerEnd = -31002;    // close(kMarkerEnd) right after it
+
+struct RtAuditSettings {
+   int runs = 100;
+   int warmup = 50;
+   bool markers = false;
+};
+
+// b is loaded, its inputs bound, and it has not run yet.
+void rt_audit_pass(Backend &b, const RtAuditSettings &s, Json &j);
+
+}  // namespace auditor
