@@ -26,8 +26,8 @@ from pathlib import Path
 
 import numpy as np
 
-from auditor.children import dies_with_me, worker_env
-from auditor.errors import first_line
+from ground.children import dies_with_me, worker_env
+from ground.errors import first_line
 from auditor.store import Store
 
 SUITES = ("node", "pytorch-operator", "pytorch-converted", "simple", "light")

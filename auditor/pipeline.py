@@ -20,16 +20,17 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from auditor import state
-from auditor.children import dies_with_me, worker_env
-from auditor.errors import AuditorError
+from ground.children import dies_with_me, worker_env
+from ground.errors import AuditorError
 from auditor.export import prepare_bundle, write_reference
-from auditor.host import host_facts, load_facts
+from ground.host import host_facts, load_facts
 from auditor.inputs import build_inputs
 from auditor.loaders import load_model
 from auditor.store import Store
 from auditor.timing import TimingSettings
 from compilers import registry
-from compilers.base import TARGETS, options_key
+from compilers.base import options_key
+from ground.targets import TARGETS
 from cost_model.graph import node_table
 
 HARNESSES = ("auto", "python", "native")

@@ -19,15 +19,16 @@ from pathlib import Path
 import numpy as np
 
 from auditor import accuracy, deadline, state
-from auditor.children import dies_with_me
-from auditor.errors import first_line
+from ground.children import dies_with_me
+from ground.errors import first_line
 from auditor.inputs import InputSet
 from auditor.memory import RssSampler
-from auditor.quiet import captured_output
+from ground.quiet import captured_output
 from auditor.store import Store
 from auditor.timing import TimingSettings, latency_stats, time_calls
 from compilers import registry
-from compilers.base import TARGETS, ModelBundle
+from ground.targets import TARGETS
+from ground.tensors import ModelBundle
 
 
 PYTHON_LOOP = "python: time.perf_counter_ns around each run() call"

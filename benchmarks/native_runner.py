@@ -47,7 +47,7 @@ from auditor.pipeline import AuditSettings, ModelRequest, prepare  # noqa: E402
 from auditor.store import Store  # noqa: E402
 from auditor.timing import TimingSettings, time_calls  # noqa: E402
 from compilers import registry  # noqa: E402
-from compilers.base import TARGETS  # noqa: E402
+from ground.targets import TARGETS  # noqa: E402
 from device_runner.local import LocalDevice  # noqa: E402
 from device_runner.native import RunnerSettings, run_program  # noqa: E402
 

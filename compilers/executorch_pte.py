@@ -35,7 +35,8 @@ from typing import Any
 
 import numpy as np
 
-from compilers.base import Artifact, Compiler, OpProfile, OpTiming, OptionSpec, Runnable
+from compilers.base import Artifact, Compiler, OptionSpec, Runnable
+from ground.op_timing import OpProfile, OpTiming
 
 BACKENDS = ("xnnpack", "portable")
 PTE, ETRECORD, KERNELS = "model.pte", "model.etrecord", "kernels.json"
@@ -495,7 +496,7 @@ class ExecuTorch(Compiler):
         import torch
         from executorch.exir import to_edge_transform_and_lower
 
-        from cost_model.graph import fx_node_map
+        from ground.fx_nodes import fx_node_map
 
         partitioner = None
         if options["backend"] == "xnnpack":

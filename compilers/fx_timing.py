@@ -11,7 +11,7 @@ import time
 
 import numpy as np
 
-from compilers.base import OpProfile, OpTiming
+from ground.op_timing import OpProfile, OpTiming
 
 
 def fx_kernel_map(graph_module, fx_to_onnx: dict[str, list[str]]) -> dict[str, list[str]]:

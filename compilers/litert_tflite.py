@@ -33,9 +33,9 @@ from typing import Any
 
 import numpy as np
 
-from compilers.base import (
-    Artifact, Compiler, ModelBundle, OpProfile, OpTiming, OptionSpec, Runnable,
-)
+from compilers.base import Artifact, Compiler, OptionSpec, Runnable
+from ground.op_timing import OpProfile, OpTiming
+from ground.tensors import ModelBundle
 
 QUANTIZE = ("none", "dynamic-int8")
 PER_OP_METHOD = "tflite-op-slicing"
@@ -466,7 +466,7 @@ class LiteRT(Compiler):
     def compile(self, bundle, target, options, workdir):
         import onnx
 
-        from cost_model.graph import fx_node_map
+        from ground.fx_nodes import fx_node_map
 
         if options["quantize"] not in QUANTIZE:
             raise ValueError(f"quantize={options['quantize']!r} is not one of {QUANTIZE}")

@@ -31,10 +31,11 @@ from typing import Any
 
 import numpy as np
 
-from auditor.quiet import captured_output
-from compilers.base import (
-    Artifact, Compiler, ModelBundle, OpProfile, OpTiming, OptionSpec, Runnable, Target,
-)
+from compilers.base import Artifact, Compiler, OptionSpec, Runnable
+from ground.op_timing import OpProfile, OpTiming
+from ground.quiet import captured_output
+from ground.targets import Target
+from ground.tensors import ModelBundle
 
 HERE = Path(__file__).resolve().parent
 GLUE = HERE / "sofie_glue.cpp"

@@ -31,9 +31,10 @@ from typing import Any
 
 import numpy as np
 
-from compilers.base import (
-    Artifact, Compiler, ModelBundle, OpProfile, OpTiming, OptionSpec, Runnable, Target,
-)
+from compilers.base import Artifact, Compiler, OptionSpec, Runnable
+from ground.op_timing import OpProfile, OpTiming
+from ground.targets import Target
+from ground.tensors import ModelBundle
 
 LIBRARY = "model.so"
 KERNELS = "kernels.json"

@@ -16,7 +16,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from compilers.base import Target
+from ground.targets import Target
 
 RUNNER_SOURCE = Path(__file__).resolve().parent / "runner"
 TOOLCHAINS = {"armv7-cortex-a8": RUNNER_SOURCE / "toolchains" / "armv7-cortex-a8.cmake"}

@@ -15,7 +15,7 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
 
-from auditor.errors import AuditorError
+from ground.errors import AuditorError
 
 
 class DeviceError(AuditorError):

@@ -14,7 +14,7 @@ from device_runner.device import Completed, Device
 
 def run_local(argv: list[str], timeout_s: float, cwd: str | None) -> Completed:
     """Run argv here in its own process group, killed as a group at the timeout."""
-    from auditor.children import dies_with_me
+    from ground.children import dies_with_me
 
     t0 = time.perf_counter()
     proc = subprocess.Popen(argv, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
@@ -56,7 +56,7 @@ class LocalDevice(Device):
         return run_local(argv, timeout_s, cwd)
 
     def facts(self) -> dict:
-        from auditor.host import host_facts
+        from ground.host import host_facts
 
         return {"device": self.spec, "emulated": False, **host_facts()}
 

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from compilers.base import OpProfile, OpTiming
+from ground.op_timing import OpProfile, OpTiming
 from device_runner.device import Device
 
 

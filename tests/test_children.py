@@ -7,7 +7,7 @@ import sys
 import time
 from functools import partial
 
-from auditor.children import die_with_parent, dies_with_me
+from ground.children import die_with_parent, dies_with_me
 from tests.conftest import ROOT, process_running
 
 
@@ -18,7 +18,7 @@ def test_child_whose_parent_already_died_kills_itself():
 
 
 def test_child_dies_when_its_parent_is_killed():
-    script = ("import subprocess, sys, time; from auditor.children import dies_with_me; "
+    script = ("import subprocess, sys, time; from ground.children import dies_with_me; "
               "p = subprocess.Popen(['sleep', '30'], preexec_fn=dies_with_me()); "
               "print(p.pid, flush=True); time.sleep(30)")
     parent = subprocess.Popen([sys.executable, "-c", script], cwd=ROOT, stdout=subprocess.PIPE, text=True,

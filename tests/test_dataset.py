@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from auditor.errors import AuditorError
+from ground.errors import AuditorError
 from auditor.sweeps import load_sweep
 from tests.conftest import ROOT, process_running
 

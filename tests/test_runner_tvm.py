@@ -22,7 +22,7 @@ pytest.importorskip("tvm")
 
 from auditor.pipeline import ModelRequest, prepare  # noqa: E402
 from auditor.store import Store  # noqa: E402
-from compilers.base import TARGETS  # noqa: E402
+from ground.targets import TARGETS  # noqa: E402
 from compilers.tvm_relax import TvmRelax, runner_build_inputs  # noqa: E402
 from device_runner.build import cached_runner  # noqa: E402
 from device_runner.local import LocalDevice  # noqa: E402

@@ -3,7 +3,7 @@ import sys
 
 import pytest
 
-from auditor.errors import AuditorError
+from ground.errors import AuditorError
 from auditor.store import SCHEMA_VERSION, Store
 
 

@@ -12,14 +12,14 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
 from auditor import deadline
-from auditor.errors import AuditorError
+from ground.errors import AuditorError
 from auditor.pipeline import AuditSettings, ModelRequest, audit_variants, prepare, resolve_device
 from auditor.store import Store
 from auditor.summary import run_summary, table
 from auditor.timing import TimingSettings
 from auditor.commands.variants import parse_compiler_specs
 from auditor.commands.options import RESULTS_DIR
-from compilers.base import TARGETS
+from ground.targets import TARGETS
 from reports.run_page import describe_state, write_run_page
 
 PHASES = ("compile", "measure", "check", "profile", "finished")

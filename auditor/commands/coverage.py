@@ -11,7 +11,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from auditor import coverage as cov
 from auditor.commands.variants import parse_compiler_specs
-from auditor.errors import AuditorError
+from ground.errors import AuditorError
 from auditor.store import Store
 from auditor.commands.options import RESULTS_DIR
 from compilers import registry

@@ -14,7 +14,7 @@ from tabulate import tabulate
 
 from auditor import dataset as ds
 from auditor.commands.variants import parse_compiler_specs
-from auditor.errors import AuditorError
+from ground.errors import AuditorError
 from auditor.pipeline import AuditSettings, resolve_device
 from auditor.store import Store
 from auditor.sweeps import load_sweep

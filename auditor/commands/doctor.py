@@ -8,7 +8,7 @@ import typer
 from tabulate import tabulate
 
 from auditor.convert import CONVERTERS
-from auditor.host import host_facts, package_version
+from ground.host import host_facts, package_version
 from compilers import registry
 from device_runner import perf
 

@@ -18,16 +18,16 @@ from pathlib import Path
 import typer
 from tabulate import tabulate
 
-from auditor.errors import AuditorError, first_line
+from ground.errors import AuditorError, first_line
 from auditor.inputs import InputSet
 from auditor.pipeline import AuditSettings, ModelRequest, prepare, resolve_device
-from auditor.quiet import captured_output
+from ground.quiet import captured_output
 from auditor.store import Store
 from auditor.timing import latency_stats
 from auditor.commands.variants import parse_compiler_specs
 from auditor.commands.options import RESULTS_DIR
 from compilers import registry
-from compilers.base import TARGETS
+from ground.targets import TARGETS
 
 
 def profile(

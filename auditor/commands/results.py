@@ -9,7 +9,7 @@ from pathlib import Path
 
 import typer
 
-from auditor.errors import AuditorError
+from ground.errors import AuditorError
 from auditor.store import Store
 from auditor.summary import SUMMARY_KEYS, run_detail, run_summary, table
 from auditor.commands.options import RESULTS_DIR

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from auditor.errors import AuditorError
+from ground.errors import AuditorError
 from compilers import registry
 
 
