@@ -15,10 +15,10 @@ import numpy as np
 
 from auditor import accuracy
 from auditor.coverage import record
-from ground.errors import first_line
-from ground.quiet import captured_output
 from auditor.store import Store
 from compilers import registry
+from ground.errors import first_line
+from ground.quiet import captured_output
 from ground.targets import TARGETS
 from ground.tensors import ModelBundle, TensorSpec
 

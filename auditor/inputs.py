@@ -13,8 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ground.errors import AuditorError, first_line
 from auditor.loaders import SCALAR_DTYPES, InputInfo, LoadedModel
+from ground.errors import AuditorError, first_line
 from ground.tensors import TensorSpec
 
 SEED = 0

@@ -15,10 +15,10 @@ from pathlib import Path
 
 import numpy as np
 
-from ground.errors import AuditorError
 from auditor.export import reference_outputs
 from auditor.inputs import InputSet
 from auditor.loaders import LoadedModel
+from ground.errors import AuditorError
 from ground.tensors import ModelBundle
 
 SEQUENCE_CALLS = 8  # calls compared from a fresh load when a model carries state

@@ -32,6 +32,7 @@ from typing import Any
 import numpy as np
 
 from compilers.base import Artifact, Compiler, OptionSpec, Runnable
+from ground.children import Child
 from ground.op_timing import OpProfile, OpTiming
 from ground.quiet import captured_output
 from ground.targets import Target
@@ -321,15 +322,14 @@ def _fill_glue(header: Path, namespace: str, params, in_specs, out_specs, op_nam
 
 def _run_builds(commands: list[tuple[str, list[str]]], cwd: Path, log: Path) -> None:
     """Run the compiler commands in parallel; raise with the first error line of a failure."""
-    procs = [(what, cmd, subprocess.Popen(cmd, cwd=cwd, stdout=subprocess.PIPE,
-                                          stderr=subprocess.STDOUT, text=True))
-             for what, cmd in commands]
+    children = [(what, Child(cmd, cwd=cwd, merge_stderr=True)) for what, cmd in commands]
     failures = []
     with open(log, "a") as f:
-        for what, cmd, proc in procs:
-            out, _ = proc.communicate()
-            f.write(f"$ {shlex.join(cmd)}\n{out}\n")
-            if proc.returncode != 0:
+        for what, child in children:
+            done = child.wait()
+            out = done.stdout
+            f.write(f"$ {shlex.join(done.argv)}\n{out}\n")
+            if done.returncode != 0:
                 lines = [ln for ln in out.splitlines()
                          if re.search(r"error|cannot find|undefined reference", ln)
                          and not ln.startswith("collect2")] or out.splitlines() or ["?"]

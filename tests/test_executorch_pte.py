@@ -13,8 +13,8 @@ pytest.importorskip("executorch")
 
 from compilers import registry  # noqa: E402
 from compilers.base import Artifact
-from ground.targets import TARGETS  # noqa: E402
 from compilers.executorch_pte import NO_HANDLE, ExecuTorch, _align  # noqa: E402
+from ground.targets import TARGETS  # noqa: E402
 
 from tests.conftest import audit_in  # noqa: E402
 

@@ -18,8 +18,8 @@ from tests.conftest import audit_in
 
 pytest.importorskip("sofie")
 from device_runner.local import LocalDevice  # noqa: E402
-from device_runner.qemu import QemuArmv7Device  # noqa: E402
 from device_runner.native import NativeProgram, RunnerSettings, run_program  # noqa: E402
+from device_runner.qemu import QemuArmv7Device  # noqa: E402
 
 MLP = "zoo:mlp:width=32,depth=2"
 
