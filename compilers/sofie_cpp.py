@@ -25,14 +25,13 @@ import os
 import re
 import shlex
 import shutil
-import subprocess
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from compilers.base import Artifact, Compiler, OptionSpec, Runnable
-from ground.children import Child
+from ground.children import Child, run_child
 from ground.op_timing import OpProfile, OpTiming
 from ground.quiet import captured_output
 from ground.targets import Target
@@ -375,8 +374,7 @@ def _build_native(workdir: Path, target: Target, options: dict[str, Any],
 
 def _native_march(cxx: str = "g++") -> str:
     try:
-        out = subprocess.run([cxx, "-march=native", "-Q", "--help=target"], capture_output=True,
-                             text=True, timeout=30).stdout
+        out = run_child([cxx, "-march=native", "-Q", "--help=target"], timeout_s=30).stdout
         m = re.search(r"^\s*-march=\s*(\S+)", out, re.M)
         return m.group(1) if m else "?"
     except Exception:  # noqa: BLE001 - only recorded
@@ -385,8 +383,7 @@ def _native_march(cxx: str = "g++") -> str:
 
 def _tool_version(cxx: str) -> str:
     try:
-        return subprocess.run([cxx, "--version"], capture_output=True, text=True,
-                              timeout=30).stdout.splitlines()[0]
+        return run_child([cxx, "--version"], timeout_s=30).stdout.splitlines()[0]
     except Exception:  # noqa: BLE001
         return "?"
 

@@ -69,18 +69,19 @@ def _check_json_serialisation() -> None:
     """MetaSchedule serialises IRModules to JSON; with apache-tvm 0.27.0.post1 and
     apache-tvm-ffi 0.1.15.x that segfaults. Probe it in a child process so a bad pair ends
     in a clear error instead of killing the worker."""
-    import subprocess
     import sys
+
+    from ground.children import run_child
 
     probe = ("import tvm\nfrom tvm import te\n"
              "a = te.placeholder((4,), name='a'); b = te.compute((4,), lambda i: a[i] * 2, name='b')\n"
              "tvm.ir.save_json(tvm.IRModule({'main': te.create_prim_func([a, b])}))\n")
-    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, timeout=120)
+    result = run_child([sys.executable, "-c", probe], timeout_s=120)
     if result.returncode != 0:
         import tvm_ffi
 
         raise RuntimeError(
-            f"MetaSchedule cannot run here: tvm.ir.save_json crashes (exit {result.returncode}) with "
+            f"MetaSchedule cannot run here: tvm.ir.save_json crashes ({result.failure('the probe', 120)}) with "
             f"apache-tvm {_tvm_version()} and apache-tvm-ffi {tvm_ffi.__version__}; "
             "apache-tvm-ffi==0.1.14.post1 works")
     try:

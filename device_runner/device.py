@@ -81,7 +81,7 @@ class Device(ABC):
     @property
     @abstractmethod
     def target_name(self) -> str:
-        """compilers.base.TARGETS key of the code this device runs (a remote device may
+        """ground.targets.TARGETS key of the code this device runs (a remote device may
         have to be asked)."""
 
     @abstractmethod
