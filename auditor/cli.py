@@ -12,7 +12,7 @@ import traceback
 import typer
 
 from auditor.commands import compile_all, coverage, dataset, doctor, profile, results, zoo
-from auditor.errors import AuditorError, first_line
+from ground.errors import AuditorError, first_line
 
 app = typer.Typer(
     add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,

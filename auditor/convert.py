@@ -19,8 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
-from auditor.errors import first_line
-from auditor.quiet import captured_output
+from ground.errors import first_line
+from ground.quiet import captured_output
 
 # A converted graph must reproduce the reference within this (the audit's default tolerance).
 ATOL = 1e-4

@@ -17,8 +17,6 @@ from __future__ import annotations
 import json
 import os
 import random
-import signal
-import subprocess
 import sys
 import time
 from dataclasses import dataclass
@@ -26,8 +24,8 @@ from pathlib import Path
 
 import numpy as np
 
-from auditor.children import dies_with_me, worker_env
-from auditor.errors import first_line
+from ground.children import run_child, worker_env
+from ground.errors import first_line
 from auditor.store import Store
 
 SUITES = ("node", "pytorch-operator", "pytorch-converted", "simple", "light")
@@ -194,28 +192,24 @@ def run_compiler(store: Store, variant, cases: list[Case], case_timeout: float, 
                "variant": variant.label, "cases": [[c.suite, c.name, str(c.directory)] for c in todo]}
         job_path = store.dir / "coverage" / f"job-{os.getpid()}.json"
         job_path.write_text(json.dumps(job))
-        proc = subprocess.Popen([sys.executable, "-m", "auditor.coverage_worker", str(job_path)],
-                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=worker_env(), cwd=store.dir,
-                                preexec_fn=dies_with_me(), start_new_session=True)
-        while proc.poll() is None:
-            time.sleep(0.2)
+
+        def stalled() -> bool:
+            """The case the worker is on ran past case_timeout (progress reported on the way)."""
             row = store.db.execute("SELECT suite, case_name, updated_at FROM coverage WHERE variant=? AND "
                                    "status='running'", (variant.label,)).fetchone()
-            if row and time.time() - row[2] > case_timeout:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
-                _finish_running(store, variant.label, "timeout", f"no result within {case_timeout:.0f} s")
             if progress:
                 finished = store.db.execute("SELECT COUNT(*) FROM coverage WHERE variant=? AND status != "
                                             "'running'", (variant.label,)).fetchone()[0]
                 progress(variant.label, finished)
-        if proc.returncode and proc.returncode < 0:
-            _finish_running(store, variant.label, "crashed",
-                            f"worker died with {signal.Signals(-proc.returncode).name}")
-        elif proc.returncode:
-            tail = (proc.stderr.read() or b"").decode(errors="replace").strip().splitlines()
-            _finish_running(store, variant.label, "crashed", f"worker exited {proc.returncode}: "
-                            f"{tail[-1][:200] if tail else ''}")
+            return bool(row) and time.time() - row[2] > case_timeout
+
+        with open(os.devnull, "w") as devnull:
+            ended = run_child([sys.executable, "-m", "auditor.coverage_worker", str(job_path)], stdout=devnull,
+                              env=worker_env(), cwd=store.dir, watch=stalled)
+        if ended.timed_out:
+            _finish_running(store, variant.label, "timeout", f"no result within {case_timeout:.0f} s")
+        elif ended.returncode:
+            _finish_running(store, variant.label, "crashed", ended.failure("worker"))
         done = {r[0] for r in store.db.execute(
             "SELECT suite || '/' || case_name FROM coverage WHERE variant=? AND status != 'running'",
             (variant.label,))}

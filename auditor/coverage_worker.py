@@ -15,11 +15,12 @@ import numpy as np
 
 from auditor import accuracy
 from auditor.coverage import record
-from auditor.errors import first_line
-from auditor.quiet import captured_output
 from auditor.store import Store
 from compilers import registry
-from compilers.base import TARGETS, ModelBundle, TensorSpec
+from ground.errors import first_line
+from ground.quiet import captured_output
+from ground.targets import TARGETS
+from ground.tensors import ModelBundle, TensorSpec
 
 
 def _bundle(case_dir: Path, inputs: list[np.ndarray], outputs: list[np.ndarray], meta: dict) -> ModelBundle:

@@ -19,8 +19,8 @@ from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
 
-from auditor.children import dies_with_me
-from auditor.errors import AuditorError, first_line
+from ground.children import dies_with_me
+from ground.errors import AuditorError, first_line
 from auditor.pipeline import AuditSettings, ModelRequest, Prepared, audit_variants, prepare, resolve_device
 from auditor.store import Store
 from auditor.sweeps import Sweep

@@ -18,13 +18,14 @@ from pathlib import Path
 import numpy as np
 
 from auditor import convert
-from auditor.errors import AuditorError, first_line
-from auditor.host import package_version
 from auditor.inputs import InputSet
 from auditor.loaders import LoadedModel
-from auditor.quiet import captured_output
-from compilers.base import ModelBundle, TensorSpec
-from cost_model.graph import FX_NODE_KEY, ensure_unique_node_names, exporter_fx_name, fx_origins
+from cost_model.graph import ensure_unique_node_names
+from ground.errors import AuditorError, first_line
+from ground.fx_nodes import FX_NODE_KEY, exporter_fx_name, fx_origins
+from ground.host import package_version
+from ground.quiet import captured_output
+from ground.tensors import ModelBundle, TensorSpec
 
 OPSET = 20
 CONTROL_FLOW = ("If", "Loop", "Scan")

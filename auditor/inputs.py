@@ -13,9 +13,9 @@ from pathlib import Path
 
 import numpy as np
 
-from auditor.errors import AuditorError, first_line
 from auditor.loaders import SCALAR_DTYPES, InputInfo, LoadedModel
-from compilers.base import TensorSpec
+from ground.errors import AuditorError, first_line
+from ground.tensors import TensorSpec
 
 SEED = 0
 

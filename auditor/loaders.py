@@ -19,8 +19,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
-from auditor.errors import AuditorError, first_line
-from auditor.quiet import captured_output
+from ground.errors import AuditorError, first_line
+from ground.quiet import captured_output
 
 
 @dataclass

@@ -8,29 +8,27 @@ deadline and device is reused (see resume_key).
 
 from __future__ import annotations
 
-import json
 import os
-import queue
-import signal
-import subprocess
 import sys
-import threading
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from auditor import state
-from auditor.children import dies_with_me, worker_env
-from auditor.errors import AuditorError
+from auditor.accuracy import Tolerance
 from auditor.export import prepare_bundle, write_reference
-from auditor.host import host_facts, load_facts
 from auditor.inputs import build_inputs
+from auditor.job import WorkerJob
 from auditor.loaders import load_model
 from auditor.store import Store
 from auditor.timing import TimingSettings
 from compilers import registry
-from compilers.base import TARGETS, options_key
+from compilers.base import options_key
 from cost_model.graph import node_table
+from ground.children import Ended, run_child, worker_env
+from ground.errors import AuditorError
+from ground.host import host_facts, load_facts
+from ground.targets import TARGETS
 
 HARNESSES = ("auto", "python", "native")
 
@@ -71,53 +69,12 @@ class ModelRequest:
     stream_state: list[str] = field(default_factory=list)  # --stream-state OUT:IN
 
 
-def _read_phases(stream, q: queue.Queue) -> None:
-    for line in stream:
-        if line.startswith("phase "):
-            q.put(line.split(" ", 1)[1].strip())
-    q.put(None)
-
-
-def run_worker(job: dict, timeout_s: float, on_phase) -> tuple[int | None, bool]:
-    """Start the worker, follow its phases; returns (exit code or None, timed out)."""
-    workdir = Path(job["workdir"])
-    job_path = workdir / "job.json"
-    job_path.write_text(json.dumps(job, indent=2))
-    with open(workdir / "worker.stderr", "wb") as err:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "auditor.worker", str(job_path)],
-            stdout=subprocess.PIPE, stderr=err, text=True, env=worker_env(), cwd=workdir,
-            preexec_fn=dies_with_me(), start_new_session=True,
-        )
-        phases: queue.Queue = queue.Queue()
-        reader = threading.Thread(target=_read_phases, args=(proc.stdout, phases), daemon=True)
-        reader.start()
-        end = time.monotonic() + timeout_s
-        while True:
-            try:
-                phase = phases.get(timeout=max(0.0, min(0.5, end - time.monotonic())))
-            except queue.Empty:
-                phase = ""
-            if phase is None or (phase == "" and proc.poll() is not None):
-                break
-            if phase:
-                on_phase(phase)
-            if time.monotonic() >= end:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
-                return None, True
-        return proc.wait(), False
-
-
-def _failure_reason(code: int | None, timed_out: bool, workdir: Path, timeout_s: float) -> tuple[str, str]:
-    if timed_out:
-        return "timeout", f"no result within {timeout_s:.0f} s; worker killed"
-    tail = (workdir / "worker.stderr").read_text(errors="replace").strip().splitlines()
-    last = tail[-1][:200] if tail else ""
-    if code is not None and code < 0:
-        name = signal.Signals(-code).name
-        return "failed", f"worker died with {name}" + (f": {last}" if last else "")
-    return "failed", f"worker exited with code {code}" + (f": {last}" if last else "")
+def run_worker(job: WorkerJob, timeout_s: float, on_phase) -> Ended:
+    """Start the worker, follow its phases, until it ends or its timeout kills it."""
+    job_path = job.save()
+    with open(job.workdir / "worker.stderr", "w") as err:
+        return run_child([sys.executable, "-m", "auditor.worker", str(job_path)], stderr=err,
+                         env=worker_env(), cwd=job.workdir, timeout_s=timeout_s, on_phase=on_phase)
 
 
 @dataclass
@@ -226,25 +183,23 @@ def audit_variants(prepared: Prepared, variants: list[registry.Variant], setting
         workdir = store.run_dir(run_id)
         workdir.mkdir(parents=True)
         store.set_status(run_id, "pending", pid=os.getpid())
-        job = {
-            "run_id": run_id, "results_dir": str(store.dir), "workdir": str(workdir),
-            "bundle_dir": str(bundle.directory), "data_dir": str(prepared.data_dir),
-            "inputs_source": prepared.inputs_source, "compiler": variant.compiler,
-            "options": options, "target": target.name, "timing": asdict(settings.timing),
-            "device": device.spec, "harness": harness, "sched_fifo": settings.sched_fifo,
-            "cpu": settings.cpu,
-            "profile_runs": settings.profile_runs, "budget_us": settings.budget_us,
-            "tolerance": {"atol": settings.atol, "rtol": settings.rtol},
-            "memory_interval_s": settings.memory_interval_s,
-            "sequence": prepared.sequence,
-        }
-        job["timeout_at"] = time.time() + settings.timeout_s  # the native runner gets what is left of it
-        code, timed_out = run_worker(
+        job = WorkerJob(
+            run_id=run_id, results_dir=store.dir, workdir=workdir, bundle_dir=bundle.directory,
+            data_dir=prepared.data_dir, inputs_source=prepared.inputs_source, compiler=variant.compiler,
+            options=options, target=target.name, device=device.spec, harness=harness,
+            timing=settings.timing, tolerance=Tolerance(atol=settings.atol, rtol=settings.rtol),
+            budget_us=settings.budget_us, profile_runs=settings.profile_runs,
+            memory_interval_s=settings.memory_interval_s, sched_fifo=settings.sched_fifo,
+            cpu=settings.cpu, sequence=prepared.sequence,
+            timeout_at=time.time() + settings.timeout_s,  # the native runner gets what is left of it
+        )
+        ended = run_worker(
             job, settings.timeout_s, lambda phase: progress and progress(variant.label, phase))
         row = store.run(run_id)
         if row["status"] in ("pending", "running"):
-            status, reason = _failure_reason(code, timed_out, workdir, settings.timeout_s)
-            store.set_status(run_id, status, reason)
+            store.set_status(run_id, "timeout" if ended.timed_out else "failed",
+                             ended.failure("worker", settings.timeout_s)
+                             or "worker exited with code 0 and stored no result")
         run_ids.append(run_id)
         if progress:
             progress(variant.label, "finished")

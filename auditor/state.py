@@ -15,11 +15,11 @@ from pathlib import Path
 
 import numpy as np
 
-from auditor.errors import AuditorError
 from auditor.export import reference_outputs
 from auditor.inputs import InputSet
 from auditor.loaders import LoadedModel
-from compilers.base import ModelBundle
+from ground.errors import AuditorError
+from ground.tensors import ModelBundle
 
 SEQUENCE_CALLS = 8  # calls compared from a fresh load when a model carries state
 

@@ -16,7 +16,7 @@ import zlib
 from pathlib import Path
 from typing import Any, Iterable
 
-from auditor.errors import AuditorError, first_line
+from ground.errors import AuditorError, first_line
 
 SCHEMA_VERSION = 1
 

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from auditor import zoo
-from auditor.errors import AuditorError, first_line
+from ground.errors import AuditorError, first_line
 
 TIMING_KEYS = {"runs", "warmup", "max_seconds", "profile_runs"}
 

@@ -19,15 +19,17 @@ from pathlib import Path
 import numpy as np
 
 from auditor import accuracy, deadline, state
-from auditor.children import dies_with_me
-from auditor.errors import first_line
 from auditor.inputs import InputSet
+from auditor.job import WorkerJob
 from auditor.memory import RssSampler
-from auditor.quiet import captured_output
 from auditor.store import Store
-from auditor.timing import TimingSettings, latency_stats, time_calls
+from auditor.timing import latency_stats, time_calls
 from compilers import registry
-from compilers.base import TARGETS, ModelBundle
+from ground.children import dies_with_me
+from ground.errors import first_line
+from ground.quiet import captured_output
+from ground.targets import TARGETS
+from ground.tensors import ModelBundle
 
 
 PYTHON_LOOP = "python: time.perf_counter_ns around each run() call"
@@ -36,11 +38,11 @@ PYTHON_LOOP = "python: time.perf_counter_ns around each run() call"
 RUNNER_MARGIN_S = 5.0
 
 
-def runner_timeout_s(job: dict, now: float | None = None) -> float:
+def runner_timeout_s(job: WorkerJob, now: float | None = None) -> float:
     """Seconds the native runner may take: what is left of the variant's time (the job's
     wall-clock `timeout_at`, set by the orchestrator) less RUNNER_MARGIN_S, at least 1 s."""
     now = time.time() if now is None else now
-    return max(1.0, job["timeout_at"] - now - RUNNER_MARGIN_S)
+    return max(1.0, job.timeout_at - now - RUNNER_MARGIN_S)
 
 
 def _phase(name: str) -> None:
@@ -52,16 +54,21 @@ def _compile(cls, bundle, target, options, workdir: Path, log: Path):
         return cls().compile(bundle, target, options, workdir)
 
 
+class CompilerCrashed(RuntimeError):
+    """The forked compile died (a signal or an exit) instead of returning or raising."""
+
+
 def compile_isolated(cls, bundle, target, options, workdir: Path, log: Path):
     """Compile in a forked child, so the measuring process's memory (RSS, ru_maxrss) holds the
-    runtime and not what the compiler allocated; a compiler crash surfaces as an error here.
-    The parent has imported the compiler's package (available()), which the child shares."""
+    runtime and not what the compiler allocated, and a compiler crash is an error here (the
+    caller's process lives on). The parent has imported the compiler's package (available()),
+    which the child shares."""
     with ProcessPoolExecutor(max_workers=1, mp_context=get_context("fork"),
                              initializer=dies_with_me()) as pool:
         try:
             return pool.submit(_compile, cls, bundle, target, options, workdir, log).result()
         except BrokenProcessPool:
-            raise RuntimeError("the compiler's process died (crash or kill)") from None
+            raise CompilerCrashed("the compiler's process died (crash or kill)") from None
 
 
 def _reference(data_dir: Path, examples: int, outputs: int) -> list[list[np.ndarray]]:
@@ -74,13 +81,12 @@ def _check_outputs(store, run_id, job, bundle, reference, actual, inputs,
     """Every example's outputs against the reference (with sequence: every call of a
     sequence from a fresh load); a wrong count or shape, NaN or inf where the reference has
     a number is never a pass."""
-    tol = accuracy.Tolerance(**job["tolerance"])
     compare = accuracy.compare_sequence if sequence else accuracy.compare_all
     if any(len(a) != len(bundle.outputs) for a in actual):
         rows = [{"output": "*", "passed": False, "max_abs_err": None, "rmse": None, "snr_db": None,
                  "reason": f"{len(actual[0])} outputs, reference has {len(bundle.outputs)}"}]
     else:
-        rows = compare(reference, actual, [o.name for o in bundle.outputs], tol)
+        rows = compare(reference, actual, [o.name for o in bundle.outputs], job.tolerance)
     store.add_accuracy(run_id, rows)
     passed = all(r["passed"] for r in rows)
     labelled = actual[:len(inputs.examples)]  # a sequence's first calls are the examples
@@ -147,7 +153,7 @@ def _measure_native(store, run_id, job, compiler, artifact, bundle, inputs, refe
     from device_runner.devices import parse_device
     from device_runner.native import RunnerSettings, op_profile, run_program
 
-    sequence = job.get("sequence")
+    sequence = job.sequence
     if sequence:  # its outputs after a timed loop say nothing call by call
         what = ("feed state outputs back (--stream-state)" if sequence["stream"] else
                 "start a model that keeps state inside afresh to check its outputs call by call")
@@ -156,17 +162,16 @@ def _measure_native(store, run_id, job, compiler, artifact, bundle, inputs, refe
     with captured_output(log):
         program = compiler.native_program(artifact)
     if program is None:
-        store.set_status(run_id, "skipped", f"{compiler.name} has no native runner backend "
-                         "(the runner's backends: sofie, tvm)")
+        store.set_status(run_id, "skipped", f"{compiler.name} {compiler.no_native_runner}")
         return None, None
-    timing = TimingSettings(**job["timing"])
+    timing = job.timing
     runner_settings = RunnerSettings(
         runs=timing.runs, warmup=timing.warmup, max_seconds=timing.max_seconds,
-        min_runs=timing.min_runs, per_op_runs=job["profile_runs"],
-        rss_interval_ms=max(job["memory_interval_s"] * 1e3, 0.1),
-        sched_fifo=job.get("sched_fifo", 0), cpu=job.get("cpu", -1),
+        min_runs=timing.min_runs, per_op_runs=job.profile_runs,
+        rss_interval_ms=max(job.memory_interval_s * 1e3, 0.1),
+        sched_fifo=job.sched_fifo, cpu=job.cpu,
         timeout_s=runner_timeout_s(job))
-    device = parse_device(job["device"])
+    device = parse_device(job.device)
     _phase("measure")
     try:
         result = run_program(device, program, inputs.timing_inputs, inputs.examples, runner_settings)
@@ -192,11 +197,11 @@ def _measure_native(store, run_id, job, compiler, artifact, bundle, inputs, refe
             ru_maxrss_bytes=float(memory.get("maxrss_kb", 0)) * 1024,
             **stats,
             # emulated timings say nothing about the board's deadline: not judged
-            **(deadline.audit(samples, job["budget_us"]) if not device.emulated
-               else {"budget_us": job["budget_us"], "verdict": "not judged (emulated)"}),
+            **(deadline.audit(samples, job.budget_us) if not device.emulated
+               else {"budget_us": job.budget_us, "verdict": "not judged (emulated)"}),
         )
     if result.failure is not None:
-        store.set_status(run_id, "failed", f"runner on {job['device']}: {result.failure}")
+        store.set_status(run_id, "failed", f"runner on {job.device}: {result.failure}")
         return None, None
     _phase("check")
     passed, rows = _check_outputs(store, run_id, job, bundle, reference, result.outputs, inputs)
@@ -210,40 +215,40 @@ def _measure_native(store, run_id, job, compiler, artifact, bundle, inputs, refe
     return passed, rows
 
 
-def run_job(job: dict) -> None:
-    store = Store(Path(job["results_dir"]))
-    run_id = job["run_id"]
-    workdir = Path(job["workdir"])
+def run_job(job: WorkerJob) -> None:
+    store = Store(job.results_dir)
+    run_id = job.run_id
+    workdir = job.workdir
     log = workdir / "worker.log"
     stage = "setup"
     try:
-        cls = registry.get(job["compiler"])
+        cls = registry.get(job.compiler)
         ok, detail = cls.available()
         if not ok:
             store.set_status(run_id, "skipped", detail)
             return
         compiler = cls()
-        bundle = ModelBundle.load(Path(job["bundle_dir"]))
-        target = TARGETS[job["target"]]
+        bundle = ModelBundle.load(job.bundle_dir)
+        target = TARGETS[job.target]
         why_not = compiler.can_compile(bundle, target)
         if why_not:
             store.set_status(run_id, "skipped", why_not)
             return
         store.set_status(run_id, "running")
-        data_dir = Path(job["data_dir"])
-        inputs = InputSet.load(data_dir / "inputs.npz", bundle.inputs, job["inputs_source"])
+        data_dir = job.data_dir
+        inputs = InputSet.load(data_dir / "inputs.npz", bundle.inputs, job.inputs_source)
         reference = _reference(data_dir, len(inputs.examples), len(bundle.outputs))
 
         stage = "compile"
         _phase(stage)
         t0 = time.perf_counter()
-        artifact = compile_isolated(cls, bundle, target, job["options"], workdir, log)
+        artifact = compile_isolated(cls, bundle, target, job.options, workdir, log)
         # a converted graph's numbers are the converted graph's: the label goes with the run
         converted = bundle.converted.get(bundle.pick(cls.accepts), "")
         store.update_run(run_id, compile_s=time.perf_counter() - t0,
                          compiler_version=artifact.compiler_version, kernel_map=artifact.kernel_map,
                          artifact_notes=artifact.notes, converted=converted or None)
-        if job.get("harness", "python") == "native":
+        if job.harness == "native":
             stage = "native runner"
             passed, rows = _measure_native(store, run_id, job, compiler, artifact, bundle, inputs,
                                            reference, log)
@@ -265,13 +270,13 @@ def run_job(job: dict) -> None:
 
         stage = "measure"
         _phase(stage)
-        settings = TimingSettings(**job["timing"])
-        sequence = job.get("sequence")
+        settings = job.timing
+        sequence = job.sequence
         timed, timed_runs, loop = runnable.run, runnable.timed_runs, runnable.timing_loop or PYTHON_LOOP
         if sequence and sequence["stream"]:
             timed, timed_runs = _streamed(runnable, inputs.timing_inputs, sequence["stream"]), None
             loop = f"{PYTHON_LOOP}; each call's state output(s) fed back as the next call's input(s)"
-        with RssSampler(job["memory_interval_s"]) as sampler:
+        with RssSampler(job.memory_interval_s) as sampler:
             timings = time_calls(timed, settings, timed_runs)
         store.add_samples(run_id, timings.samples_ns)
         store.add_memory_samples(run_id, sampler.samples)
@@ -279,7 +284,7 @@ def run_job(job: dict) -> None:
         store.update_run(
             run_id, first_us=timings.first_ns / 1e3, stopped_early=int(timings.stopped_early),
             runtime_memory=runnable.memory_info(), **stats, **sampler.summary(),
-            **deadline.audit(timings.samples_ns, job["budget_us"]),
+            **deadline.audit(timings.samples_ns, job.budget_us),
             settings={**json.loads(store.run(run_id)["settings"]),
                       "timing_loop": loop},
         )
@@ -297,12 +302,12 @@ def run_job(job: dict) -> None:
         passed, rows = _check_outputs(store, run_id, job, bundle, reference, actual, inputs,
                                       sequence=bool(sequence))
 
-        if job["profile_runs"] > 0 and cls.per_op_method:
+        if job.profile_runs > 0 and cls.per_op_method:
             stage = "per-op profile"
             _phase("profile")
             runnable.set_inputs(inputs.timing_inputs)
             with captured_output(log):
-                profile = compiler.profile_ops(artifact, bundle, inputs.timing_inputs, job["profile_runs"])
+                profile = compiler.profile_ops(artifact, bundle, inputs.timing_inputs, job.profile_runs)
             if profile is not None:
                 _store_profile(store, run_id, profile, stats["p50_us"])
         runnable.close()
@@ -316,8 +321,7 @@ def run_job(job: dict) -> None:
 
 
 def main() -> int:
-    job = json.loads(Path(sys.argv[1]).read_text())
-    run_job(job)
+    run_job(WorkerJob.load(Path(sys.argv[1])))
     _phase("done")
     return 0
 

@@ -47,9 +47,9 @@ from auditor.pipeline import AuditSettings, ModelRequest, prepare  # noqa: E402
 from auditor.store import Store  # noqa: E402
 from auditor.timing import TimingSettings, time_calls  # noqa: E402
 from compilers import registry  # noqa: E402
-from compilers.base import TARGETS  # noqa: E402
 from device_runner.local import LocalDevice  # noqa: E402
 from device_runner.native import RunnerSettings, run_program  # noqa: E402
+from ground.targets import TARGETS  # noqa: E402
 
 MODELS = ["zoo:mlp", "zoo:mlp:width=256,depth=3", "zoo:conv1d", "zoo:sensor_autoencoder",
           "zoo:audio_decoder"]

@@ -22,7 +22,7 @@ sys.path.insert(0, str(ROOT))
 from auditor.pipeline import ModelRequest, prepare  # noqa: E402
 from auditor.store import Store  # noqa: E402
 from compilers import registry  # noqa: E402
-from compilers.base import TARGETS  # noqa: E402
+from ground.targets import TARGETS  # noqa: E402
 from device_runner.devices import parse_device  # noqa: E402
 from device_runner.native import RtAuditSettings, run_rt_audit  # noqa: E402
 

@@ -39,7 +39,7 @@ def other_specs() -> list[str]:
 
 
 def tuning_record(model_hash: str, trials: int) -> dict:
-    from compilers.base import TARGETS
+    from ground.targets import TARGETS
     from compilers.tvm_relax import TvmRelax
     from compilers.tvm_tuning import COMPLETE, tuning_dir
 

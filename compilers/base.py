@@ -14,129 +14,15 @@ import json
 import shutil
 from abc import ABC, abstractmethod
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
 
-
-@dataclass(frozen=True)
-class Target:
-    """What code is generated for. `host` is this machine; the board is ARMv7 Cortex-A8."""
-
-    name: str
-    triple: str
-    cpu: str | None = None
-    features: tuple[str, ...] = ()
-    float_abi: str | None = None
-    cxx: str = "g++"  # the C++ compiler that builds native code for this target
-    cxx_flags: tuple[str, ...] = ()
-    cxx_package: str = "g++"  # the Debian package that provides it
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @property
-    def is_host(self) -> bool:
-        return self.name == "host"
-
-
-TARGETS: dict[str, Target] = {
-    "host": Target(name="host", triple="x86_64-linux-gnu"),
-    "armv7-cortex-a8": Target(
-        name="armv7-cortex-a8",
-        triple="armv7a-linux-gnueabihf",
-        cpu="cortex-a8",
-        features=("+neon",),
-        float_abi="hard",
-        cxx="arm-linux-gnueabihf-g++",
-        cxx_flags=("-mcpu=cortex-a8", "-mfpu=neon", "-mfloat-abi=hard"),
-        cxx_package="g++-arm-linux-gnueabihf",
-    ),
-}
-
-
-@dataclass(frozen=True)
-class TensorSpec:
-    name: str
-    shape: tuple[int, ...]
-    dtype: str  # numpy dtype name, e.g. "float32"
-    # a Python number argument of a torch model (forward(x, sr: int)): torch gets a Python
-    # int/float, an ONNX graph a 0-d tensor (or the exporter made it a constant)
-    scalar: bool = False
-
-    def to_dict(self) -> dict[str, Any]:
-        d = {"name": self.name, "shape": list(self.shape), "dtype": self.dtype}
-        return {**d, "scalar": True} if self.scalar else d
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> TensorSpec:
-        return cls(d["name"], tuple(int(s) for s in d["shape"]), d["dtype"], bool(d.get("scalar", False)))
-
-
-@dataclass
-class ModelBundle:
-    """The interchange files of one model, written once by `auditor.export`.
-
-    Every compiler reads from here. `files` maps a format to its file name:
-    "onnx" is the canonical graph (simplified, shape-inferred, every node uniquely named;
-    per-op rows refer to these node names), "torch-export" a static torch.export program,
-    "torchscript" the user's TorchScript archive, "tflite" the user's TFLite flatbuffer.
-    `problems` says why a format is missing. `converted` labels each format that is not the
-    user's graph but a converter's product (e.g. "onnx2torch 1.5.15 from ONNX, max err vs
-    ONNX reference 2e-05"): a run compiled from it is measured on the converted graph.
-    `state` says whether the model keeps state between calls (auditor.state.detect).
-    """
-
-    model_hash: str
-    directory: Path
-    inputs: list[TensorSpec]
-    outputs: list[TensorSpec]
-    files: dict[str, str] = field(default_factory=dict)
-    problems: dict[str, str] = field(default_factory=dict)
-    state: dict[str, Any] = field(default_factory=dict)
-    converted: dict[str, str] = field(default_factory=dict)
-
-    META = "bundle.json"
-
-    def formats(self) -> set[str]:
-        return set(self.files)
-
-    def pick(self, accepts: tuple[str, ...]) -> str | None:
-        """The format a compiler taking `accepts` (in its order of preference) compiles
-        from: the user's own graph before any converted one; None when it has neither."""
-        present = [f for f in accepts if f in self.files]
-        return next((f for f in present if f not in self.converted), present[0] if present else None)
-
-    def path(self, fmt: str) -> Path:
-        return self.directory / self.files[fmt]
-
-    def save(self) -> None:
-        meta = {
-            "model_hash": self.model_hash,
-            "inputs": [t.to_dict() for t in self.inputs],
-            "outputs": [t.to_dict() for t in self.outputs],
-            "files": self.files,
-            "problems": self.problems,
-            "state": self.state,
-            "converted": self.converted,
-        }
-        (self.directory / self.META).write_text(json.dumps(meta, indent=2))
-
-    @classmethod
-    def load(cls, directory: Path) -> ModelBundle:
-        meta = json.loads((directory / cls.META).read_text())
-        return cls(
-            model_hash=meta["model_hash"],
-            directory=directory,
-            inputs=[TensorSpec.from_dict(d) for d in meta["inputs"]],
-            outputs=[TensorSpec.from_dict(d) for d in meta["outputs"]],
-            files=meta["files"],
-            problems=meta["problems"],
-            state=meta.get("state", {}),
-            converted=meta.get("converted", {}),
-        )
+from ground.op_timing import OpProfile
+from ground.targets import Target
+from ground.tensors import ModelBundle
 
 
 @dataclass
@@ -155,49 +41,6 @@ class Artifact:
 
     def path(self, role: str) -> Path:
         return self.directory / self.files[role]
-
-
-@dataclass
-class OpTiming:
-    """Time attributed to one emitted kernel per inference (all its calls in that inference)."""
-
-    kernel: str
-    op_type: str
-    onnx_nodes: list[str]
-    calls: int  # calls per inference
-    mean_us: float
-    p50_us: float
-    std_us: float
-    provider: str | None = None
-
-    @classmethod
-    def from_runs(cls, kernel: str, op_type: str, onnx_nodes: list[str], calls: int, per_run_us,
-                  provider: str | None = None) -> OpTiming:
-        """One kernel's statistics from its time in each instrumented inference (µs)."""
-        values = np.asarray(per_run_us, dtype=np.float64)
-        return cls(kernel=kernel, op_type=op_type, onnx_nodes=onnx_nodes, calls=calls,
-                   mean_us=float(values.mean()), p50_us=float(np.median(values)),
-                   std_us=float(values.std()), provider=provider)
-
-
-@dataclass
-class OpProfile:
-    """Per-kernel attribution and how it was made, so its gap to the whole can be shown."""
-
-    method: str  # e.g. "ort-profiler": names the instrument, never rescaled
-    ops: list[OpTiming]
-    runs: int  # instrumented inferences the figures come from
-    instrumented_whole_us: float | None  # median whole inference while instrumented
-    notes: str = ""
-
-    @property
-    def per_op_sum_us(self) -> float:
-        return float(sum(op.mean_us for op in self.ops))
-
-    @property
-    def per_op_sum_p50_us(self) -> float:
-        """Sum of per-kernel medians: compared with the whole's median, robust to rare spikes."""
-        return float(sum(op.p50_us for op in self.ops))
 
 
 class Runnable(ABC):
@@ -272,6 +115,8 @@ class Compiler(ABC):
     coverage_variants: ClassVar[tuple[dict[str, Any], ...] | None] = None
     per_op_method: ClassVar[str | None] = None
     install_hint: ClassVar[str] = ""
+    # why a device measurement (the native runner) is not possible, when native_program is None
+    no_native_runner: ClassVar[str] = "has no native runner backend (the runner's backends: sofie, tvm, libtorch)"
     # takes a model's Python number arguments (TensorSpec.scalar) as they are given
     takes_scalars: ClassVar[bool] = False
     # builds native code for a non-host target with the target's C++ cross compiler

@@ -14,7 +14,7 @@ operators), and each XNNPACK operator inside it (`Fully Connected (NC, F32) GEMM
 own names, which only the built runtime knows, so compile() runs the program once with ETDump on
 to read them). Each kernel is mapped to ONNX nodes through debug handles: ETDump events carry the
 edge graph's handles, whose nodes' `from_node` chains end at the torch.export FX nodes that
-`cost_model.graph.fx_node_map` joins to canonical ONNX nodes. XNNPACK operators carry no handle:
+`ground.fx_nodes.fx_node_map` joins to canonical ONNX nodes. XNNPACK operators carry no handle:
 they are aligned, in order and by kind, with the serialized XNNPACK graph's nodes (read from the
 delegate blob with the flatc that ships with executorch), which do. `kernels.json` keeps the chain.
 """
@@ -24,7 +24,6 @@ from __future__ import annotations
 import json
 import re
 import shutil
-import subprocess
 import tempfile
 import time
 import warnings
@@ -35,7 +34,9 @@ from typing import Any
 
 import numpy as np
 
-from compilers.base import Artifact, Compiler, OpProfile, OpTiming, OptionSpec, Runnable
+from compilers.base import Artifact, Compiler, OptionSpec, Runnable
+from ground.children import run_child
+from ground.op_timing import OpProfile, OpTiming
 
 BACKENDS = ("xnnpack", "portable")
 PTE, ETRECORD, KERNELS = "model.pte", "model.etrecord", "kernels.json"
@@ -198,9 +199,10 @@ def _xnnpack_nodes(blob: bytes) -> list[tuple[str, int]]:
         raise RuntimeError("flatc or the XNNPACK schema is missing")
     with tempfile.TemporaryDirectory() as tmp:
         (Path(tmp) / "graph.bin").write_bytes(flatbuffer)
-        subprocess.run([flatc, "--json", "--strict-json", "--defaults-json", "--raw-binary",
-                        "-o", tmp, str(schema), "--", str(Path(tmp) / "graph.bin")],
-                       check=True, capture_output=True)
+        done = run_child([flatc, "--json", "--strict-json", "--defaults-json", "--raw-binary",
+                          "-o", tmp, str(schema), "--", str(Path(tmp) / "graph.bin")])
+        if done.returncode != 0:
+            raise RuntimeError(f"reading the XNNPACK graph: {done.failure('flatc')}")
         text = (Path(tmp) / "graph.json").read_text()
     # flatc writes non-finite floats (clamp bounds) bare: make them JSON's spelling
     text = re.sub(r'(?<![\w"])(-?)inf(?![\w"])', r"\1Infinity", text)
@@ -495,7 +497,7 @@ class ExecuTorch(Compiler):
         import torch
         from executorch.exir import to_edge_transform_and_lower
 
-        from cost_model.graph import fx_node_map
+        from ground.fx_nodes import fx_node_map
 
         partitioner = None
         if options["backend"] == "xnnpack":

@@ -1,7 +1,7 @@
 """Per-FX-node timing of a torch.export program run node by node (torch.fx.Interpreter).
 
 Used by the torch-side eager runtimes: FX node names join exactly to canonical ONNX nodes
-through `cost_model.graph.fx_node_map`. The interpreter adds Python dispatch per node, so
+through `ground.fx_nodes.fx_node_map`. The interpreter adds Python dispatch per node, so
 the instrumented whole is slower than the plain call: the worker stores both.
 """
 
@@ -11,7 +11,7 @@ import time
 
 import numpy as np
 
-from compilers.base import OpProfile, OpTiming
+from ground.op_timing import OpProfile, OpTiming
 
 
 def fx_kernel_map(graph_module, fx_to_onnx: dict[str, list[str]]) -> dict[str, list[str]]:

@@ -28,13 +28,14 @@ from __future__ import annotations
 import functools
 import json
 import shutil
-import subprocess
 import tempfile
 from pathlib import Path
 
 import numpy as np
 
-from compilers.base import Artifact, Compiler, OptionSpec, Runnable, Target
+from compilers.base import Artifact, Compiler, OptionSpec, Runnable
+from ground.children import run_child
+from ground.targets import Target
 
 MODULE = "model.vmfb"
 MLIR = "model.mlir"
@@ -74,11 +75,12 @@ def runtime_tool(name: str) -> Path:
 
 
 def _run(cmd: list[str], what: str, timeout: float = 600.0) -> str:
-    result = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+    result = run_child(cmd, timeout_s=timeout)
     if result.returncode != 0:
         lines = [line for line in (result.stderr or result.stdout).splitlines() if line.strip()]
-        detail = next((line for line in lines if "error" in line.lower()), lines[-1] if lines else "")
-        raise RuntimeError(f"{what} exited {result.returncode}: {detail.strip()[:300]}")
+        detail = next((line for line in lines if "error" in line.lower()), "")
+        failure = result.failure(what, timeout)
+        raise RuntimeError(f"{failure}" + (f" ({detail.strip()[:300]})" if detail and detail not in failure else ""))
     return result.stdout
 
 
@@ -133,6 +135,7 @@ class Iree(Compiler):
                                            "(IREE's task system, worker threads)", ("local-sync", "local-task")),
     }
     default_variants = ({}, {"frontend": "onnx"}, {"driver": "local-task"})
+    no_native_runner = f"is not run on a device: {NO_ARM_RUNTIME}"
     # coverage cases are ONNX only (frontend=torch would fall back to the same import) and the
     # driver does not change what compiles: one variant, ~1 s a case
     coverage_variants = ({"frontend": "onnx"},)
@@ -231,7 +234,7 @@ class Iree(Compiler):
                             len(bundle.outputs))
 
     def native_program(self, artifact):
-        return None  # NO_ARM_RUNTIME: no native runner backend for IREE
+        return None  # see no_native_runner
 
     def profile_ops(self, artifact, bundle, inputs, runs):
         """Per-dispatch time from IREE's HAL profiler, in iree-benchmark-module's own loop.

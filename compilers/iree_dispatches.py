@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from compilers.base import OpProfile, OpTiming
+from ground.op_timing import OpProfile, OpTiming
 from compilers.iree_import import location_names
 
 SKIPPED_OPS = {"linalg.fill", "linalg.yield", "linalg.index"}

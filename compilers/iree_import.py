@@ -60,7 +60,7 @@ def import_torch(pt2_path: Path, onnx_path: Path | None, out: Path) -> Imported:
     import torch
     from iree.turbine import aot
 
-    from cost_model.graph import fx_origins
+    from ground.fx_nodes import fx_origins
     from compilers.tvm_relax_kernels import _aten_name, pt2_to_onnx
 
     ep = torch.export.load(str(pt2_path))

@@ -22,10 +22,8 @@ from __future__ import annotations
 
 import copy
 import json
-import os
 import re
 import shutil
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -33,9 +31,10 @@ from typing import Any
 
 import numpy as np
 
-from compilers.base import (
-    Artifact, Compiler, ModelBundle, OpProfile, OpTiming, OptionSpec, Runnable,
-)
+from compilers.base import Artifact, Compiler, OptionSpec, Runnable
+from ground.children import run_child, worker_env
+from ground.op_timing import OpProfile, OpTiming
+from ground.tensors import ModelBundle
 
 QUANTIZE = ("none", "dynamic-int8")
 PER_OP_METHOD = "tflite-op-slicing"
@@ -209,18 +208,13 @@ def _run_quantizer(float_path: Path, out_path: Path) -> None:
 
 
 def _run_converter(bundle: ModelBundle, workdir: Path, quantize: str) -> None:
-    root = str(Path(__file__).resolve().parent.parent)
-    env = dict(os.environ, PYTHONPATH=root + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    proc = subprocess.run(
-        [sys.executable, "-m", "compilers.litert_tflite", str(bundle.directory), str(workdir), quantize],
-        capture_output=True, text=True, env=env, cwd=workdir,
-    )
-    sys.stderr.write(proc.stdout + proc.stderr)  # the worker sends fd 2 to its log
+    done = run_child([sys.executable, "-m", "compilers.litert_tflite", str(bundle.directory), str(workdir),
+                      quantize], env=worker_env(), cwd=workdir)
+    sys.stderr.write(done.stdout + done.stderr)  # the worker sends fd 2 to its log
     sys.stderr.flush()
-    if proc.returncode != 0:
-        marked = [ln for ln in proc.stderr.splitlines() if ln.startswith(_ERROR_MARK)]
-        tail = [ln for ln in proc.stderr.splitlines() if ln.strip()]
-        why = marked[-1][len(_ERROR_MARK):] if marked else (tail[-1] if tail else f"exit {proc.returncode}")
+    if done.returncode != 0:
+        marked = [ln for ln in done.stderr.splitlines() if ln.startswith(_ERROR_MARK)]
+        why = marked[-1][len(_ERROR_MARK):] if marked else done.failure("the converter")
         raise RuntimeError(f"litert-torch conversion failed: {why.strip()}")
 
 
@@ -466,7 +460,7 @@ class LiteRT(Compiler):
     def compile(self, bundle, target, options, workdir):
         import onnx
 
-        from cost_model.graph import fx_node_map
+        from ground.fx_nodes import fx_node_map
 
         if options["quantize"] not in QUANTIZE:
             raise ValueError(f"quantize={options['quantize']!r} is not one of {QUANTIZE}")

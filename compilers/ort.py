@@ -16,9 +16,9 @@ from typing import Any
 
 import numpy as np
 
-from compilers.base import (
-    Artifact, Compiler, ModelBundle, OpProfile, OpTiming, OptionSpec, Runnable, Target,
-)
+from compilers.base import Artifact, Compiler, OptionSpec, Runnable
+from ground.op_timing import OpProfile, OpTiming
+from ground.tensors import ModelBundle
 
 GRAPH_OPT = ("disable", "basic", "extended", "all")
 

@@ -25,16 +25,17 @@ import os
 import re
 import shlex
 import shutil
-import subprocess
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from auditor.quiet import captured_output
-from compilers.base import (
-    Artifact, Compiler, ModelBundle, OpProfile, OpTiming, OptionSpec, Runnable, Target,
-)
+from compilers.base import Artifact, Compiler, OptionSpec, Runnable
+from ground.children import Child, run_child
+from ground.op_timing import OpProfile, OpTiming
+from ground.quiet import captured_output
+from ground.targets import Target
+from ground.tensors import ModelBundle
 
 HERE = Path(__file__).resolve().parent
 GLUE = HERE / "sofie_glue.cpp"
@@ -320,15 +321,14 @@ def _fill_glue(header: Path, namespace: str, params, in_specs, out_specs, op_nam
 
 def _run_builds(commands: list[tuple[str, list[str]]], cwd: Path, log: Path) -> None:
     """Run the compiler commands in parallel; raise with the first error line of a failure."""
-    procs = [(what, cmd, subprocess.Popen(cmd, cwd=cwd, stdout=subprocess.PIPE,
-                                          stderr=subprocess.STDOUT, text=True))
-             for what, cmd in commands]
+    children = [(what, Child(cmd, cwd=cwd, merge_stderr=True)) for what, cmd in commands]
     failures = []
     with open(log, "a") as f:
-        for what, cmd, proc in procs:
-            out, _ = proc.communicate()
-            f.write(f"$ {shlex.join(cmd)}\n{out}\n")
-            if proc.returncode != 0:
+        for what, child in children:
+            done = child.wait()
+            out = done.stdout
+            f.write(f"$ {shlex.join(done.argv)}\n{out}\n")
+            if done.returncode != 0:
                 lines = [ln for ln in out.splitlines()
                          if re.search(r"error|cannot find|undefined reference", ln)
                          and not ln.startswith("collect2")] or out.splitlines() or ["?"]
@@ -374,8 +374,7 @@ def _build_native(workdir: Path, target: Target, options: dict[str, Any],
 
 def _native_march(cxx: str = "g++") -> str:
     try:
-        out = subprocess.run([cxx, "-march=native", "-Q", "--help=target"], capture_output=True,
-                             text=True, timeout=30).stdout
+        out = run_child([cxx, "-march=native", "-Q", "--help=target"], timeout_s=30).stdout
         m = re.search(r"^\s*-march=\s*(\S+)", out, re.M)
         return m.group(1) if m else "?"
     except Exception:  # noqa: BLE001 - only recorded
@@ -384,8 +383,7 @@ def _native_march(cxx: str = "g++") -> str:
 
 def _tool_version(cxx: str) -> str:
     try:
-        return subprocess.run([cxx, "--version"], capture_output=True, text=True,
-                              timeout=30).stdout.splitlines()[0]
+        return run_child([cxx, "--version"], timeout_s=30).stdout.splitlines()[0]
     except Exception:  # noqa: BLE001
         return "?"
 

@@ -54,7 +54,7 @@ def _fx_map(bundle):
         return {}
     import onnx
 
-    from cost_model.graph import fx_node_map
+    from ground.fx_nodes import fx_node_map
 
     return fx_node_map(onnx.load(str(bundle.path("onnx"))))
 

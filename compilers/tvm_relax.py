@@ -32,28 +32,14 @@ from typing import Any
 
 import numpy as np
 
-from compilers.base import (
-    Artifact, Compiler, ModelBundle, OpProfile, OpTiming, OptionSpec, Runnable, Target,
-)
+from compilers.base import Artifact, Compiler, OptionSpec, Runnable
+from compilers.tvm_target import is_prim_func, tvm_target_dict
+from ground.op_timing import OpProfile, OpTiming
+from ground.targets import Target
+from ground.tensors import ModelBundle
 
 LIBRARY = "model.so"
 KERNELS = "kernels.json"
-
-
-def tvm_target_dict(target: Target) -> dict[str, Any]:
-    """The TVM target (a dict: TVM 0.27 rejects CLI-style target strings)."""
-    if target.is_host:
-        from tvm.target import codegen
-
-        return {"kind": "llvm", "mcpu": codegen.llvm_get_system_cpu(), "num-cores": 1}
-    spec: dict[str, Any] = {"kind": "llvm", "mtriple": target.triple, "num-cores": 1}
-    if target.cpu:
-        spec["mcpu"] = target.cpu
-    if target.features:
-        spec["mattr"] = list(target.features)
-    if target.float_abi:
-        spec["mfloat-abi"] = target.float_abi  # without it the link fails (VFP register args)
-    return spec
 
 
 def runner_build_inputs(target: Target) -> tuple[dict[str, str], tuple[Path, ...]]:
@@ -266,7 +252,7 @@ class TvmRelax(Compiler):
             for i in call.members:
                 nodes.update(onnx_of(origins[i]))
             kernel_map[call.kernel] = sorted(nodes, key=lambda n: order.get(n, len(order)))
-        emitted = {gv.name_hint for gv, f in mod.functions.items() if _is_prim_func(f)}
+        emitted = {gv.name_hint for gv, f in mod.functions.items() if is_prim_func(f)}
         missing = sorted(emitted - set(kernel_map))
         for name in missing:  # a kernel no call in main reaches directly (e.g. called by another)
             kernel_map[name] = []
@@ -395,10 +381,3 @@ def _op_types(member) -> dict[str, str]:
         out.setdefault(call.kernel, "+".join(ops) or call.kernel)
     return out
 
-
-def _is_prim_func(func) -> bool:
-    try:
-        from tvm import tirx as tir
-    except ImportError:  # older TVM
-        from tvm import tir
-    return isinstance(func, tir.PrimFunc)

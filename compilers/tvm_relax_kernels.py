@@ -24,7 +24,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from cost_model.graph import fx_origins
+from ground.fx_nodes import fx_origins
 
 # Name hints are "<source>__src"; the BlockBuilder makes repeated hints unique by appending
 # digits ("addmm__src", "addmm__src1"), which the suffix keeps unambiguous.
@@ -169,7 +169,7 @@ def pt2_to_onnx(fx_nodes, onnx_path) -> tuple[dict[str, list[str]], list[str]]:
     """Bundle pt2 node -> canonical ONNX nodes, with notes on how the join was made."""
     import onnx
 
-    from cost_model.graph import fx_node_map, fx_node_of
+    from ground.fx_nodes import fx_node_map, fx_node_of
 
     model = onnx.load(str(onnx_path), load_external_data=False)
     fx_map = fx_node_map(model)  # keyed by bundle pt2 node names (auditor.export traces them)

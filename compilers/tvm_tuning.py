@@ -23,7 +23,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from compilers.base import Target
+from compilers.tvm_target import is_prim_func, tvm_target_dict
+from ground.targets import Target
 
 COMPLETE = "tuning-complete.json"
 ROUND_PER_KERNEL = 16  # trials per kernel in one tune_relax round (what a kill can lose)
@@ -78,17 +79,17 @@ def _check_json_serialisation() -> None:
     """MetaSchedule serialises IRModules to JSON; with apache-tvm 0.27.0.post1 and
     apache-tvm-ffi 0.1.15.x that segfaults. Probe it in a child process so a bad pair ends
     in a clear error instead of killing the worker."""
-    import subprocess
+    from ground.children import run_child
 
     probe = ("import tvm\nfrom tvm import te\n"
              "a = te.placeholder((4,), name='a'); b = te.compute((4,), lambda i: a[i] * 2, name='b')\n"
              "tvm.ir.save_json(tvm.IRModule({'main': te.create_prim_func([a, b])}))\n")
-    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, timeout=120)
+    result = run_child([sys.executable, "-c", probe], timeout_s=120)
     if result.returncode != 0:
         import tvm_ffi
 
         raise RuntimeError(
-            f"MetaSchedule cannot run here: tvm.ir.save_json crashes (exit {result.returncode}) with "
+            f"MetaSchedule cannot run here: tvm.ir.save_json crashes ({result.failure('the probe', 120)}) with "
             f"apache-tvm {tvm_version()} and apache-tvm-ffi {tvm_ffi.__version__}; "
             "apache-tvm-ffi==0.1.14.post1 works")
     try:
@@ -151,7 +152,6 @@ def tune(mod, model_hash: str, target: Target, tvm_target, options: dict[str, An
     """Tune every kernel of `mod` (or reuse the cached database) and apply the best schedules."""
     from tvm import relax
 
-    from compilers.tvm_relax import tvm_target_dict
 
     trials = options["tune_trials"]
     work_dir = tuning_dir(model_hash, target, options)
@@ -205,14 +205,8 @@ def tune(mod, model_hash: str, target: Target, tvm_target, options: dict[str, An
                      f"kernels ({per_task} each at most) in {seconds:.1f} s in this compile{resumed} "
                      f"(cost model {cost_model}: {cost_detail}), database kept in {work_dir}")
     mod = relax.transform.MetaScheduleApplyDatabase(str(work_dir))(mod)
-    kernels = [f for f in mod.functions.values() if _is_prim_func(f)]
+    kernels = [f for f in mod.functions.values() if is_prim_func(f)]
     scheduled = sum(1 for f in kernels if f.attrs is not None and any(
         key in f.attrs for key in ("tirx.is_scheduled", "tir.is_scheduled")))
     notes.append(f"{scheduled} of {len(kernels)} kernels took a tuned schedule from the database")
     return mod
-
-
-def _is_prim_func(func) -> bool:
-    from compilers.tvm_relax import _is_prim_func as is_prim
-
-    return is_prim(func)

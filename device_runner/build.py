@@ -13,10 +13,10 @@ import json
 import os
 import shlex
 import shutil
-import subprocess
 from pathlib import Path
 
-from compilers.base import Target
+from ground.children import run_child
+from ground.targets import Target
 
 RUNNER_SOURCE = Path(__file__).resolve().parent / "runner"
 TOOLCHAINS = {"armv7-cortex-a8": RUNNER_SOURCE / "toolchains" / "armv7-cortex-a8.cmake"}
@@ -84,7 +84,7 @@ def build_runner(backend: str, target: Target, defines: dict[str, str], build_di
         for cmd in commands:
             out.write("$ " + shlex.join(cmd) + "\n")
             out.flush()
-            done = subprocess.run(cmd, stdout=out, stderr=subprocess.STDOUT)
+            done = run_child(cmd, stdout=out, merge_stderr=True)
             if done.returncode != 0:
                 tail = [ln for ln in Path(log).read_text(errors="replace").splitlines() if ln.strip()]
                 why = next((ln for ln in reversed(tail) if "error" in ln.lower()), tail[-1] if tail else "")

@@ -15,7 +15,8 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
 
-from auditor.errors import AuditorError
+from ground.children import signal_name
+from ground.errors import AuditorError
 
 
 class DeviceError(AuditorError):
@@ -51,13 +52,9 @@ class Completed:
                     f"(link it statically or build it against an older glibc)")
         tail = [ln for ln in (self.stderr or self.stdout).strip().splitlines() if ln.strip()]
         why = tail[-1] if tail else "no output"
-        if self.returncode is not None and self.returncode < 0:
-            import signal
-
-            try:
-                return f"killed by {signal.Signals(-self.returncode).name}; {why}"
-            except ValueError:
-                pass
+        killer = signal_name(self.returncode)
+        if killer:
+            return f"killed by {killer}; {why}"
         if self.returncode in (128 + 11, 139):
             return f"crashed (SIGSEGV); {why}"
         return f"exit {self.returncode}: {why}"
@@ -84,7 +81,7 @@ class Device(ABC):
     @property
     @abstractmethod
     def target_name(self) -> str:
-        """compilers.base.TARGETS key of the code this device runs (a remote device may
+        """ground.targets.TARGETS key of the code this device runs (a remote device may
         have to be asked)."""
 
     @abstractmethod

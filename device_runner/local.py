@@ -2,31 +2,18 @@
 
 from __future__ import annotations
 
-import os
 import shutil
-import subprocess
 import tempfile
-import time
 from pathlib import Path
 
 from device_runner.device import Completed, Device
+from ground.children import run_child
 
 
 def run_local(argv: list[str], timeout_s: float, cwd: str | None) -> Completed:
     """Run argv here in its own process group, killed as a group at the timeout."""
-    from auditor.children import dies_with_me
-
-    t0 = time.perf_counter()
-    proc = subprocess.Popen(argv, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, errors="replace", preexec_fn=dies_with_me(),
-                            start_new_session=True)
-    try:
-        out, err = proc.communicate(timeout=timeout_s)
-        return Completed(argv, proc.returncode, out, err, time.perf_counter() - t0)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, 9)
-        out, err = proc.communicate()
-        return Completed(argv, None, out, err, time.perf_counter() - t0, timed_out=True)
+    done = run_child(argv, cwd=cwd, timeout_s=timeout_s)
+    return Completed(done.argv, done.returncode, done.stdout, done.stderr, done.wall_s, done.timed_out)
 
 
 class LocalDevice(Device):
@@ -56,7 +43,7 @@ class LocalDevice(Device):
         return run_local(argv, timeout_s, cwd)
 
     def facts(self) -> dict:
-        from auditor.host import host_facts
+        from ground.host import host_facts
 
         return {"device": self.spec, "emulated": False, **host_facts()}
 

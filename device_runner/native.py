@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from compilers.base import OpProfile, OpTiming
+from ground.op_timing import OpProfile, OpTiming
 from device_runner.device import Device
 from device_runner.rt_safety import RtSafety, parse_rt_safety, syscall_counts
 

@@ -7,17 +7,18 @@ from __future__ import annotations
 
 import re
 import shutil
-import subprocess
 import tempfile
 from typing import Callable
+
+from ground.children import Ended, run_child
 
 # Hardware counters first; on VMs that hide them, the software events still work.
 EVENTS = ("cycles", "instructions", "cache-misses", "task-clock", "cpu-clock",
           "context-switches", "page-faults")
 
 
-def _run(args: list[str]) -> subprocess.CompletedProcess:
-    return subprocess.run(args, capture_output=True, text=True, timeout=30)
+def _run(args: list[str]) -> Ended:
+    return run_child(args, timeout_s=30)
 
 
 def probe() -> dict:

@@ -23,7 +23,6 @@ import math
 import posixpath
 import re
 import shlex
-import signal
 import uuid
 from collections import Counter, defaultdict
 from dataclasses import asdict, dataclass, field
@@ -31,6 +30,7 @@ from typing import Iterable
 
 from device_runner import perf as perf_probe
 from device_runner.device import Completed, Device, DeviceError
+from ground.children import signal_name
 
 FIELDS = "comm,pid,tid,period,event,ip,sym,dso"
 STATS_MARK = "@@auditor-perf-report-stats@@"
@@ -454,10 +454,7 @@ def _program_failure(done: Completed, timeout_s: float, wrapped: bool) -> str | 
     own = Completed(done.argv, rc, done.stdout, stderr, done.wall_s)
     if rc is not None and 128 < rc < 128 + 65 and rc != 139:  # a shell's 128+N (139 is said already)
         tail = [ln for ln in (stderr or done.stdout).strip().splitlines() if ln.strip()]
-        try:
-            return f"killed by {signal.Signals(rc - 128).name}; {tail[-1] if tail else 'no output'}"
-        except ValueError:
-            pass
+        return f"killed by {signal_name(128 - rc)}; {tail[-1] if tail else 'no output'}"
     return own.failure()
 
 

@@ -40,7 +40,7 @@ class QemuArmv7Device(LocalDevice):
         return False  # nothing of the host's runs "on" the emulated board but the runner
 
     def facts(self) -> dict:
-        from auditor.host import host_facts
+        from ground.host import host_facts
 
         version = ""
         if self.qemu:

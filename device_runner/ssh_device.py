@@ -44,7 +44,7 @@ def parse_spec(spec: str) -> tuple[str, str, int]:
 
 
 def target_for_machine(machine: str, local_machine: str | None = None) -> str:
-    """The compilers.base.TARGETS key of code that runs on a device whose `uname -m` is
+    """The ground.targets.TARGETS key of code that runs on a device whose `uname -m` is
     `machine`; DeviceError for an architecture nothing is built for."""
     local_machine = local_machine or platform.machine()
     if machine.startswith("armv7"):

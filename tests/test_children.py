@@ -7,7 +7,7 @@ import sys
 import time
 from functools import partial
 
-from auditor.children import die_with_parent, dies_with_me
+from ground.children import die_with_parent, dies_with_me, run_child
 from tests.conftest import ROOT, process_running
 
 
@@ -18,7 +18,7 @@ def test_child_whose_parent_already_died_kills_itself():
 
 
 def test_child_dies_when_its_parent_is_killed():
-    script = ("import subprocess, sys, time; from auditor.children import dies_with_me; "
+    script = ("import subprocess, sys, time; from ground.children import dies_with_me; "
               "p = subprocess.Popen(['sleep', '30'], preexec_fn=dies_with_me()); "
               "print(p.pid, flush=True); time.sleep(30)")
     parent = subprocess.Popen([sys.executable, "-c", script], cwd=ROOT, stdout=subprocess.PIPE, text=True,
@@ -36,3 +36,30 @@ def test_child_dies_when_its_parent_is_killed():
 def test_dies_with_me_binds_this_process():
     bound = dies_with_me()
     assert bound.func is die_with_parent and bound.args == (os.getpid(),)
+
+
+def test_run_child_streams_phases_and_says_how_it_died():
+    script = ("import os, signal, sys; print('phase compile', flush=True); print('phase measure', flush=True); "
+              "print('it broke', file=sys.stderr, flush=True); os.kill(os.getpid(), signal.SIGSEGV)")
+    seen = []
+    done = run_child([sys.executable, "-c", script], timeout_s=60, on_phase=seen.append)
+    assert seen == ["compile", "measure"]
+    assert done.returncode == -signal.SIGSEGV and not done.timed_out
+    assert done.failure("worker") == "worker died with SIGSEGV: it broke"
+
+
+def test_run_child_timeout_kills_the_whole_group():
+    script = ("import subprocess, time; p = subprocess.Popen(['sleep', '60']); "
+              "print(p.pid, flush=True); time.sleep(60)")
+    done = run_child([sys.executable, "-c", script], timeout_s=2)
+    grandchild = int(done.stdout.split()[0])
+    end = time.monotonic() + 10
+    while process_running(grandchild) and time.monotonic() < end:
+        time.sleep(0.05)
+    assert done.timed_out and done.returncode is None and not process_running(grandchild)
+    assert done.failure("worker", 2) == "no result within 2 s; worker killed"
+
+
+def test_run_child_exit_code_and_files():
+    assert run_child(["sh", "-c", "echo out; echo bad >&2; exit 3"]).failure("cmd") == "cmd exited with code 3: bad"
+    assert run_child(["true"]).failure("cmd") is None

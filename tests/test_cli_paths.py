@@ -138,7 +138,7 @@ def test_doctor_json_reports_this_machine(cli):
     import onnx
     import onnxruntime
 
-    from auditor.host import package_version
+    from ground.host import package_version
     from compilers import registry
 
     d = json.loads(cli("doctor", "--json", check=True).stdout)

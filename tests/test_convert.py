@@ -12,7 +12,7 @@ from onnx import TensorProto, helper, numpy_helper
 from onnx.reference import ReferenceEvaluator
 
 from auditor import convert, onnx_rewrite
-from auditor.host import package_version
+from ground.host import package_version
 from tests.conftest import audit_in
 
 

@@ -10,8 +10,8 @@ import time
 
 import pytest
 
-from auditor.errors import AuditorError
 from auditor.sweeps import load_sweep
+from ground.errors import AuditorError
 from tests.conftest import ROOT, process_running
 
 SPEC = {

@@ -12,8 +12,9 @@ import pytest
 pytest.importorskip("executorch")
 
 from compilers import registry  # noqa: E402
-from compilers.base import TARGETS, Artifact  # noqa: E402
+from compilers.base import Artifact
 from compilers.executorch_pte import NO_HANDLE, ExecuTorch, _align  # noqa: E402
+from ground.targets import TARGETS  # noqa: E402
 
 from tests.conftest import audit_in  # noqa: E402
 

@@ -5,7 +5,7 @@ import torch
 
 from auditor.pipeline import ModelRequest, prepare
 from auditor.store import Store
-from cost_model.graph import fx_node_map, fx_node_of
+from ground.fx_nodes import fx_node_map, fx_node_of
 
 
 def test_fx_origins_use_the_saved_programs_names(tmp_path):

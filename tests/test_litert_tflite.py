@@ -13,8 +13,9 @@ pytest.importorskip("litert_torch")
 pytest.importorskip("ai_edge_litert")
 
 from compilers import registry  # noqa: E402
-from compilers.base import ModelBundle, TARGETS  # noqa: E402
 from compilers.litert_tflite import LiteRT, _interpreter, _read_model, _slice  # noqa: E402
+from ground.targets import TARGETS  # noqa: E402
+from ground.tensors import ModelBundle  # noqa: E402
 
 from tests.conftest import audit_in  # noqa: E402
 

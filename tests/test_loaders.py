@@ -4,9 +4,9 @@ import pytest
 import torch
 from onnx import TensorProto, helper
 
-from auditor.errors import AuditorError
 from auditor.inputs import build_inputs, parse_input_shapes
 from auditor.loaders import load_model
+from ground.errors import AuditorError
 from tests.conftest import write_factory
 
 

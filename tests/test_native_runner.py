@@ -18,8 +18,8 @@ from tests.conftest import audit_in
 
 pytest.importorskip("sofie")
 from device_runner.local import LocalDevice  # noqa: E402
-from device_runner.qemu import QemuArmv7Device  # noqa: E402
 from device_runner.native import NativeProgram, RunnerSettings, run_program  # noqa: E402
+from device_runner.qemu import QemuArmv7Device  # noqa: E402
 
 MLP = "zoo:mlp:width=32,depth=2"
 
@@ -108,7 +108,7 @@ def test_runner_failures_come_back_with_their_reason(tmp_path, body, timeout, ex
 def built_runner(tmp_path_factory) -> tuple[Path, Path]:
     """The SOFIE native runner of the MLP and its weights, built by the adapter (once)."""
     tmp_path = tmp_path_factory.mktemp("sofie-runner")
-    from compilers.base import TARGETS
+    from ground.targets import TARGETS
     from compilers.sofie_cpp import Sofie
     from auditor.pipeline import ModelRequest, prepare
     from auditor.store import Store

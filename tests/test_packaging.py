@@ -14,7 +14,7 @@ import pytest
 
 from tests.conftest import ROOT
 
-PACKAGES = ("auditor", "compilers", "cost_model", "device_runner", "reports")
+PACKAGES = ("auditor", "compilers", "cost_model", "device_runner", "ground", "reports")
 
 
 def _package_files() -> set[str]:

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from compilers.base import TARGETS
+from ground.targets import TARGETS
 from device_runner.build import build_runner
 from device_runner.local import LocalDevice
 from device_runner.native import NativeProgram, RtAuditSettings, run_rt_audit

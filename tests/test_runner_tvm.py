@@ -22,12 +22,12 @@ pytest.importorskip("tvm")
 
 from auditor.pipeline import ModelRequest, prepare  # noqa: E402
 from auditor.store import Store  # noqa: E402
-from compilers.base import TARGETS  # noqa: E402
 from compilers.tvm_relax import TvmRelax, runner_build_inputs  # noqa: E402
 from device_runner.build import cached_runner  # noqa: E402
 from device_runner.local import LocalDevice  # noqa: E402
-from device_runner.qemu import QemuArmv7Device  # noqa: E402
 from device_runner.native import RunnerSettings, run_program  # noqa: E402
+from device_runner.qemu import QemuArmv7Device  # noqa: E402
+from ground.targets import TARGETS  # noqa: E402
 
 from tests.conftest import audit_in, write_factory  # noqa: E402
 

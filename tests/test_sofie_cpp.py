@@ -22,11 +22,11 @@ from auditor.pipeline import AuditSettings, ModelRequest, audit_variants, prepar
 from auditor.store import Store  # noqa: E402
 from auditor.timing import TimingSettings  # noqa: E402
 from compilers import registry  # noqa: E402
-from compilers.base import TARGETS  # noqa: E402
+from ground.targets import TARGETS  # noqa: E402
 from compilers.sofie_cpp import (BLAS, Sofie, SofieLibrary, kernel_nodes, light_profile_header,  # noqa: E402
                                  profile_labels)
-from device_runner.qemu import QemuArmv7Device  # noqa: E402
 from device_runner.native import RunnerSettings, run_program  # noqa: E402
+from device_runner.qemu import QemuArmv7Device  # noqa: E402
 
 EXTRA_BLOCKS = textwrap.dedent('''
     import torch

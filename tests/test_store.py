@@ -3,8 +3,8 @@ import sys
 
 import pytest
 
-from auditor.errors import AuditorError
 from auditor.store import SCHEMA_VERSION, Store
+from ground.errors import AuditorError
 
 
 def _run(store, **kw):

@@ -21,9 +21,10 @@ import pytest
 pytest.importorskip("tvm")
 
 from compilers import registry  # noqa: E402
-from compilers.base import TARGETS, ModelBundle  # noqa: E402
 from compilers.tvm_relax import TvmRelax  # noqa: E402
 from compilers.tvm_tuning import tuning_dir, tvm_version  # noqa: E402
+from ground.targets import TARGETS  # noqa: E402
+from ground.tensors import ModelBundle  # noqa: E402
 
 from tests.conftest import audit_in  # noqa: E402
 

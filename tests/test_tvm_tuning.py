@@ -5,7 +5,7 @@ import pytest
 
 pytest.importorskip("tvm")
 
-from compilers.base import TARGETS  # noqa: E402
+from ground.targets import TARGETS  # noqa: E402
 from compilers.tvm_relax import TvmRelax  # noqa: E402
 from compilers.tvm_tuning import RECORDS, cost_model_name, records_in, tuning_dir, tvm_version  # noqa: E402
 

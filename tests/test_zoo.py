@@ -6,10 +6,10 @@ import onnxruntime as ort
 import pytest
 
 from auditor import zoo
-from auditor.errors import AuditorError
 from auditor.export import prepare_bundle, reference_outputs
 from auditor.inputs import build_inputs
 from auditor.loaders import load_model
+from ground.errors import AuditorError
 
 
 @pytest.mark.parametrize("family", sorted(zoo.FAMILIES))

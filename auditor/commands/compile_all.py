@@ -12,14 +12,16 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
 from auditor import deadline
-from auditor.errors import AuditorError
+from auditor.commands.variants import parse_compiler_specs
 from auditor.pipeline import AuditSettings, ModelRequest, audit_variants, prepare, resolve_device
 from auditor.store import Store
 from auditor.summary import run_summary, table
 from auditor.timing import TimingSettings
-from auditor.commands.variants import parse_compiler_specs
-from auditor.commands.options import RESULTS_DIR
-from compilers.base import TARGETS
+from ground.errors import AuditorError
+from auditor.commands.options import (
+    ARG, COMPILERS, DEVICE, INPUT_SHAPE, JSON, RESULTS_DIR, TIMEOUT, TRUST_PICKLE,
+)
+from ground.targets import TARGETS
 from reports.run_page import describe_state, write_run_page
 
 PHASES = ("compile", "measure", "check", "profile", "finished")
@@ -27,18 +29,15 @@ PHASES = ("compile", "measure", "check", "profile", "finished")
 
 def compile_all(
     model: str = typer.Argument(..., help="model: .pt2, .pt/.ts/.jit (TorchScript), .onnx, .tflite, or file.py:factory"),
-    compilers: list[str] = typer.Option(
-        [], "--compilers", "-c",
-        help="compiler variant, repeatable: NAME or NAME:key=value,... (default: every compiler's variants)"),
-    input_shape: list[str] = typer.Option([], "--input-shape", help="[name=]d0,d1,... (repeatable; name:d0,d1 also works, split at the last ':')"),
+    compilers: list[str] = COMPILERS,
+    input_shape: list[str] = INPUT_SHAPE,
     inputs: Path = typer.Option(None, "--inputs", help=".npz of input arrays (with --labels: a leading example axis)"),
     labels: Path = typer.Option(None, "--labels", help=".npy of class labels for task accuracy"),
-    arg: list[str] = typer.Option([], "--arg", help="name=value of a number argument (forward(x, sr: int)) "
-                                  "or a 0-d ONNX input (repeatable)"),
+    arg: list[str] = ARG,
     stream_state: list[str] = typer.Option(
         [], "--stream-state", help="OUTPUT:INPUT: feed this state output back as the next call's input, "
         "when timing and when checking a sequence of calls (repeatable)"),
-    trust_pickle: bool = typer.Option(False, "--trust-pickle", help="allow unpickling a plain torch.save'd module"),
+    trust_pickle: bool = TRUST_PICKLE,
     results_dir: Path = RESULTS_DIR,
     runs: int = typer.Option(1000, min=1, help="timed runs"),
     warmup: int = typer.Option(50, min=0, help="warm-up runs before timing"),
@@ -49,16 +48,16 @@ def compile_all(
     deadline_us: float = typer.Option(None, help="deadline in µs (overrides block size / sample rate)"),
     atol: float = typer.Option(1e-4, help="absolute tolerance against the reference"),
     rtol: float = typer.Option(1e-3, help="relative tolerance (times the reference's max |value|)"),
-    device: str = typer.Option("local", help="where to measure: local, qemu-armv7 (emulated), ssh://user@host[:port]"),
+    device: str = DEVICE,
     harness: str = typer.Option("auto", help="python (runtime's Python API, local only), native (the C++ "
                                 "runner), auto (python on local, native elsewhere)"),
     sched_fifo: int = typer.Option(0, min=0, max=99, help="native runner: SCHED_FIFO priority (0: default policy)"),
     cpu: int = typer.Option(-1, min=-1, help="native runner: pin to this CPU (-1: no pinning)"),
     target: str = typer.Option("host", help=f"code generation target: {', '.join(TARGETS)}"),
-    timeout: float = typer.Option(600.0, help="seconds one compiler variant may take"),
+    timeout: float = TIMEOUT,
     resume: bool = typer.Option(False, "--resume", help="reuse variants already run for this model with the same "
                                 "options, target, harness, device, tolerance and deadline"),
-    as_json: bool = typer.Option(False, "--json", help="print results as JSON"),
+    as_json: bool = JSON,
 ) -> None:
     """Compile MODEL with every compiler variant, measure each, compare to the reference."""
     variants = parse_compiler_specs(compilers)

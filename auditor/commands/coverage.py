@@ -10,22 +10,22 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from auditor import coverage as cov
+from auditor.commands.options import COMPILERS, JSON, RESULTS_DIR
 from auditor.commands.variants import parse_compiler_specs
-from auditor.errors import AuditorError
 from auditor.store import Store
-from auditor.commands.options import RESULTS_DIR
 from compilers import registry
+from ground.errors import AuditorError
 from reports.coverage_page import write_coverage_page
 
 
 def coverage(
     results_dir: Path = RESULTS_DIR,
-    compilers: list[str] = typer.Option([], "--compilers", "-c", help="variants (default: every compiler's)"),
+    compilers: list[str] = COMPILERS,
     suites: list[str] = typer.Option(list(cov.SUITES), "--suite", help=f"suites: {', '.join(cov.SUITES)}"),
     sample: int = typer.Option(0, min=0, help="a seeded subset of N cases across the suites (0: all)"),
     seed: int = typer.Option(0, help="seed of --sample"),
     case_timeout: float = typer.Option(120.0, help="seconds one case may take before it counts as hung"),
-    as_json: bool = typer.Option(False, "--json"),
+    as_json: bool = JSON,
 ) -> None:
     """Run every compiler over the ONNX test cases; store and render the coverage matrix."""
     unknown = sorted(set(suites) - set(cov.SUITES))

@@ -13,13 +13,13 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from tabulate import tabulate
 
 from auditor import dataset as ds
+from auditor.commands.options import COMPILERS, DEVICE, JSON, RESULTS_DIR, TIMEOUT
 from auditor.commands.variants import parse_compiler_specs
-from auditor.errors import AuditorError
 from auditor.pipeline import AuditSettings, resolve_device
 from auditor.store import Store
 from auditor.sweeps import load_sweep
 from auditor.timing import TimingSettings
-from auditor.commands.options import RESULTS_DIR
+from ground.errors import AuditorError
 
 app = typer.Typer(no_args_is_help=True, help="Measured datasets: sweeps over the block zoo.")
 
@@ -27,12 +27,12 @@ app = typer.Typer(no_args_is_help=True, help="Measured datasets: sweeps over the
 @app.command("build")
 def build(spec: Path = typer.Option(..., "--spec", help="sweep spec (JSON), e.g. datasets/sweeps/host-v1.json"),
           results_dir: Path = RESULTS_DIR,
-          compilers: list[str] = typer.Option([], "--compilers", "-c", help="override the spec's compiler variants"),
-          device: str = typer.Option("local", help="where to measure"),
+          compilers: list[str] = COMPILERS,
+          device: str = DEVICE,
           jobs: int = typer.Option(1, min=1, help="processes; >1 exports points ahead in parallel "
                                                   "(measurements always run one at a time)"),
           limit: int = typer.Option(0, min=0, help="only the first N points (0: all)"),
-          timeout: float = typer.Option(600.0, help="seconds one compiler variant may take")) -> None:
+          timeout: float = TIMEOUT) -> None:
     """Export, compile and measure every point of a sweep; resumable after any interruption."""
     sweep = load_sweep(spec)
     variants = parse_compiler_specs(compilers or sweep.compilers)
@@ -89,7 +89,7 @@ def import_(path: Path = typer.Argument(..., help="Parquet file from `dataset ex
 
 @app.command("info")
 def info(name: str = typer.Argument(None, help="dataset name (default: all)"), results_dir: Path = RESULTS_DIR,
-         as_json: bool = typer.Option(False, "--json")) -> None:
+         as_json: bool = JSON) -> None:
     """Points by family x compiler x device; failures and mismatches with their reasons."""
     summary = ds.info(_open(results_dir), name)
     if as_json:

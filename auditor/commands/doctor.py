@@ -7,10 +7,11 @@ import json
 import typer
 from tabulate import tabulate
 
+from auditor.commands.options import JSON
 from auditor.convert import CONVERTERS
-from auditor.host import host_facts, package_version
 from compilers import registry
 from device_runner import perf
+from ground.host import host_facts, package_version
 
 
 # What the native runner and each device kind need on this machine.
@@ -34,7 +35,7 @@ def device_tools() -> list[dict]:
          "found": package_version(dist) is not None} for dist, why in DEVICE_PACKAGES]
 
 
-def doctor(as_json: bool = typer.Option(False, "--json")) -> None:
+def doctor(as_json: bool = JSON) -> None:
     """Versions and availability of everything auditor uses, with how to add what is missing."""
     host = host_facts()
     compilers = []

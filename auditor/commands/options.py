@@ -18,3 +18,15 @@ def absolute(path: Path | None) -> Path | None:
 
 RESULTS_DIR = typer.Option(Path("auditor-results"), "--results-dir", "-o", callback=absolute,
                            help="results directory (store, models, runs, reports)")
+INPUT_SHAPE = typer.Option([], "--input-shape",
+                           help="[name=]d0,d1,... (repeatable; name:d0,d1 also works, split at the last ':')")
+ARG = typer.Option([], "--arg", help="name=value of a number argument (forward(x, sr: int)) "
+                   "or a 0-d ONNX input (repeatable)")
+TRUST_PICKLE = typer.Option(False, "--trust-pickle", help="allow unpickling a plain torch.save'd module")
+COMPILERS = typer.Option([], "--compilers", "-c",
+                         help="compiler variant, repeatable: NAME or NAME:key=value,... "
+                         "(default: every compiler's variants, or a sweep spec's)")
+DEVICE = typer.Option("local", "--device",
+                      help="where to measure: local, qemu-armv7 (emulated), ssh://user@host[:port]")
+TIMEOUT = typer.Option(600.0, "--timeout", help="seconds one compiler variant may take")
+JSON = typer.Option(False, "--json", help="print the result as JSON")

@@ -18,30 +18,31 @@ from pathlib import Path
 import typer
 from tabulate import tabulate
 
-from auditor.errors import AuditorError, first_line
+from auditor.commands.options import ARG, DEVICE, INPUT_SHAPE, JSON, RESULTS_DIR, TRUST_PICKLE
+from auditor.commands.variants import parse_compiler_specs
 from auditor.inputs import InputSet
 from auditor.pipeline import AuditSettings, ModelRequest, prepare, resolve_device
-from auditor.quiet import captured_output
 from auditor.store import Store
 from auditor.timing import latency_stats
-from auditor.commands.variants import parse_compiler_specs
-from auditor.commands.options import RESULTS_DIR
+from auditor.worker import CompilerCrashed, compile_isolated
 from compilers import registry
-from compilers.base import TARGETS
+from ground.errors import AuditorError, first_line
+from ground.quiet import captured_output
+from ground.targets import TARGETS
 
 
 def profile(
     model: str = typer.Argument(..., help="model: .pt2, .pt/.ts, .onnx, file.py:factory or zoo:family:k=v"),
     compiler: str = typer.Option(..., "--compiler", "-c", help="one compiler variant: NAME or NAME:key=value,..."),
-    device: str = typer.Option("local", help="local or ssh://user@host[:port] (perf must be on the device)"),
+    device: str = DEVICE,
     seconds: float = typer.Option(5.0, min=0.1, help="how long the runner loops under perf"),
     frequency: int = typer.Option(999, min=1, help="samples per second"),
-    input_shape: list[str] = typer.Option([], "--input-shape", help="[name=]d0,d1,... (repeatable; name:d0,d1 also works, split at the last ':')"),
-    arg: list[str] = typer.Option([], "--arg", help="name=value of a number argument or 0-d ONNX input (repeatable)"),
-    trust_pickle: bool = typer.Option(False, "--trust-pickle", help="allow unpickling a plain torch.save'd module"),
+    input_shape: list[str] = INPUT_SHAPE,
+    arg: list[str] = ARG,
+    trust_pickle: bool = TRUST_PICKLE,
     results_dir: Path = RESULTS_DIR,
     top: int = typer.Option(15, min=1, help="functions to list"),
-    as_json: bool = typer.Option(False, "--json", help="print the stored profile as JSON"),
+    as_json: bool = JSON,
 ) -> None:
     """Profile one compiled model with perf on a device: per function, thread and kernel, plus a flamegraph."""
     from device_runner.native import RunnerSettings, run_program, stage_program
@@ -73,9 +74,12 @@ def profile(
         workdir.mkdir(parents=True, exist_ok=True)
         log = workdir / "compile.log"
         try:
+            artifact = compile_isolated(cls, bundle, target, variant.options, workdir, log)
             with captured_output(log):
-                artifact = comp.compile(bundle, target, variant.options, workdir)
                 program = comp.native_program(artifact)
+        except CompilerCrashed:
+            raise AuditorError(f"{variant.label} crashed while compiling: its process died "
+                               f"(log: {log})") from None
         except Exception as e:  # noqa: BLE001 - a compiler failure is one line, log kept
             raise AuditorError(f"{variant.label} failed to compile: {first_line(e)} (log: {log})") from None
         if program is None:
@@ -93,9 +97,8 @@ def profile(
 
         with tempfile.TemporaryDirectory(prefix="auditor-profile-") as tmp:
             staged = stage_program(dev, program, inputs.timing_inputs, [], Path(tmp), instrumented=False)
-            argv = staged.argv(staged.runner, "profile.json", [
-                "--runs", str(runs), "--warmup", "50", "--min-runs", "1",
-                "--max-seconds", str(seconds), "--rss-interval-ms", "0"])
+            looping = RunnerSettings(runs=runs, warmup=50, min_runs=1, max_seconds=seconds, rss_interval_ms=0)
+            argv = staged.argv(staged.runner, "profile.json", looping.argv(per_op_runs=0))
             capture = record(dev, argv, cwd=staged.work, frequency=frequency,
                              timeout_s=seconds * 4 + 120, event=event)
         if capture.failure:

@@ -9,10 +9,10 @@ from pathlib import Path
 
 import typer
 
-from auditor.errors import AuditorError
+from auditor.commands.options import JSON, RESULTS_DIR
 from auditor.store import Store
 from auditor.summary import SUMMARY_KEYS, run_detail, run_summary, table
-from auditor.commands.options import RESULTS_DIR
+from ground.errors import AuditorError
 
 app = typer.Typer(no_args_is_help=True, help="Read stored results.")
 
@@ -26,7 +26,7 @@ def _open(results_dir: Path) -> Store:
 
 @app.command("list")
 def list_runs(results_dir: Path = RESULTS_DIR, limit: int = typer.Option(50, help="newest N runs"),
-              as_json: bool = typer.Option(False, "--json")) -> None:
+              as_json: bool = JSON) -> None:
     """The newest runs, one line each."""
     store = _open(results_dir)
     summaries = [run_summary(store, row) for row in store.runs(limit)]
@@ -35,7 +35,7 @@ def list_runs(results_dir: Path = RESULTS_DIR, limit: int = typer.Option(50, hel
 
 @app.command("show")
 def show(run_id: str = typer.Argument(..., help="run id (a unique prefix is enough)"),
-         results_dir: Path = RESULTS_DIR, as_json: bool = typer.Option(False, "--json")) -> None:
+         results_dir: Path = RESULTS_DIR, as_json: bool = JSON) -> None:
     """One run in full: settings, statistics, accuracy, per-op table (--json adds raw samples)."""
     store = _open(results_dir)
     detail = run_detail(store, run_id)

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from auditor.errors import AuditorError
 from compilers import registry
+from ground.errors import AuditorError
 
 
 def parse_compiler_specs(values: list[str]) -> list[registry.Variant]:

@@ -14,8 +14,8 @@ import random
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from auditor.errors import AuditorError
 from auditor.zoo import families as F
+from ground.errors import AuditorError
 
 ZOO_VERSION = 1  # bump when a family's graph changes, so stored points are not mixed up
 
