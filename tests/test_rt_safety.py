@@ -160,24 +160,21 @@ def test_bad_audit_arguments_get_one_line_and_exit_2(probe, tmp_path):
         assert done.stderr.splitlines()[0] == f"auditor-runner: {expect}"
 
 
-def test_a_model_that_does_not_load_is_a_failure_with_its_reason(probe, tmp_path):
-    (tmp_path / "bad.txt").write_text("explode 1\n")
+def _audit_probe(probe, path: Path, behaviour: str):
+    path.write_text(behaviour)
     device = LocalDevice()
     try:
-        result, failure, commands = run_rt_audit(device, NativeProgram(runner=probe, model=tmp_path / "bad.txt"),
-                                                 X, RtAuditSettings(runs=3, warmup=1))
+        return run_rt_audit(device, NativeProgram(runner=probe, model=path), X, RtAuditSettings(runs=3, warmup=1))
     finally:
         device.close()
+
+
+def test_a_model_that_does_not_load_is_a_failure_with_its_reason(probe, tmp_path):
+    result, failure, commands = _audit_probe(probe, tmp_path / "bad.txt", "explode 1\n")
     assert result is None and len(commands) == 1
     assert failure == "rt audit: exit 3: auditor-runner: probe: unknown behaviour 'explode'"
     # an inference that throws inside the window: exit 4, the JSON still says why
-    (tmp_path / "fail.txt").write_text("fail\n")
-    device = LocalDevice()
-    try:
-        result, failure, _ = run_rt_audit(device, NativeProgram(runner=probe, model=tmp_path / "fail.txt"),
-                                          X, RtAuditSettings(runs=3, warmup=1))
-    finally:
-        device.close()
+    result, failure, _ = _audit_probe(probe, tmp_path / "fail.txt", "fail\n")
     assert result is None and failure == "rt audit: exit 4: auditor-runner: probe: the inference failed as asked"
 
 
