@@ -53,6 +53,13 @@ def _measured(results):
     return rows, points
 
 
+def _run_states(results) -> dict[str, str]:
+    db = sqlite3.connect(results / "results.sqlite")
+    states = dict(db.execute("SELECT run_id, status FROM runs").fetchall())
+    db.close()
+    return states
+
+
 @pytest.fixture(scope="module")
 def spec_path(tmp_path_factory):
     path = tmp_path_factory.mktemp("spec") / "tiny.json"
@@ -115,7 +122,8 @@ def test_sigkill_then_resume_matches_uninterrupted_build(tmp_path, spec_path):
         time.sleep(0.1)
         orphans = _processes_mentioning(killed)
     assert orphans == [], f"processes outlived the killed build: {orphans}"
-    partial_rows, partial_points = _measured(killed)
+    _, partial_points = _measured(killed)
+    partial_runs = _run_states(killed)
     assert len([p for p in partial_points if p[1] == "measured"]) < len(clean_points)
 
     proc = _build(killed, spec_path)
@@ -126,7 +134,12 @@ def test_sigkill_then_resume_matches_uninterrupted_build(tmp_path, spec_path):
     assert ok == sorted((s, v) for s, v, st in clean_rows if st == "ok")  # same points, nothing missing
     assert len(ok) == len(set(ok)) == 7 * 2  # no duplicates
     assert sorted(points) == sorted(clean_points)
-    assert set(partial_rows) <= set(rows) | {(s, v, "interrupted") for s, v, _ in partial_rows}
+    # every run stored at the kill is still there: finished ones unchanged, the ones the kill
+    # cut short (pending or running) marked interrupted, never redone in place
+    final_runs = _run_states(killed)
+    for run_id, status in partial_runs.items():
+        expected = "interrupted" if status in ("pending", "running") else status
+        assert final_runs[run_id] == expected, (run_id, status, final_runs[run_id])
 
 
 def test_export_import_roundtrip(tmp_path, spec_path, cli):
