@@ -8,6 +8,7 @@ machine; runners that compile a model in (SOFIE) are built into the artifact's d
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import os
@@ -108,10 +109,17 @@ def cached_runner(backend: str, target: Target, defines: dict[str, str], executa
     done = build_dir / "auditor-build.json"
     if exe.exists() and done.exists():
         return exe
-    if build_dir.exists():
-        shutil.rmtree(build_dir)
-    build_runner(backend, target, defines, build_dir, build_dir.parent / f"{build_dir.name}.log",
-                 static=static)
+    build_dir.parent.mkdir(parents=True, exist_ok=True)
+    # Two audits (or test workers) may want the same runner at once: one builds, the other
+    # waits and reuses it, instead of deleting the build in progress.
+    with open(build_dir.parent / f"{build_dir.name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if exe.exists() and done.exists():
+            return exe
+        if build_dir.exists():
+            shutil.rmtree(build_dir)
+        build_runner(backend, target, defines, build_dir, build_dir.parent / f"{build_dir.name}.log",
+                     static=static)
     if not exe.exists():
         raise RunnerBuildError(f"the {backend} runner build made no {executable} in {build_dir}")
     return exe
