@@ -26,7 +26,7 @@ import numpy as np
 
 from ground.children import run_child, worker_env
 from ground.errors import first_line
-from auditor.store import Store
+from store import Store
 
 SUITES = ("node", "pytorch-operator", "pytorch-converted", "simple", "light")
 

@@ -22,7 +22,7 @@ from typing import Any
 from ground.children import dies_with_me
 from ground.errors import AuditorError, first_line
 from auditor.pipeline import AuditSettings, ModelRequest, Prepared, audit_variants, prepare, resolve_device
-from auditor.store import Store
+from store import Store
 from auditor.sweeps import Sweep
 from compilers.registry import Variant
 

@@ -7,7 +7,7 @@ import math
 
 from tabulate import tabulate
 
-from auditor.store import Store
+from store import Store
 from reports.run_page import describe_state
 
 SUMMARY_KEYS = (

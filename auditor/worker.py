@@ -22,7 +22,7 @@ from auditor import accuracy, deadline, state
 from auditor.inputs import InputSet
 from auditor.job import WorkerJob
 from auditor.memory import RssSampler
-from auditor.store import Store
+from store import Store
 from auditor.timing import latency_stats, time_calls
 from compilers import registry
 from ground.children import dies_with_me

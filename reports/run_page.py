@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 from jinja2 import Environment, PackageLoader, select_autoescape
 
-from auditor.store import Store
+from store import Store
 
 _env = Environment(loader=PackageLoader("reports", "templates"), autoescape=select_autoescape())
 

@@ -3,7 +3,7 @@ import sys
 
 import pytest
 
-from auditor.store import SCHEMA_VERSION, Store
+from store import SCHEMA_VERSION, Store
 from ground.errors import AuditorError
 
 

@@ -14,7 +14,7 @@ from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeEl
 from auditor import deadline
 from auditor.commands.variants import parse_compiler_specs
 from auditor.pipeline import AuditSettings, ModelRequest, audit_variants, prepare, resolve_device
-from auditor.store import Store
+from store import Store
 from auditor.summary import run_summary, table
 from auditor.timing import TimingSettings
 from ground.errors import AuditorError

@@ -22,7 +22,7 @@ from auditor.commands.options import ARG, DEVICE, INPUT_SHAPE, JSON, RESULTS_DIR
 from auditor.commands.variants import parse_compiler_specs
 from auditor.inputs import InputSet
 from auditor.pipeline import AuditSettings, ModelRequest, prepare, resolve_device
-from auditor.store import Store
+from store import Store
 from auditor.timing import latency_stats
 from auditor.worker import CompilerCrashed, compile_isolated
 from compilers import registry

@@ -10,7 +10,7 @@ from pathlib import Path
 import typer
 
 from auditor.commands.options import JSON, RESULTS_DIR
-from auditor.store import Store
+from store import Store
 from auditor.summary import SUMMARY_KEYS, run_detail, run_summary, table
 from ground.errors import AuditorError
 

@@ -14,7 +14,7 @@ from auditor import zoo
 from auditor.export import prepare_bundle, write_reference
 from auditor.inputs import build_inputs
 from auditor.loaders import load_model
-from auditor.store import Store
+from store import Store
 from auditor.commands.options import RESULTS_DIR
 
 app = typer.Typer(no_args_is_help=True, help="The block zoo: parameterised families of real-time blocks.")
