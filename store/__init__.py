@@ -4,6 +4,8 @@ Everything above it reads and writes results through `Store` and the records it 
 """
 
 from store.db import Store
+from store.records import CoverageCase, DatasetPoint, ModelRecord, NodeRecord, OpTiming, RunRecord, encode
 from store.schema import DONE_STATES, RUN_SUMMARY_FIELDS, SCHEMA_VERSION
 
-__all__ = ["DONE_STATES", "RUN_SUMMARY_FIELDS", "SCHEMA_VERSION", "Store"]
+__all__ = ["DONE_STATES", "RUN_SUMMARY_FIELDS", "SCHEMA_VERSION", "CoverageCase", "DatasetPoint", "ModelRecord",
+           "NodeRecord", "OpTiming", "RunRecord", "Store", "encode"]

@@ -1,6 +1,9 @@
 """The results store's tables, one versioned schema (see store.migrate for older versions)."""
 
-SCHEMA_VERSION = 1
+# 2: the coverage and dataset_points tables (created on first use by auditor/coverage.py and
+# auditor/dataset.py in 1) and runs.converted, models.state (added by ALTER TABLE on open in 1)
+# are part of the schema; store/migrate.py brings a version-1 store here.
+SCHEMA_VERSION = 2
 
 # Terminal states a --resume does not redo (a failed or interrupted run is tried again).
 DONE_STATES = ("ok", "mismatch", "compiled")
@@ -55,6 +58,12 @@ CREATE TABLE IF NOT EXISTS profile_threads (profile_id TEXT, idx INTEGER, comm T
     samples INTEGER, top_function TEXT, PRIMARY KEY (profile_id, idx));
 CREATE TABLE IF NOT EXISTS profile_kernels (profile_id TEXT, idx INTEGER, name TEXT, kind TEXT,
     samples INTEGER, symbols TEXT, onnx_nodes TEXT, PRIMARY KEY (profile_id, idx));
+CREATE TABLE IF NOT EXISTS coverage (
+    compiler TEXT, variant TEXT, suite TEXT, case_name TEXT, op_types TEXT, status TEXT, reason TEXT,
+    seconds REAL, compiler_version TEXT, updated_at REAL, PRIMARY KEY (variant, suite, case_name));
+CREATE TABLE IF NOT EXISTS dataset_points (
+    dataset TEXT, spec TEXT, family TEXT, params TEXT, model_hash TEXT, status TEXT, reason TEXT,
+    updated_at REAL, PRIMARY KEY (dataset, spec));
 """
 
 RUN_SUMMARY_FIELDS = (
@@ -63,5 +72,9 @@ RUN_SUMMARY_FIELDS = (
     "over_budget_share headroom_p99_us headroom_max_us verdict accuracy_passed task_accuracy "
     "compile_s load_s first_us compiler_version kernel_map artifact_notes settings converted"
 ).split()
-# Columns added after a store's creation (schema version kept: old stores gain them empty).
-ADDED_COLUMNS = {"runs": {"converted": "TEXT"}}
+
+
+def statements(script: str) -> list[str]:
+    """The statements of a DDL script (none holds a ';' of its own), to run one by one inside
+    a transaction (sqlite3's executescript commits first)."""
+    return [s.strip() for s in script.split(";") if s.strip()]
