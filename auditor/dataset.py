@@ -21,7 +21,7 @@ from typing import Any
 from ground.children import dies_with_me
 from ground.errors import AuditorError, first_line
 from auditor.pipeline import AuditSettings, ModelRequest, Prepared, audit_variants, prepare, resolve_device
-from store import ModelRecord, NodeRecord, RunRecord, Store, encode
+from store import Measurement, ModelRecord, NodeRecord, RunRecord, Store, encode
 from auditor.sweeps import Sweep
 from compilers.registry import Variant
 
@@ -181,10 +181,11 @@ def _import_rows(store: Store, rows: list[dict]) -> dict[str, int]:
             added += 1
             rid = row["run_id"]
             store.add_run_record(RunRecord.from_row(row), RUN_COLUMNS)
-            store.add_samples(rid, row["samples_ns"])
-            store.add_accuracy(rid, json.loads(row["accuracy"] or "[]"))
-            store.add_op_profile(rid, json.loads(row["attribution"]) if row["attribution"] else None,
-                                 [{**op, "onnx_nodes": json.loads(op["onnx_nodes"])} for op in row["per_op"]])
+            # the run's columns came with it; its rows are a measurement of it
+            store.record_measurement(rid, Measurement(
+                samples_ns=row["samples_ns"], accuracy=json.loads(row["accuracy"] or "[]"),
+                attribution=json.loads(row["attribution"]) if row["attribution"] else None,
+                ops=[{**op, "onnx_nodes": json.loads(op["onnx_nodes"])} for op in row["per_op"]]))
             if row["model"]:
                 # files exported before the state column have no "state"
                 model = {k: v for k, v in json.loads(row["model"]).items() if k in MODEL_COLUMNS}

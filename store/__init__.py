@@ -4,8 +4,9 @@ Everything above it reads and writes results through `Store` and the records it 
 """
 
 from store.db import Store
-from store.records import CoverageCase, DatasetPoint, ModelRecord, NodeRecord, OpTiming, RunRecord, encode
+from store.records import (CoverageCase, DatasetPoint, Measurement, ModelRecord, NodeRecord, OpTiming, RunRecord,
+                           encode)
 from store.schema import DONE_STATES, RUN_SUMMARY_FIELDS, SCHEMA_VERSION
 
-__all__ = ["DONE_STATES", "RUN_SUMMARY_FIELDS", "SCHEMA_VERSION", "CoverageCase", "DatasetPoint", "ModelRecord",
-           "NodeRecord", "OpTiming", "RunRecord", "Store", "encode"]
+__all__ = ["DONE_STATES", "RUN_SUMMARY_FIELDS", "SCHEMA_VERSION", "CoverageCase", "DatasetPoint", "Measurement",
+           "ModelRecord", "NodeRecord", "OpTiming", "RunRecord", "Store", "encode"]

@@ -19,8 +19,8 @@ from typing import Any, Iterable, Iterator
 
 from ground.errors import AuditorError, first_line
 from store.migrate import open_schema
-from store.records import (CoverageCase, DatasetPoint, ModelRecord, NodeRecord, OpTiming, RunRecord,
-                           encode)
+from store.records import (CoverageCase, DatasetPoint, Measurement, ModelRecord, NodeRecord, OpTiming,
+                           RunRecord, encode)
 from store.schema import DONE_STATES, RUN_SUMMARY_FIELDS
 
 
@@ -163,6 +163,23 @@ class Store:
                   o["mean_us"], o["p50_us"], o["std_us"], o["provider"], o["share"],
                   o.get("method") or attribution["method"]) for i, o in enumerate(ops)],
             )
+
+    def record_measurement(self, run_id: str, m: Measurement) -> None:
+        """Everything a harness measured of a run (the parts it has), in one transaction."""
+        with self.transaction():
+            if m.samples_ns is not None:
+                self.add_samples(run_id, m.samples_ns)
+            if m.memory_samples is not None:
+                self.add_memory_samples(run_id, m.memory_samples)
+            if m.accuracy is not None:
+                self.add_accuracy(run_id, m.accuracy)
+            if m.ops is not None:
+                self.add_op_profile(run_id, m.attribution, m.ops)
+            columns = m.run_columns()
+            if m.timing_loop is not None:
+                columns["settings"] = {**RunRecord.from_row(self.run(run_id)).settings, "timing_loop": m.timing_loop}
+            if columns:
+                self.update_run(run_id, **columns)
 
     def add_profile(self, profile: dict, *, model_hash: str, compiler: str, device: str,
                     run_id: str | None = None, svg_path: str | None = None) -> str:

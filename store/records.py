@@ -201,3 +201,41 @@ class CoverageCase:
     @classmethod
     def from_row(cls, row) -> CoverageCase:
         return cls(**{**{f.name: row[f.name] for f in fields(cls)}, "op_types": _decode(row["op_types"], [])})
+
+
+@dataclass
+class Measurement:
+    """What a harness (the Python loop or the native runner) measured of one run, stored by
+    Store.record_measurement in one transaction. A part left None was not measured (yet): a
+    harness records its timing as soon as it has it, then the output check, then the per-op
+    profile, so a crash later keeps what was measured before it."""
+    # latency: the raw samples, their statistics (timing.latency_stats) and the deadline audit
+    samples_ns: list[int] | None = None
+    first_us: float | None = None
+    stopped_early: bool | None = None
+    stats: dict | None = None
+    deadline: dict | None = None
+    timing_loop: str | None = None  # what was timed (kept in the run's settings)
+    # memory: the RSS trace as (ms, bytes), its summary (rss_* and ru_maxrss_bytes columns),
+    # what the runtime reports of itself
+    memory_samples: list[tuple[float, int]] | None = None
+    memory: dict | None = None
+    runtime_memory: dict | None = None
+    # outputs against the reference: one row per output (accuracy.compare_*)
+    accuracy: list[dict] | None = None
+    accuracy_passed: bool | None = None
+    task_accuracy: float | None = None
+    # per-op profile: how it was attributed and one row per kernel
+    attribution: dict | None = None
+    ops: list[dict] | None = None
+
+    def run_columns(self) -> dict[str, Any]:
+        """The runs columns this measurement sets."""
+        columns: dict[str, Any] = {**(self.stats or {}), **(self.memory or {}), **(self.deadline or {})}
+        for name in ("first_us", "runtime_memory", "task_accuracy"):
+            if getattr(self, name) is not None:
+                columns[name] = getattr(self, name)
+        for name in ("stopped_early", "accuracy_passed"):
+            if getattr(self, name) is not None:
+                columns[name] = int(getattr(self, name))
+        return columns

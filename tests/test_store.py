@@ -180,3 +180,35 @@ def test_the_console_script_reads_a_version_1_store_and_refuses_a_newer_one(tmp_
     refused = results_list(garbage)
     assert refused.returncode == 2 and len(refused.stderr.strip().splitlines()) == 1
     assert "not a usable results store" in refused.stderr and "Traceback" not in refused.stderr
+
+
+def test_a_measurement_is_stored_whole_or_not_at_all(tmp_path):
+    from store import Measurement
+
+    store = Store(tmp_path)
+    run_id = _run(store, settings={"harness": "python"})
+    store.record_measurement(run_id, Measurement(
+        samples_ns=[1000, 3000, 2000], first_us=9.5, stopped_early=False, stats={"n": 3, "p50_us": 2.0},
+        deadline={"budget_us": 2.5, "verdict": "misses"}, timing_loop="python: a loop",
+        memory_samples=[(0.0, 4096), (1.5, 8192)], memory={"rss_peak_bytes": 8192.0},
+        runtime_memory={"arena": 1}))
+    run = store.run_record(run_id)
+    assert (run.n, run.p50_us, run.first_us, run.stopped_early, run.verdict, run.rss_peak_bytes) == \
+        (3, 2.0, 9.5, 0, "misses", 8192.0)
+    assert run.settings == {"harness": "python", "timing_loop": "python: a loop"}
+    assert run.runtime_memory == {"arena": 1} and run.options == {"threads": 1}
+    assert store.samples_ns(run_id) == [1000, 3000, 2000]
+    assert store.memory_samples(run_id) == [(0.0, 4096), (1.5, 8192)]
+
+    bad_ops = [{"kernel": "k"}]  # no timing columns: the whole measurement is refused
+    with pytest.raises(KeyError):
+        store.record_measurement(run_id, Measurement(
+            accuracy=[{"output": "y", "passed": True, "max_abs_err": 0.0, "rmse": 0.0, "snr_db": 90.0}],
+            accuracy_passed=True, attribution={"method": "m"}, ops=bad_ops))
+    assert store.accuracy_rows(run_id) == [] and store.run_record(run_id).accuracy_passed is None
+
+    store.record_measurement(run_id, Measurement(
+        accuracy=[{"output": "y", "passed": True, "max_abs_err": 0.0, "rmse": 0.0, "snr_db": 90.0}],
+        accuracy_passed=True, task_accuracy=0.75))
+    assert store.run_record(run_id).accuracy_passed == 1 and store.run_record(run_id).task_accuracy == 0.75
+    assert [(a["output"], a["passed"], a["snr_db"]) for a in store.accuracy_rows(run_id)] == [("y", 1, 90.0)]
