@@ -26,15 +26,10 @@ import numpy as np
 
 from ground.children import run_child, worker_env
 from ground.errors import first_line
-from auditor.store import Store
+from store import Store
 
 SUITES = ("node", "pytorch-operator", "pytorch-converted", "simple", "light")
 
-TABLE = """
-CREATE TABLE IF NOT EXISTS coverage (
-    compiler TEXT, variant TEXT, suite TEXT, case_name TEXT, op_types TEXT, status TEXT, reason TEXT,
-    seconds REAL, compiler_version TEXT, updated_at REAL, PRIMARY KEY (variant, suite, case_name));
-"""
 FEEDABLE = {"float32", "float64", "float16", "int8", "int16", "int32", "int64", "uint8", "uint16",
             "uint32", "uint64", "bool"}
 
@@ -45,10 +40,6 @@ class Case:
     name: str
     directory: Path
     op_types: list[str]
-
-
-def _ensure(store: Store) -> None:
-    store.db.executescript(TABLE)
 
 
 def _write_case(directory: Path, model, inputs: list, outputs: list, rtol: float, atol: float) -> None:
@@ -183,9 +174,7 @@ def sample(cases: list[Case], count: int, seed: int = 0) -> list[Case]:
 
 def run_compiler(store: Store, variant, cases: list[Case], case_timeout: float, progress=None) -> None:
     """All cases for one compiler variant, restarting the worker past any case it dies on."""
-    _ensure(store)
-    done = {r[0] for r in store.db.execute(
-        "SELECT suite || '/' || case_name FROM coverage WHERE variant=? AND status != 'running'", (variant.label,))}
+    done = store.coverage_cases_done(variant.label)
     todo = [c for c in cases if f"{c.suite}/{c.name}" not in done]
     while todo:
         job = {"results_dir": str(store.dir), "compiler": variant.compiler, "overrides": dict(variant.overrides),
@@ -195,24 +184,19 @@ def run_compiler(store: Store, variant, cases: list[Case], case_timeout: float, 
 
         def stalled() -> bool:
             """The case the worker is on ran past case_timeout (progress reported on the way)."""
-            row = store.db.execute("SELECT suite, case_name, updated_at FROM coverage WHERE variant=? AND "
-                                   "status='running'", (variant.label,)).fetchone()
+            running = store.coverage_running_case(variant.label)
             if progress:
-                finished = store.db.execute("SELECT COUNT(*) FROM coverage WHERE variant=? AND status != "
-                                            "'running'", (variant.label,)).fetchone()[0]
-                progress(variant.label, finished)
-            return bool(row) and time.time() - row[2] > case_timeout
+                progress(variant.label, len(store.coverage_cases_done(variant.label)))
+            return running is not None and time.time() - running.updated_at > case_timeout
 
         with open(os.devnull, "w") as devnull:
             ended = run_child([sys.executable, "-m", "auditor.coverage_worker", str(job_path)], stdout=devnull,
                               env=worker_env(), cwd=store.dir, watch=stalled)
         if ended.timed_out:
-            _finish_running(store, variant.label, "timeout", f"no result within {case_timeout:.0f} s")
+            store.finish_running_coverage(variant.label, "timeout", f"no result within {case_timeout:.0f} s")
         elif ended.returncode:
-            _finish_running(store, variant.label, "crashed", ended.failure("worker"))
-        done = {r[0] for r in store.db.execute(
-            "SELECT suite || '/' || case_name FROM coverage WHERE variant=? AND status != 'running'",
-            (variant.label,))}
+            store.finish_running_coverage(variant.label, "crashed", ended.failure("worker"))
+        done = store.coverage_cases_done(variant.label)
         remaining = [c for c in todo if f"{c.suite}/{c.name}" not in done]
         if len(remaining) == len(todo):  # no progress at all: do not loop forever
             for c in remaining:
@@ -221,39 +205,30 @@ def run_compiler(store: Store, variant, cases: list[Case], case_timeout: float, 
         todo = remaining
 
 
-def _finish_running(store: Store, variant_label: str, status: str, reason: str) -> None:
-    store.db.execute("UPDATE coverage SET status=?, reason=?, updated_at=? WHERE variant=? AND status='running'",
-                     (status, reason, time.time(), variant_label))
-
-
 def record(store: Store, variant, suite: str, name: str, op_types: list[str], status: str, reason: str,
            seconds: float, version: str) -> None:
-    store.db.execute("INSERT OR REPLACE INTO coverage VALUES (?,?,?,?,?,?,?,?,?,?)",
-                     (variant.compiler, variant.label, suite, name, json.dumps(op_types), status, reason,
-                      seconds, version, time.time()))
+    store.record_coverage(compiler=variant.compiler, variant=variant.label, suite=suite, case_name=name,
+                          op_types=op_types, status=status, reason=reason, seconds=seconds, compiler_version=version)
 
 
 def matrix(store: Store, cases: list[Case]) -> dict:
     """{'totals': {variant: {status: n}}, 'ops': {op_type: {variant: {status: n}}}} over the given cases."""
-    _ensure(store)
     wanted = {(c.suite, c.name) for c in cases}
     totals: dict[str, dict[str, int]] = {}
     ops: dict[str, dict[str, dict[str, int]]] = {}
-    for variant, suite, name, op_types, status in store.db.execute(
-            "SELECT variant, suite, case_name, op_types, status FROM coverage"):
-        if (suite, name) not in wanted:
+    for case in store.coverage_cases():
+        if (case.suite, case.case_name) not in wanted:
             continue
-        totals.setdefault(variant, {}).setdefault(status, 0)
-        totals[variant][status] += 1
-        for op in json.loads(op_types) if suite == "node" else [f"[{suite}]"]:
-            cell = ops.setdefault(op, {}).setdefault(variant, {})
-            cell[status] = cell.get(status, 0) + 1
+        totals.setdefault(case.variant, {}).setdefault(case.status, 0)
+        totals[case.variant][case.status] += 1
+        for op in case.op_types if case.suite == "node" else [f"[{case.suite}]"]:
+            cell = ops.setdefault(op, {}).setdefault(case.variant, {})
+            cell[case.status] = cell.get(case.status, 0) + 1
     return {"totals": totals, "ops": ops}
 
 
 def first_failures(store: Store, variant_label: str, limit: int = 200) -> list[tuple[str, str, str, str]]:
-    return store.db.execute("SELECT suite, case_name, status, reason FROM coverage WHERE variant=? AND status "
-                            "NOT IN ('matched') ORDER BY suite, case_name LIMIT ?", (variant_label, limit)).fetchall()
+    return store.coverage_failures(variant_label, limit)
 
 
 def markdown(m: dict, variants: list[str], skipped: dict[str, str]) -> str:

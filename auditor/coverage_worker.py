@@ -15,7 +15,7 @@ import numpy as np
 
 from auditor import accuracy
 from auditor.coverage import record
-from auditor.store import Store
+from store import Store
 from compilers import registry
 from ground.errors import first_line
 from ground.quiet import captured_output

@@ -13,7 +13,6 @@ per-op rows with the ONNX nodes they cover, and the point's graph (node table, n
 from __future__ import annotations
 
 import json
-import time
 from concurrent.futures import ProcessPoolExecutor
 from multiprocessing import get_context
 from pathlib import Path
@@ -22,33 +21,19 @@ from typing import Any
 from ground.children import dies_with_me
 from ground.errors import AuditorError, first_line
 from auditor.pipeline import AuditSettings, ModelRequest, Prepared, audit_variants, prepare, resolve_device
-from auditor.store import Store
+from store import Measurement, ModelRecord, NodeRecord, RunRecord, Store, encode
 from auditor.sweeps import Sweep
 from compilers.registry import Variant
 
-POINT_TABLE = """
-CREATE TABLE IF NOT EXISTS dataset_points (
-    dataset TEXT, spec TEXT, family TEXT, params TEXT, model_hash TEXT, status TEXT, reason TEXT,
-    updated_at REAL, PRIMARY KEY (dataset, spec));
-"""
-
 # A row is usable to fit a cost model only when measured natively and correct.
 TRAINING_STATUS = "ok"
-
-
-def _ensure_table(store: Store) -> None:
-    store.db.executescript(POINT_TABLE)
 
 
 def _record_point(store: Store, dataset: str, spec: str, model_hash: str | None, status: str, reason: str = ""):
     from auditor import zoo
 
     fam, params = zoo.parse_spec(spec)
-    store.db.execute(
-        "INSERT INTO dataset_points VALUES (?,?,?,?,?,?,?,?) ON CONFLICT (dataset, spec) DO UPDATE SET "
-        "model_hash=COALESCE(excluded.model_hash, model_hash), status=excluded.status, "
-        "reason=excluded.reason, updated_at=excluded.updated_at",
-        (dataset, spec, fam.name, json.dumps(params, sort_keys=True), model_hash, status, reason, time.time()))
+    store.record_dataset_point(dataset, spec, fam.name, params, model_hash, status, reason)
 
 
 def _prepare_point(spec: str, results_dir: str) -> Prepared | str:
@@ -67,7 +52,6 @@ def _prepare_point(spec: str, results_dir: str) -> Prepared | str:
 def build(sweep: Sweep, store: Store, variants: list[Variant], settings: AuditSettings, jobs: int = 1,
           progress=None, command: str = "auditor dataset build", resolved=None) -> dict[str, int]:
     """Measure every point of the sweep; returns counts of points by final state."""
-    _ensure_table(store)
     settings.resume = True
     resolved = resolved or resolve_device(settings)  # once, and a bad device fails before any export
     counts = {"measured": 0, "failed": 0}
@@ -133,32 +117,32 @@ def _pyarrow():
 
 
 def dataset_rows(store: Store, dataset: str) -> list[dict]:
-    _ensure_table(store)
-    points = store.db.execute("SELECT * FROM dataset_points WHERE dataset=? AND model_hash IS NOT NULL",
-                              (dataset,)).fetchall()
-    if not points and not store.db.execute("SELECT 1 FROM dataset_points WHERE dataset=?", (dataset,)).fetchone():
+    points = store.dataset_points(dataset)
+    if not points and dataset not in store.dataset_names():
         raise AuditorError(f"no dataset {dataset!r} in {store.path}")
     rows = []
     for point in points:
-        model = store.model(point["model_hash"])
-        nodes = store.db.execute("SELECT * FROM onnx_nodes WHERE model_hash=? ORDER BY node_index",
-                                 (point["model_hash"],)).fetchall()
-        runs = store.db.execute("SELECT * FROM runs WHERE model_hash=? AND status NOT IN ('pending','running')",
-                                (point["model_hash"],)).fetchall()
-        for run in runs:
-            rid = run["run_id"]
-            attribution = store.attribution(rid)
+        model = store.model_record(point.model_hash)
+        graph = [_stored(n, NODE_COLUMNS) for n in store.nodes(point.model_hash)]
+        for run in store.run_records(model_hash=point.model_hash, finished=True):
+            attribution = store.attribution_of(run.run_id)
             rows.append({
-                "dataset": dataset, "spec": point["spec"], "family": point["family"], "params": point["params"],
-                **{k: run[k] for k in RUN_COLUMNS},
-                "model": json.dumps({k: model[k] for k in MODEL_COLUMNS}) if model else None,
-                "samples_ns": [r["latency_ns"] for r in store.rows("samples", rid)],
-                "accuracy": json.dumps([dict(r) for r in store.rows("accuracy", rid)], default=str),
+                "dataset": dataset, "spec": point.spec, "family": point.family,
+                "params": encode(point.params), **run.to_row(RUN_COLUMNS),
+                "model": json.dumps(_stored(model, MODEL_COLUMNS)) if model else None,
+                "samples_ns": store.samples_ns(run.run_id),
+                "accuracy": json.dumps(store.accuracy_rows(run.run_id), default=str),
                 "attribution": json.dumps({k: attribution[k] for k in ATTRIBUTION_COLUMNS}) if attribution else None,
-                "per_op": [{k: r[k] for k in OP_COLUMNS} for r in store.rows("op_timings", rid)],
-                "graph": [{k: n[k] for k in NODE_COLUMNS} for n in nodes],
+                "per_op": [_stored(o, OP_COLUMNS) for o in store.op_timings(run.run_id)],
+                "graph": graph,
             })
     return rows
+
+
+def _stored(record, columns: tuple[str, ...]) -> dict:
+    """The record's columns as the file holds them: lists and dicts as JSON text."""
+    return {k: encode(v) if isinstance(v, (list, dict)) else v for k, v in
+            ((k, getattr(record, k)) for k in columns)}
 
 
 def export_parquet(store: Store, dataset: str, path: Path) -> int:
@@ -181,7 +165,6 @@ def import_parquet(store: Store, path: Path) -> dict[str, int]:
         raise AuditorError(f"{path}: not an auditor dataset file (no column {', '.join(missing[:5])}"
                            f"{' ...' if len(missing) > 5 else ''}; `auditor dataset export` writes them)")
     rows = table.to_pylist()
-    _ensure_table(store)
     try:
         return _import_rows(store, rows)
     except (KeyError, TypeError, ValueError) as e:  # nested fields of another shape; nothing was written
@@ -190,72 +173,42 @@ def import_parquet(store: Store, path: Path) -> dict[str, int]:
 
 def _import_rows(store: Store, rows: list[dict]) -> dict[str, int]:
     added = skipped = 0
-    with store.db:
-        store.db.execute("BEGIN")
+    with store.transaction():
         for row in rows:
-            if store.db.execute("SELECT 1 FROM runs WHERE run_id=?", (row["run_id"],)).fetchone():
+            if store.has_run(row["run_id"]):
                 skipped += 1
                 continue
             added += 1
-            cols = ", ".join(RUN_COLUMNS)
-            store.db.execute(f"INSERT INTO runs ({cols}) VALUES ({','.join('?' * len(RUN_COLUMNS))})",
-                             [row[k] for k in RUN_COLUMNS])
             rid = row["run_id"]
-            store.db.executemany("INSERT OR IGNORE INTO samples VALUES (?,?,?)",
-                                 [(rid, i, v) for i, v in enumerate(row["samples_ns"])])
-            for a in json.loads(row["accuracy"] or "[]"):
-                store.db.execute("INSERT OR IGNORE INTO accuracy VALUES (?,?,?,?,?,?,?)",
-                                 (rid, a["output"], a["passed"], a["max_abs_err"], a["rmse"], a["snr_db"], a["reason"]))
-            if row["attribution"]:
-                a = json.loads(row["attribution"])
-                store.db.execute("INSERT OR IGNORE INTO op_attribution VALUES (?,?,?,?,?,?,?,?,?,?)",
-                                 (rid, *[a[k] for k in ATTRIBUTION_COLUMNS]))
-            store.db.executemany(
-                f"INSERT OR IGNORE INTO op_timings VALUES (?,{','.join('?' * len(OP_COLUMNS))})",
-                [(rid, *[op[k] for k in OP_COLUMNS]) for op in row["per_op"]])
+            store.add_run_record(RunRecord.from_row(row), RUN_COLUMNS)
+            # the run's columns came with it; its rows are a measurement of it
+            store.record_measurement(rid, Measurement(
+                samples_ns=row["samples_ns"], accuracy=json.loads(row["accuracy"] or "[]"),
+                attribution=json.loads(row["attribution"]) if row["attribution"] else None,
+                ops=[{**op, "onnx_nodes": json.loads(op["onnx_nodes"])} for op in row["per_op"]]))
             if row["model"]:
-                m = json.loads(row["model"])
-                store.db.execute(f"INSERT OR IGNORE INTO models (model_hash, {', '.join(MODEL_COLUMNS)}, "
-                                 f"created_at) VALUES ({','.join('?' * (len(MODEL_COLUMNS) + 2))})",
-                                 # files exported before the state column have no "state"
-                                 (row["model_hash"], *[m.get(k) for k in MODEL_COLUMNS], time.time()))
-            store.db.executemany(
-                f"INSERT OR IGNORE INTO onnx_nodes VALUES (?,{','.join('?' * len(NODE_COLUMNS))})",
-                [(row["model_hash"], *[n[k] for k in NODE_COLUMNS]) for n in row["graph"]])
-            store.db.execute("INSERT OR IGNORE INTO dataset_points VALUES (?,?,?,?,?,?,?,?)",
-                             (row["dataset"], row["spec"], row["family"], row["params"], row["model_hash"],
-                              "measured", "", time.time()))
+                # files exported before the state column have no "state"
+                model = {k: v for k, v in json.loads(row["model"]).items() if k in MODEL_COLUMNS}
+                store.add_model_record(ModelRecord.from_row({"model_hash": row["model_hash"], **model}),
+                                       [NodeRecord.from_row(n) for n in row["graph"]])
+            else:
+                store.add_nodes(row["model_hash"], [NodeRecord.from_row(n) for n in row["graph"]])
+            store.record_dataset_point(row["dataset"], row["spec"], row["family"], json.loads(row["params"]),
+                                       row["model_hash"], "measured", keep_existing=True)
     return {"added": added, "skipped": skipped}
 
 
 def info(store: Store, dataset: str | None = None) -> dict:
     """Points by family, runs by family x variant x device and state, failures with reasons."""
-    _ensure_table(store)
-    datasets = [r[0] for r in store.db.execute("SELECT DISTINCT dataset FROM dataset_points")]
+    datasets = store.dataset_names()
     if dataset and dataset not in datasets:
         raise AuditorError(f"no dataset {dataset!r} in {store.path} (datasets: {', '.join(datasets) or 'none'})")
-    args = (dataset,) if dataset else ()
-
-    def where(*conditions: str) -> str:
-        conditions += ("p.dataset = ?",) if dataset else ()
-        return "WHERE " + " AND ".join(conditions) if conditions else ""
-
-    joined = "FROM dataset_points p JOIN runs r ON r.model_hash = p.model_hash"
-    points = store.db.execute(
-        f"SELECT p.family, p.status, COUNT(*) FROM dataset_points p {where()} GROUP BY 1, 2", args).fetchall()
-    runs = store.db.execute(
-        f"SELECT p.family, r.variant, r.device, r.emulated, r.status, COUNT(*) {joined} {where()} "
-        "GROUP BY 1, 2, 3, 4, 5", args).fetchall()
-    not_ok, failed = where("r.status != 'ok'"), where("p.status = 'failed'")
-    reasons = store.db.execute(
-        f"SELECT r.variant, r.status, r.reason, COUNT(*) {joined} {not_ok} GROUP BY 1, 2, 3 ORDER BY 4 DESC",
-        args).fetchall()
-    point_failures = store.db.execute(f"SELECT p.spec, p.reason FROM dataset_points p {failed}", args).fetchall()
+    counts = store.dataset_counts(dataset)
     return {
         "datasets": datasets,
-        "points": [{"family": f, "status": s, "count": c} for f, s, c in points],
+        "points": [{"family": f, "status": s, "count": c} for f, s, c in counts["points"]],
         "runs": [{"family": f, "variant": v, "device": d, "emulated": bool(e), "status": s, "count": c}
-                 for f, v, d, e, s, c in runs],
-        "run_problems": [{"variant": v, "status": s, "reason": r, "count": c} for v, s, r, c in reasons],
-        "point_failures": [{"spec": s, "reason": r} for s, r in point_failures],
+                 for f, v, d, e, s, c in counts["runs"]],
+        "run_problems": [{"variant": v, "status": s, "reason": r, "count": c} for v, s, r, c in counts["run_problems"]],
+        "point_failures": [{"spec": s, "reason": r} for s, r in counts["point_failures"]],
     }

@@ -20,7 +20,7 @@ from auditor.export import prepare_bundle, write_reference
 from auditor.inputs import build_inputs
 from auditor.job import WorkerJob
 from auditor.loaders import load_model
-from auditor.store import Store
+from store import Store
 from auditor.timing import TimingSettings
 from compilers import registry
 from compilers.base import options_key

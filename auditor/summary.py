@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import json
 import math
 
 from tabulate import tabulate
 
-from auditor.store import Store
+from store import RunRecord, Store
 from reports.run_page import describe_state
 
 SUMMARY_KEYS = (
@@ -23,44 +22,41 @@ def _finite(value):
     return None if isinstance(value, float) and not math.isfinite(value) else value
 
 
-def run_summary(store: Store, row) -> dict:
-    summary = {k: row[k] for k in SUMMARY_KEYS}
-    summary["emulated"] = bool(row["emulated"])
-    summary["options"] = json.loads(row["options"] or "{}")
-    summary["target"] = json.loads(row["target"] or "{}").get("name")
-    accuracy = store.rows("accuracy", row["run_id"])
+def run_summary(store: Store, run: RunRecord) -> dict:
+    summary = {k: getattr(run, k) for k in SUMMARY_KEYS}
+    summary["options"] = run.options
+    summary["target"] = run.target.get("name")
+    accuracy = store.accuracy_rows(run.run_id)
     errors = [a["max_abs_err"] for a in accuracy if a["max_abs_err"] is not None]
     snrs = [a["snr_db"] for a in accuracy if a["snr_db"] is not None]
     summary["max_abs_err"] = max(errors) if errors else None
     summary["snr_db"] = _finite(min(snrs)) if snrs else None
-    settings = json.loads(row["settings"] or "{}")
-    summary["timing_loop"] = settings.get("timing_loop")
-    summary["model_state"] = store.model_state(row["model_hash"])
-    summary["stream_state"] = settings.get("stream_state") or []
+    summary["timing_loop"] = run.settings.get("timing_loop")
+    summary["model_state"] = store.model_state(run.model_hash)
+    summary["stream_state"] = run.settings.get("stream_state") or []
     summary["state"] = describe_state(summary["model_state"], summary["stream_state"])
-    summary["timing"] = settings.get("timing")  # the counts it was timed with
-    attribution = store.attribution(row["run_id"])
+    summary["timing"] = run.settings.get("timing")  # the counts it was timed with
+    attribution = store.attribution_of(run.run_id)
     summary["per_op_method"] = attribution["method"] if attribution else None
     summary["per_op_sum_to_whole"] = attribution["sum_to_whole"] if attribution else None
     return summary
 
 
 def run_detail(store: Store, run_id: str) -> dict:
-    row = store.run(run_id)
-    detail = run_summary(store, row)
-    detail["host"] = json.loads(row["host"] or "{}")
-    detail["settings"] = json.loads(row["settings"] or "{}")
-    detail["target"] = json.loads(row["target"] or "{}")
-    detail["runtime_memory"] = json.loads(row["runtime_memory"] or "{}")
-    detail["load_s"] = row["load_s"]
-    detail["artifact_notes"] = json.loads(row["artifact_notes"] or "[]")
-    detail["samples_ns"] = [r["latency_ns"] for r in store.rows("samples", row["run_id"])]
-    detail["memory_samples"] = [[r["t_ms"], r["rss_bytes"]] for r in store.rows("memory_samples", row["run_id"])]
-    detail["accuracy"] = [{**dict(r), "snr_db": _finite(r["snr_db"])} for r in store.rows("accuracy", row["run_id"])]
-    attribution = store.attribution(row["run_id"])
+    run = store.run_record(run_id)
+    detail = run_summary(store, run)
+    detail["host"] = run.host
+    detail["settings"] = run.settings
+    detail["target"] = run.target
+    detail["runtime_memory"] = run.runtime_memory
+    detail["load_s"] = run.load_s
+    detail["artifact_notes"] = run.artifact_notes
+    detail["samples_ns"] = store.samples_ns(run.run_id)
+    detail["memory_samples"] = [list(m) for m in store.memory_samples(run.run_id)]
+    detail["accuracy"] = [{**r, "snr_db": _finite(r["snr_db"])} for r in store.accuracy_rows(run.run_id)]
+    attribution = store.attribution(run.run_id)
     detail["per_op_attribution"] = dict(attribution) if attribution else None
-    detail["per_op"] = [{**dict(r), "onnx_nodes": json.loads(r["onnx_nodes"])}
-                        for r in store.rows("op_timings", row["run_id"])]
+    detail["per_op"] = [op.to_dict() for op in store.op_timings(run.run_id)]
     return detail
 
 

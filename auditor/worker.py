@@ -7,7 +7,6 @@ Phases are announced on stdout (`phase NAME`) for the progress display, never wh
 
 from __future__ import annotations
 
-import json
 import sys
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -22,7 +21,7 @@ from auditor import accuracy, deadline, state
 from auditor.inputs import InputSet
 from auditor.job import WorkerJob
 from auditor.memory import RssSampler
-from auditor.store import Store
+from store import Measurement, Store
 from auditor.timing import latency_stats, time_calls
 from compilers import registry
 from ground.children import dies_with_me
@@ -87,11 +86,10 @@ def _check_outputs(store, run_id, job, bundle, reference, actual, inputs,
                  "reason": f"{len(actual[0])} outputs, reference has {len(bundle.outputs)}"}]
     else:
         rows = compare(reference, actual, [o.name for o in bundle.outputs], job.tolerance)
-    store.add_accuracy(run_id, rows)
     passed = all(r["passed"] for r in rows)
     labelled = actual[:len(inputs.examples)]  # a sequence's first calls are the examples
     task = accuracy.task_accuracy(labelled, inputs.labels) if inputs.labels is not None else None
-    store.update_run(run_id, accuracy_passed=int(passed), task_accuracy=task)
+    store.record_measurement(run_id, Measurement(accuracy=rows, accuracy_passed=passed, task_accuracy=task))
     return passed, rows
 
 
@@ -133,7 +131,19 @@ def _store_profile(store, run_id, profile, whole_p50_us: float) -> None:
         "notes": profile.notes,
     }
     ops = [{**op.__dict__, "share": op.p50_us / whole if whole else None} for op in profile.ops]
-    store.add_op_profile(run_id, attribution, ops)
+    store.record_measurement(run_id, Measurement(attribution=attribution, ops=ops))
+
+
+def _timing(samples_ns, first_ns: float, stopped_early: bool, budget_us: float | None,
+            emulated: bool) -> Measurement:
+    """A harness's timed loop as a measurement: samples, statistics and the deadline audit
+    (emulated timings say nothing about the board's deadline: not judged)."""
+    samples = np.asarray(samples_ns, dtype=np.int64)
+    return Measurement(
+        samples_ns=samples.tolist(), first_us=first_ns / 1e3, stopped_early=bool(stopped_early),
+        stats=latency_stats(samples),
+        deadline=(deadline.audit(samples, budget_us) if not emulated
+                  else {"budget_us": budget_us, "verdict": "not judged (emulated)"}))
 
 
 def _final_status(store, run_id, passed: bool, rows: list[dict]) -> None:
@@ -181,25 +191,18 @@ def _measure_native(store, run_id, job, compiler, artifact, bundle, inputs, refe
         f.write("\n".join(["native runner commands:", *result.commands, ""]))
     report = result.report
     if report is not None and report.get("samples_ns"):
-        samples = np.asarray(report["samples_ns"], dtype=np.int64)
-        store.add_samples(run_id, samples)
         memory = report.get("memory") or {}
-        store.add_memory_samples(run_id, [(t, int(kb) * 1024) for t, kb in memory.get("samples", [])])
-        stats = latency_stats(samples)
         rss = [kb for _, kb in memory.get("samples", [])] or [0]
-        store.update_run(
-            run_id, first_us=report["first_ns"] / 1e3, stopped_early=int(report["stopped_early"]),
-            runtime_memory={**memory.get("runtime", {}), "runner": report["runner"],
-                            "scheduling": report.get("scheduling"), "notes": report.get("notes"),
-                            "commands": result.commands},
-            rss_avg_bytes=float(np.mean(rss)) * 1024, rss_peak_bytes=float(max(rss)) * 1024,
-            rss_samples=len(memory.get("samples", [])),
-            ru_maxrss_bytes=float(memory.get("maxrss_kb", 0)) * 1024,
-            **stats,
-            # emulated timings say nothing about the board's deadline: not judged
-            **(deadline.audit(samples, job.budget_us) if not device.emulated
-               else {"budget_us": job.budget_us, "verdict": "not judged (emulated)"}),
-        )
+        measured = _timing(report["samples_ns"], report["first_ns"], report["stopped_early"], job.budget_us,
+                           device.emulated)
+        measured.memory_samples = [(t, int(kb) * 1024) for t, kb in memory.get("samples", [])]
+        measured.memory = {"rss_avg_bytes": float(np.mean(rss)) * 1024, "rss_peak_bytes": float(max(rss)) * 1024,
+                           "rss_samples": len(measured.memory_samples),
+                           "ru_maxrss_bytes": float(memory.get("maxrss_kb", 0)) * 1024}
+        measured.runtime_memory = {**memory.get("runtime", {}), "runner": report["runner"],
+                                   "scheduling": report.get("scheduling"), "notes": report.get("notes"),
+                                   "commands": result.commands}
+        store.record_measurement(run_id, measured)
     if result.failure is not None:
         store.set_status(run_id, "failed", f"runner on {job.device}: {result.failure}")
         return None, None
@@ -211,7 +214,7 @@ def _measure_native(store, run_id, job, compiler, artifact, bundle, inputs, refe
         profile = op_profile(result.per_op_report, program.kernel_map, op_types,
                              f"{compiler.name}/native")
         if profile is not None:
-            _store_profile(store, run_id, profile, stats["p50_us"])
+            _store_profile(store, run_id, profile, measured.stats["p50_us"])
     return passed, rows
 
 
@@ -278,16 +281,10 @@ def run_job(job: WorkerJob) -> None:
             loop = f"{PYTHON_LOOP}; each call's state output(s) fed back as the next call's input(s)"
         with RssSampler(job.memory_interval_s) as sampler:
             timings = time_calls(timed, settings, timed_runs)
-        store.add_samples(run_id, timings.samples_ns)
-        store.add_memory_samples(run_id, sampler.samples)
-        stats = latency_stats(timings.samples_ns)
-        store.update_run(
-            run_id, first_us=timings.first_ns / 1e3, stopped_early=int(timings.stopped_early),
-            runtime_memory=runnable.memory_info(), **stats, **sampler.summary(),
-            **deadline.audit(timings.samples_ns, job.budget_us),
-            settings={**json.loads(store.run(run_id)["settings"]),
-                      "timing_loop": loop},
-        )
+        measured = _timing(timings.samples_ns, timings.first_ns, timings.stopped_early, job.budget_us, False)
+        measured.memory_samples, measured.memory = sampler.samples, sampler.summary()
+        measured.runtime_memory, measured.timing_loop = runnable.memory_info(), loop
+        store.record_measurement(run_id, measured)
 
         stage = "check outputs"
         _phase("check")
@@ -309,7 +306,7 @@ def run_job(job: WorkerJob) -> None:
             with captured_output(log):
                 profile = compiler.profile_ops(artifact, bundle, inputs.timing_inputs, job.profile_runs)
             if profile is not None:
-                _store_profile(store, run_id, profile, stats["p50_us"])
+                _store_profile(store, run_id, profile, measured.stats["p50_us"])
         runnable.close()
         _final_status(store, run_id, passed, rows)
     except Exception as e:  # noqa: BLE001 - any compiler failure is recorded, never raised

@@ -28,7 +28,7 @@ sys.path.insert(0, str(ROOT))
 
 from auditor.memory import RssSampler  # noqa: E402
 from auditor.pipeline import AuditSettings, ModelRequest, prepare  # noqa: E402
-from auditor.store import Store  # noqa: E402
+from store import Store  # noqa: E402
 from auditor.timing import TimingSettings, time_calls  # noqa: E402
 from compilers.ort import OnnxRuntime, _session_options  # noqa: E402
 from ground.targets import TARGETS  # noqa: E402

@@ -44,7 +44,7 @@ from auditor import accuracy  # noqa: E402
 from auditor.inputs import InputSet  # noqa: E402
 from auditor.memory import RssSampler  # noqa: E402
 from auditor.pipeline import AuditSettings, ModelRequest, prepare  # noqa: E402
-from auditor.store import Store  # noqa: E402
+from store import Store  # noqa: E402
 from auditor.timing import TimingSettings, time_calls  # noqa: E402
 from compilers import registry  # noqa: E402
 from device_runner.local import LocalDevice  # noqa: E402

@@ -20,7 +20,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from auditor.pipeline import ModelRequest, prepare  # noqa: E402
-from auditor.store import Store  # noqa: E402
+from store import Store  # noqa: E402
 from compilers import registry  # noqa: E402
 from ground.targets import TARGETS  # noqa: E402
 from device_runner.devices import parse_device  # noqa: E402

@@ -84,7 +84,7 @@ class ExecuTorchRunnable(Runnable):
         # The Program must stay referenced while its method runs: freeing it segfaults.
         self.program = program
         self.method = program.load_method("forward")
-        # The pybind method under the public wrapper: `Method.execute(inputs)` calls it with
+        # The pybind method under the public wrapper: `Method.execute` calls it with
         # clone_outputs=True, which allocates fresh output tensors and copies into them on every
         # call. Here the outputs stay in the program's planned memory until outputs() copies them.
         self._call = self.method._method
@@ -100,7 +100,7 @@ class ExecuTorchRunnable(Runnable):
 
     def run(self):
         # Inputs are copied into the planned input buffers on every call: the memory planner
-        # reuses an input's slot once the input is dead, so a second execute() without them
+        # reuses an input's slot once the input is dead, so a second call without them
         # reads garbage (seen with the portable MLP).
         self._call(self._inputs, False)
 

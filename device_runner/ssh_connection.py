@@ -223,7 +223,7 @@ class SshConnection:
 
     # --- commands -------------------------------------------------------------------------
 
-    def execute(self, command: str, timeout_s: float, stdin: BinaryIO | None = None,
+    def run_command(self, command: str, timeout_s: float, stdin: BinaryIO | None = None,
                 stdout_to: BinaryIO | None = None) -> Output:
         """Run a shell command line on the device; its stdin is `stdin` (else empty), its
         stdout goes to `stdout_to` (else into Output.stdout). At the local deadline the

@@ -122,7 +122,7 @@ class SshDevice(Device):
         """Run one of the device class's own shell commands; DeviceError when the device
         cannot be reached or does not answer in time."""
         remote = f"exec sh -c {shlex.quote(remote_command)}"  # POSIX sh whatever the login shell
-        done = self.connection.execute(remote, timeout_s, **streams)
+        done = self.connection.run_command(remote, timeout_s, **streams)
         if done.timed_out:
             raise DeviceError(f"{self.where} did not answer within {timeout_s:.0f} s ({what})")
         return done
@@ -246,7 +246,7 @@ class SshDevice(Device):
             local_deadline = timeout_s + 0.5
         else:
             local_deadline = secs + KILL_AFTER_S + self.local_grace_s
-        done = self.connection.execute(f"exec sh -c {shlex.quote(script)}", local_deadline)
+        done = self.connection.run_command(f"exec sh -c {shlex.quote(script)}", local_deadline)
         if done.timed_out:
             self._kill_remote(pidfile, argv[0], timeout_s)
             return Completed(argv, None, done.stdout, done.stderr, done.wall_s, timed_out=True)

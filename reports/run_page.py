@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
 from jinja2 import Environment, PackageLoader, select_autoescape
 
-from auditor.store import Store
+from store import RunRecord, Store
 
 _env = Environment(loader=PackageLoader("reports", "templates"), autoescape=select_autoescape())
 
@@ -44,14 +43,11 @@ def histogram_svg(samples_us: np.ndarray, budget_us: float | None, width=640, he
     return f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" role="img">{bars}{marks}</svg>'
 
 
-def profiles_of(store: Store, run) -> list[dict]:
+def profiles_of(store: Store, run: RunRecord) -> list[dict]:
     """perf profiles of the same model, compiler variant and device, with their flamegraphs
     inline (interactive: the SVG carries its own script)."""
-    rows = store.db.execute(
-        "SELECT profile_id, svg_path FROM profiles WHERE model_hash=? AND compiler=? AND device=? "
-        "ORDER BY created_at", (run["model_hash"], run["variant"], run["device"])).fetchall()
     out = []
-    for profile_id, svg_path in rows:
+    for profile_id, svg_path in store.profiles_of(run.model_hash, run.variant, run.device):
         if svg_path and Path(svg_path).exists():
             p = store.profile(profile_id)
             out.append({**p, "svg": Path(svg_path).read_text(encoding="utf-8")})
@@ -59,32 +55,31 @@ def profiles_of(store: Store, run) -> list[dict]:
 
 
 def run_context(store: Store, run_id: str) -> dict:
-    run = dict(store.run(run_id))
-    samples = np.array([r["latency_ns"] for r in store.rows("samples", run["run_id"])], dtype=np.float64) / 1e3
-    attribution = store.attribution(run["run_id"])
-    memory = json.loads(run["runtime_memory"] or "{}")
-    settings = json.loads(run["settings"] or "{}")
+    run = store.run_record(run_id)
+    samples = np.array(store.samples_ns(run.run_id), dtype=np.float64) / 1e3
+    memory = run.runtime_memory
+    model_state = store.model_state(run.model_hash)
     return {
-        "state": describe_state(store.model_state(run["model_hash"]), settings.get("stream_state") or []),
-        "model_state": store.model_state(run["model_hash"]),
-        "settings": json.loads(run["settings"] or "{}"),
+        "state": describe_state(model_state, run.settings.get("stream_state") or []),
+        "model_state": model_state,
+        "settings": run.settings,
         "runner": memory if "runner" in memory else None,
         "profiles": profiles_of(store, run),
         "run": run,
-        "options": json.loads(run["options"] or "{}"),
-        "target": json.loads(run["target"] or "{}"),
-        "host": json.loads(run["host"] or "{}"),
-        "notes": json.loads(run["artifact_notes"] or "[]"),
-        "accuracy": [dict(r) for r in store.rows("accuracy", run["run_id"])],
-        "attribution": dict(attribution) if attribution else None,
-        "ops": [dict(r, onnx_nodes=json.loads(r["onnx_nodes"])) for r in store.rows("op_timings", run["run_id"])],
-        "histogram": histogram_svg(samples, run["budget_us"]),
+        "options": run.options,
+        "target": run.target,
+        "host": run.host,
+        "notes": run.artifact_notes,
+        "accuracy": store.accuracy_rows(run.run_id),
+        "attribution": store.attribution_of(run.run_id),
+        "ops": [op.to_dict() for op in store.op_timings(run.run_id)],
+        "histogram": histogram_svg(samples, run.budget_us),
     }
 
 
 def write_run_page(store: Store, run_id: str) -> Path:
     context = run_context(store, run_id)
-    out = store.dir / "reports" / f"run-{context['run']['run_id']}.html"
+    out = store.dir / "reports" / f"run-{context['run'].run_id}.html"
     out.parent.mkdir(exist_ok=True)
     out.write_text(_env.get_template("run.html.j2").render(**context))
     return out

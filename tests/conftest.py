@@ -53,7 +53,7 @@ def audit_in(tmp: Path, spec: str, variants: list[str], target: str = "host", pr
              device: str = "local", harness: str = "auto"):
     """A short in-process audit of `spec` with the given variants: (store, prepared, run ids)."""
     from auditor.pipeline import AuditSettings, ModelRequest, audit_variants, prepare
-    from auditor.store import Store
+    from store import Store
     from auditor.timing import TimingSettings
     from compilers import registry
 

@@ -4,7 +4,7 @@ import onnx
 import torch
 
 from auditor.pipeline import ModelRequest, prepare
-from auditor.store import Store
+from store import Store
 from ground.fx_nodes import fx_node_map, fx_node_of
 
 

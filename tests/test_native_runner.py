@@ -111,7 +111,7 @@ def built_runner(tmp_path_factory) -> tuple[Path, Path]:
     from ground.targets import TARGETS
     from compilers.sofie_cpp import Sofie
     from auditor.pipeline import ModelRequest, prepare
-    from auditor.store import Store
+    from store import Store
 
     prepared = prepare(ModelRequest(MLP), Store(tmp_path / "r"))
     compiler = Sofie()

@@ -471,7 +471,7 @@ def test_flamegraph_script_zooms_searches_and_resets(tmp_path):
 # -- store ----------------------------------------------------------------------------------
 
 def test_store_profile_round_trip(tmp_path):
-    from auditor.store import Store
+    from store import Store
 
     capture = P.Capture(device="local", command=["./runner", "--runs", "100"], event="cpu-clock",
                         requested_event="cpu-clock", why="test", frequency=999, call_graph="fp",

@@ -215,7 +215,7 @@ def test_sofie_mlp_on_the_reference_blas_is_clean_and_openblas_locks(tmp_path):
     (blas_memory_alloc), Debian's netlib reference BLAS takes none."""
     pytest.importorskip("sofie")
     from auditor.pipeline import ModelRequest, prepare
-    from auditor.store import Store
+    from store import Store
     from compilers.sofie_cpp import Sofie
 
     prepared = prepare(ModelRequest("zoo:mlp:width=32,depth=2"), Store(tmp_path / "r"))

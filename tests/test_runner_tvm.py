@@ -21,7 +21,7 @@ import pytest
 pytest.importorskip("tvm")
 
 from auditor.pipeline import ModelRequest, prepare  # noqa: E402
-from auditor.store import Store  # noqa: E402
+from store import Store  # noqa: E402
 from compilers.tvm_relax import TvmRelax, runner_build_inputs  # noqa: E402
 from device_runner.build import cached_runner  # noqa: E402
 from device_runner.local import LocalDevice  # noqa: E402

@@ -19,7 +19,7 @@ from onnx import TensorProto, helper
 pytest.importorskip("sofie")
 
 from auditor.pipeline import AuditSettings, ModelRequest, audit_variants, prepare  # noqa: E402
-from auditor.store import Store  # noqa: E402
+from store import Store  # noqa: E402
 from auditor.timing import TimingSettings  # noqa: E402
 from compilers import registry  # noqa: E402
 from ground.targets import TARGETS  # noqa: E402

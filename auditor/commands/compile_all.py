@@ -14,7 +14,7 @@ from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeEl
 from auditor import deadline
 from auditor.commands.variants import parse_compiler_specs
 from auditor.pipeline import AuditSettings, ModelRequest, audit_variants, prepare, resolve_device
-from auditor.store import Store
+from store import Store
 from auditor.summary import run_summary, table
 from auditor.timing import TimingSettings
 from ground.errors import AuditorError
@@ -95,7 +95,7 @@ def compile_all(
             bar.update(tasks[label], phase=phase, **({"completed": done} if done is not None else {}))
 
         run_ids = audit_variants(prepared, variants, settings, store, command, progress, resolved)
-    summaries = [run_summary(store, store.run(r)) for r in run_ids]
+    summaries = [run_summary(store, store.run_record(r)) for r in run_ids]
     for s in summaries:
         if s["variant"] in reused:
             t = s["timing"] or {}

@@ -12,7 +12,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from auditor import coverage as cov
 from auditor.commands.options import COMPILERS, JSON, RESULTS_DIR
 from auditor.commands.variants import parse_compiler_specs
-from auditor.store import Store
+from store import Store
 from compilers import registry
 from ground.errors import AuditorError
 from reports.coverage_page import write_coverage_page

@@ -16,7 +16,7 @@ from auditor import dataset as ds
 from auditor.commands.options import COMPILERS, DEVICE, JSON, RESULTS_DIR, TIMEOUT
 from auditor.commands.variants import parse_compiler_specs
 from auditor.pipeline import AuditSettings, resolve_device
-from auditor.store import Store
+from store import Store
 from auditor.sweeps import load_sweep
 from auditor.timing import TimingSettings
 from ground.errors import AuditorError

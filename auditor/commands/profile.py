@@ -22,7 +22,7 @@ from auditor.commands.options import ARG, DEVICE, INPUT_SHAPE, JSON, RESULTS_DIR
 from auditor.commands.variants import parse_compiler_specs
 from auditor.inputs import InputSet
 from auditor.pipeline import AuditSettings, ModelRequest, prepare, resolve_device
-from auditor.store import Store
+from store import Store
 from auditor.timing import latency_stats
 from auditor.worker import CompilerCrashed, compile_isolated
 from compilers import registry
@@ -119,9 +119,7 @@ def profile(
     # the run pages of this model, variant and device show the new flamegraph
     from reports.run_page import write_run_page
 
-    pages = [write_run_page(store, r["run_id"]) for r in store.db.execute(
-        "SELECT run_id FROM runs WHERE model_hash=? AND variant=? AND device=?",
-        (bundle.model_hash, variant.label, dev.spec)).fetchall()]
+    pages = [write_run_page(store, run_id) for run_id in store.run_ids_of(bundle.model_hash, variant.label, dev.spec)]
     store.close()
     if as_json:
         print(json.dumps(stored, indent=2, default=str))

@@ -10,7 +10,7 @@ from pathlib import Path
 import typer
 
 from auditor.commands.options import JSON, RESULTS_DIR
-from auditor.store import Store
+from store import Store
 from auditor.summary import SUMMARY_KEYS, run_detail, run_summary, table
 from ground.errors import AuditorError
 
@@ -29,7 +29,7 @@ def list_runs(results_dir: Path = RESULTS_DIR, limit: int = typer.Option(50, hel
               as_json: bool = JSON) -> None:
     """The newest runs, one line each."""
     store = _open(results_dir)
-    summaries = [run_summary(store, row) for row in store.runs(limit)]
+    summaries = [run_summary(store, run) for run in store.run_records(limit)]
     print(json.dumps(summaries, indent=2, default=str) if as_json else table(summaries))
 
 
@@ -74,15 +74,15 @@ def export(results_dir: Path = RESULTS_DIR,
         raise AuditorError("choose one of --json or --csv")
     store = _open(results_dir)
     if as_json:
-        text = json.dumps([run_detail(store, row["run_id"]) for row in store.runs()], indent=2, default=str)
+        text = json.dumps([run_detail(store, run.run_id) for run in store.run_records()], indent=2, default=str)
     else:
         buf = io.StringIO()
         writer = csv.DictWriter(buf, fieldnames=[*SUMMARY_KEYS, "target", "options", "max_abs_err", "snr_db",
                                                  "timing_loop", "timing", "per_op_method",
                                                  "per_op_sum_to_whole", "state"])
         writer.writeheader()
-        for row in store.runs():
-            s = run_summary(store, row)
+        for run in store.run_records():
+            s = run_summary(store, run)
             s.pop("model_state"), s.pop("stream_state")  # in the CSV as the one `state` phrase
             writer.writerow({**s, "options": json.dumps(s["options"], sort_keys=True),
                              "timing": json.dumps(s["timing"], sort_keys=True)})

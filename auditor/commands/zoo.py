@@ -14,7 +14,7 @@ from auditor import zoo
 from auditor.export import prepare_bundle, write_reference
 from auditor.inputs import build_inputs
 from auditor.loaders import load_model
-from auditor.store import Store
+from store import Store
 from auditor.commands.options import RESULTS_DIR
 
 app = typer.Typer(no_args_is_help=True, help="The block zoo: parameterised families of real-time blocks.")
@@ -25,11 +25,10 @@ def _handled_by(results_dir: Path, spec: str) -> dict[str, str]:
     if not (results_dir / Store.FILE).exists():
         return {}
     store = Store(results_dir)
-    rows = store.db.execute(
-        "SELECT r.variant, r.status FROM runs r JOIN models m ON m.model_hash = r.model_hash "
-        "WHERE m.source = ? ORDER BY r.started_at", (spec,)).fetchall()
-    store.close()
-    return {variant: status for variant, status in rows}
+    try:
+        return store.latest_status_by_variant(spec)
+    finally:
+        store.close()
 
 
 @app.command("list")
