@@ -65,16 +65,19 @@ def preload_env(library: Path, env: dict[str, str]) -> dict[str, str]:
 
 def _host_objects() -> list[str]:
     """Path prefixes of the objects whose calls are Python's own."""
-    prefixes = [os.path.realpath(sys.executable), sysconfig.get_config_var("LIBDEST") or "",
-                sysconfig.get_path("platstdlib") or ""]
+    # the interpreter and its C modules (lib-dynload), never site-packages (the runtimes)
+    import _ctypes  # a lib-dynload module: its folder holds the interpreter's C modules
+
+    prefixes = [os.path.realpath(sys.executable), os.path.dirname(os.path.realpath(_ctypes.__file__)) + os.sep]
     libdir, ldlib = sysconfig.get_config_var("LIBDIR"), sysconfig.get_config_var("LDLIBRARY")
     if libdir and ldlib:
-        prefixes.append(os.path.join(libdir, ldlib))
+        prefixes.append(os.path.realpath(os.path.join(libdir, ldlib)))
     try:
         import numpy
 
-        prefixes.append(os.path.dirname(numpy.__file__) + os.sep)
-        libs = os.path.join(os.path.dirname(os.path.dirname(numpy.__file__)), "numpy.libs") + os.sep
+        package = os.path.dirname(os.path.realpath(numpy.__file__))
+        prefixes.append(package + os.sep)
+        libs = os.path.join(os.path.dirname(package), "numpy.libs") + os.sep
         prefixes.append(libs)  # numpy's own BLAS: a runtime that calls it through numpy is numpy
     except ImportError:
         pass

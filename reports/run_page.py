@@ -58,13 +58,21 @@ def profiles_of(store: Store, run) -> list[dict]:
     return out
 
 
+# The real-time audit's counters shown per inference on the page (host_* are Python's own).
+RT_KEYS = ("allocs", "alloc_bytes", "frees", "locks", "waits", "wakeups", "threads_created",
+           "minor_faults", "major_faults", "voluntary_switches", "other_allocs", "other_locks",
+           "host_allocs", "host_locks")
+
+
 def run_context(store: Store, run_id: str) -> dict:
     run = dict(store.run(run_id))
     samples = np.array([r["latency_ns"] for r in store.rows("samples", run["run_id"])], dtype=np.float64) / 1e3
     attribution = store.attribution(run["run_id"])
     memory = json.loads(run["runtime_memory"] or "{}")
     settings = json.loads(run["settings"] or "{}")
+    rt, rt_failure = store.rt_safety(run["run_id"])
     return {
+        "rt": rt, "rt_failure": rt_failure, "rt_keys": RT_KEYS,
         "state": describe_state(store.model_state(run["model_hash"]), settings.get("stream_state") or []),
         "model_state": store.model_state(run["model_hash"]),
         "settings": json.loads(run["settings"] or "{}"),

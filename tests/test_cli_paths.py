@@ -157,6 +157,13 @@ def test_doctor_json_reports_this_machine(cli):
         assert d["perf"]["version"].startswith("perf version")
         assert d["perf"]["paranoid"] == int(open("/proc/sys/kernel/perf_event_paranoid").read())
         assert d["perf"]["events"]["cpu-clock"] == "works"
+    # RealtimeSanitizer needs clang >= 20: offered when a clang that new compiles -fsanitize=realtime
+    clangs = [c for c in (shutil.which(f"clang++-{v}") for v in range(20, 31)) if c]
+    rtsan = d["rtsan"]
+    if not clangs:
+        assert rtsan["available"] is False and "clang >= 20" in rtsan["how"]
+    else:
+        assert rtsan["available"] is (rtsan["compiler"] is not None)
 
 
 def test_doctor_text(cli):
