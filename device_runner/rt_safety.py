@@ -30,6 +30,7 @@ def parse_rt_safety(report: dict, emulated: bool) -> RtSafety:
         if dropped:
             notes.append(f"{dropped} allocations of the {part} window had more distinct stacks than the "
                          f"table holds; they are counted, their stacks not kept")
+    notes.extend(report.get("scheduling", {}).get("notes", []))  # a mitigation refused, and why
     if emulated:
         notes.append("under qemu-arm the getrusage counters (faults, context switches) are the "
                      "emulator's host thread's, not the guest's: shown, not judged")

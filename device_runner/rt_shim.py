@@ -197,7 +197,6 @@ def audit_in_child(argv_for: Callable[[Path, bool], list[str]], backend: str, wo
         return None, f"rt audit: {failure}", commands
     report = json.loads(report_path.read_text())
     result = parse_rt_safety(report, emulated=False)
-    result.notes.extend(report.get("scheduling", {}).get("notes", []))
     if not trace_syscalls:
         result.syscalls_missing = "the traced pass was not asked for"
         return result, None, commands
