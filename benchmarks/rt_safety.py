@@ -165,7 +165,12 @@ def main() -> int:
             for device in args.devices.split(","):
                 for harness in args.harness.split(","):
                     for variant in variants:
-                        got = audit_variant(prepared, variant, harness, device, args.runs, Path(tmp))
+                        try:
+                            got = audit_variant(prepared, variant, harness, device, args.runs, Path(tmp))
+                        except Exception as e:  # noqa: BLE001 - one variant's failure is a row
+                            got = [{"model": spec.split(":")[1], "variant": variant.label, "harness": harness,
+                                    "device": device, "mitigation": "none",
+                                    "error": f"{type(e).__name__}: {str(e).splitlines()[0][:150]}"}]
                         for r in got:
                             r.setdefault("removed", removed(got).get(r["mitigation"]))
                         rows += got

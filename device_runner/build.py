@@ -103,15 +103,24 @@ def cached_runner(backend: str, target: Target, defines: dict[str, str], executa
     key = hashlib.sha256(json.dumps(
         [backend, target.to_dict(), defines, static,
          sources_digest(RUNNER_SOURCE, *extra_sources)], sort_keys=True).encode()).hexdigest()[:16]
+    import fcntl
+
     build_dir = cache_root() / "runners" / f"{backend}-{target.name}-{key}"
     exe = build_dir / executable
     done = build_dir / "auditor-build.json"
     if exe.exists() and done.exists():
         return exe
-    if build_dir.exists():
-        shutil.rmtree(build_dir)
-    build_runner(backend, target, defines, build_dir, build_dir.parent / f"{build_dir.name}.log",
-                 static=static)
+    build_dir.parent.mkdir(parents=True, exist_ok=True)
+    # one build at a time per key: two processes (a worker and its audit child, two audits)
+    # asking at once must not remove each other's build directory
+    with open(build_dir.parent / f"{build_dir.name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if exe.exists() and done.exists():
+            return exe
+        if build_dir.exists():
+            shutil.rmtree(build_dir)
+        build_runner(backend, target, defines, build_dir, build_dir.parent / f"{build_dir.name}.log",
+                     static=static)
     if not exe.exists():
         raise RunnerBuildError(f"the {backend} runner build made no {executable} in {build_dir}")
     return exe
