@@ -225,10 +225,15 @@ def _rt_audit(store, run_id, job, log, program=None, timing_inputs=None, artifac
 
     _phase("rt-audit")
     settings = RtAuditSettings(cpu=job.cpu, sched_fifo=job.sched_fifo, timeout_s=runner_timeout_s(job))
-    if program is not None:
-        result, failure, commands = audit_native(job, program, timing_inputs, settings)
-    else:
-        result, failure, commands = audit_python(job, artifact, settings, log)
+    try:
+        if program is not None:
+            result, failure, commands = audit_native(job, program, timing_inputs, settings)
+        else:
+            result, failure, commands = audit_python(job, artifact, settings, log)
+    except Exception as e:  # noqa: BLE001 - the audit failing leaves the measured run as it is
+        with open(log, "a") as f:
+            traceback.print_exc(file=f)
+        result, failure, commands = None, f"rt audit: {type(e).__name__}: {first_line(e)}", []
     with open(log, "a") as f:
         f.write("\n".join(["rt audit commands:", *commands, ""]))
     store.set_rt_safety(run_id, result, failure)
