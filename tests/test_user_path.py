@@ -99,16 +99,12 @@ def test_rt_audit_from_the_users_folder(home):
     """compile-all --rt-audit, Python-hosted: the hooks preloaded into each variant's audit child.
     ONNX Runtime's run allocates in its binding's library every call (never blamed on Python);
     the verdict is in the JSON, the table, `results show`, the CSV export and the run page."""
-    proc = auditor(home, "compile-all", "mlp.pt2", "-c", "sofie", "-c", "onnxruntime", *QUICK, "--rt-audit",
-                   "--json")
+    proc = auditor(home, "compile-all", "mlp.pt2", "-c", "onnxruntime", *QUICK, "--rt-audit", "--json")
     runs = runs_of(home, json.loads(proc.stdout))
     ort = runs["onnxruntime"]
     assert ort["status"] == "ok" and ort["rt_safe"] is False, ort["rt_verdict"]
     assert ort["rt_short"].startswith("no: allocs ") and "onnxruntime" in ort["rt_verdict"]
     assert ort["rt_verdict"].startswith("not real-time safe after warm-up: allocates ")
-    for run in runs.values():  # every variant audited: a verdict, safe or not, never a failure
-        assert run["rt_safe"] in (True, False) and run["rt_verdict"].split(":")[0] in (
-            "not real-time safe after warm-up", "real-time safe after warm-up"), run["rt_verdict"]
     show = auditor(home, "results", "show", ort["run_id"]).stdout
     assert f"real-time safety: {ort['rt_verdict']}" in show and "RT safe" in show
     assert "first inference: " in show
