@@ -145,10 +145,18 @@ def main() -> int:
     ap.add_argument("--devices", default="local")
     ap.add_argument("--runs", type=int, default=100)
     ap.add_argument("--json", type=Path, help="write the rows here (after every variant)")
-    ap.add_argument("--table-from", type=Path, help="only print the table of rows a --json run wrote")
+    ap.add_argument("--table-from", type=Path, nargs="+",
+                    help="only print the table of the rows --json runs wrote (several: merged, first kept)")
     args = ap.parse_args()
     if args.table_from:
-        print_table(json.loads(args.table_from.read_text()))
+        seen, merged = set(), []
+        for path in args.table_from:
+            for r in json.loads(path.read_text()):
+                key = (r["model"], r["variant"], r["harness"], r["device"], r["mitigation"])
+                if key not in seen:
+                    seen.add(key)
+                    merged.append(r)
+        print_table(merged)
         return 0
     variants = (registry.default_variants() if args.compilers is None else
                 [registry.parse_variant(v) for v in args.compilers.split(";" if ";" in args.compilers else ",")])
