@@ -33,6 +33,7 @@ class WorkerJob:
     sched_fifo: int = 0
     cpu: int = -1
     sequence: dict | None = None  # outputs checked over a sequence of calls (auditor.state)
+    rt_audit: bool = False  # also run the real-time safety audit (auditor.rt_audit)
     timeout_at: float = 0.0  # wall clock (time.time()) at which the orchestrator kills the worker
 
     FILE = "job.json"

@@ -51,6 +51,7 @@ class AuditSettings:
     timeout_s: float = 600.0
     memory_interval_s: float = 0.005
     resume: bool = False
+    rt_audit: bool = False  # the real-time safety audit after measuring (auditor.rt_audit)
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -190,7 +191,7 @@ def audit_variants(prepared: Prepared, variants: list[registry.Variant], setting
             timing=settings.timing, tolerance=Tolerance(atol=settings.atol, rtol=settings.rtol),
             budget_us=settings.budget_us, profile_runs=settings.profile_runs,
             memory_interval_s=settings.memory_interval_s, sched_fifo=settings.sched_fifo,
-            cpu=settings.cpu, sequence=prepared.sequence,
+            cpu=settings.cpu, sequence=prepared.sequence, rt_audit=settings.rt_audit,
             timeout_at=time.time() + settings.timeout_s,  # the native runner gets what is left of it
         )
         ended = run_worker(

@@ -39,6 +39,10 @@ def run_summary(store: Store, run: RunRecord) -> dict:
     attribution = store.attribution_of(run.run_id)
     summary["per_op_method"] = attribution["method"] if attribution else None
     summary["per_op_sum_to_whole"] = attribution["sum_to_whole"] if attribution else None
+    rt, rt_failure = store.rt_safety(run.run_id)
+    summary["rt_safe"] = None if rt is None else not rt.violations()
+    summary["rt_verdict"] = rt.verdict if rt is not None else (f"no audit: {rt_failure}" if rt_failure else None)
+    summary["rt_short"] = rt.short if rt is not None else ("audit failed" if rt_failure else None)
     return summary
 
 
@@ -56,6 +60,8 @@ def run_detail(store: Store, run_id: str) -> dict:
     detail["accuracy"] = [{**r, "snr_db": _finite(r["snr_db"])} for r in store.accuracy_rows(run.run_id)]
     attribution = store.attribution(run.run_id)
     detail["per_op_attribution"] = dict(attribution) if attribution else None
+    rt, rt_failure = store.rt_safety(run.run_id)
+    detail["rt_safety"] = rt.to_dict() if rt is not None else ({"failure": rt_failure} if rt_failure else None)
     detail["per_op"] = [op.to_dict() for op in store.op_timings(run.run_id)]
     return detail
 
@@ -66,7 +72,7 @@ def _num(value, fmt="{:.1f}"):
 
 def table(summaries: list[dict]) -> str:
     headers = ["variant", "status", "p50 µs", "p99 µs", "max µs", "jitter µs", "CoV",
-               "deadline", "max|err|", "SNR dB", "RSS MiB", "per-op sum/whole", "run"]
+               "deadline", "max|err|", "SNR dB", "RSS MiB", "per-op sum/whole", "RT safe", "run"]
     rows = []
     for s in summaries:
         deadline = (f"{s['verdict']} ({100 * s['over_budget_share']:.1f}% over)" if s["over_budget_share"] is not None
@@ -83,6 +89,7 @@ def table(summaries: list[dict]) -> str:
             s["variant"], status, _num(s["p50_us"]), _num(s["p99_us"]), _num(s["max_us"]),
             _num(s["jitter_us"]), _num(s["cov"], "{:.3f}"), deadline,
             _num(s["max_abs_err"], "{:.2g}"), _num(s["snr_db"]),
-            _num(s["rss_peak_bytes"] and s["rss_peak_bytes"] / 2**20), per_op, s["run_id"],
+            _num(s["rss_peak_bytes"] and s["rss_peak_bytes"] / 2**20), per_op, s.get("rt_short") or "—",
+            s["run_id"],
         ])
     return tabulate(rows, headers=headers, tablefmt="simple")

@@ -215,7 +215,31 @@ def _measure_native(store, run_id, job, compiler, artifact, bundle, inputs, refe
                              f"{compiler.name}/native")
         if profile is not None:
             _store_profile(store, run_id, profile, measured.stats["p50_us"])
+    if job.rt_audit:
+        _rt_audit(store, run_id, job, log, program=program, timing_inputs=inputs.timing_inputs)
     return passed, rows
+
+
+def _rt_audit(store, run_id, job, log, program=None, timing_inputs=None, artifact=None) -> None:
+    """The real-time safety audit (job.rt_audit): the native runner's on the device, or the
+    preloaded hooks in a Python child; stored with the run, a failure as its reason."""
+    from auditor.rt_audit import audit_native, audit_python
+    from device_runner.native import RtAuditSettings
+
+    _phase("rt-audit")
+    settings = RtAuditSettings(cpu=job.cpu, sched_fifo=job.sched_fifo, timeout_s=runner_timeout_s(job))
+    try:
+        if program is not None:
+            result, failure, commands = audit_native(job, program, timing_inputs, settings)
+        else:
+            result, failure, commands = audit_python(job, artifact, settings, log)
+    except Exception as e:  # noqa: BLE001 - the audit failing leaves the measured run as it is
+        with open(log, "a") as f:
+            traceback.print_exc(file=f)
+        result, failure, commands = None, f"rt audit: {type(e).__name__}: {first_line(e)}", []
+    with open(log, "a") as f:
+        f.write("\n".join(["rt audit commands:", *commands, ""]))
+    store.set_rt_safety(run_id, result, failure)
 
 
 def run_job(job: WorkerJob) -> None:
@@ -308,6 +332,9 @@ def run_job(job: WorkerJob) -> None:
             if profile is not None:
                 _store_profile(store, run_id, profile, measured.stats["p50_us"])
         runnable.close()
+        if job.rt_audit:
+            stage = "rt audit"
+            _rt_audit(store, run_id, job, log, artifact=artifact)
         _final_status(store, run_id, passed, rows)
     except Exception as e:  # noqa: BLE001 - any compiler failure is recorded, never raised
         with open(log, "a") as f:

@@ -104,6 +104,8 @@ def cached_runner(backend: str, target: Target, defines: dict[str, str], executa
     key = hashlib.sha256(json.dumps(
         [backend, target.to_dict(), defines, static,
          sources_digest(RUNNER_SOURCE, *extra_sources)], sort_keys=True).encode()).hexdigest()[:16]
+    import fcntl
+
     build_dir = cache_root() / "runners" / f"{backend}-{target.name}-{key}"
     exe = build_dir / executable
     done = build_dir / "auditor-build.json"
@@ -123,3 +125,60 @@ def cached_runner(backend: str, target: Target, defines: dict[str, str], executa
     if not exe.exists():
         raise RunnerBuildError(f"the {backend} runner build made no {executable} in {build_dir}")
     return exe
+
+
+RTSAN_MIN_CLANG = 20  # LLVM's RealtimeSanitizer (-fsanitize=realtime) first shipped in clang 20
+
+
+def _clang_major(exe: str) -> int | None:
+    import re
+
+    done = run_child([exe, "--version"], timeout_s=20)
+    m = re.search(r"clang version (\d+)", done.stdout) if done.returncode == 0 else None
+    return int(m[1]) if m else None
+
+
+def _apt_candidate(package: str) -> str | None:
+    if shutil.which("apt-cache") is None:
+        return None
+    done = run_child(["apt-cache", "policy", package], timeout_s=20)
+    for line in done.stdout.splitlines():
+        if line.strip().startswith("Candidate:"):
+            value = line.split(":", 1)[1].strip()
+            return None if value in ("", "(none)") else value
+    return None
+
+
+def rtsan_probe() -> dict:
+    """Whether LLVM's RealtimeSanitizer can build the native runner here, as the audit's second
+    opinion: a clang >= 20 on PATH that compiles and links `-fsanitize=realtime`. When none
+    does, what the package registries offer (apt's newest clang-NN candidates)."""
+    import tempfile
+
+    tried = []
+    for name in [f"clang++-{v}" for v in range(30, RTSAN_MIN_CLANG - 1, -1)] + ["clang++"]:
+        exe = shutil.which(name)
+        if exe is None:
+            continue
+        major = _clang_major(exe)
+        tried.append(f"{name} {major}")
+        if major is None or major < RTSAN_MIN_CLANG:
+            continue
+        with tempfile.TemporaryDirectory() as tmp:
+            src = Path(tmp) / "t.cpp"
+            src.write_text("#include <cstdlib>\nint f() [[clang::nonblocking]] { return 1; }\n"
+                           "int main() { return f() - 1; }\n")
+            done = run_child([exe, "-fsanitize=realtime", str(src), "-o", str(Path(tmp) / "t")], timeout_s=120)
+        if done.returncode == 0:
+            return {"available": True, "compiler": exe, "version": major,
+                    "how": f"CXX={exe} CXXFLAGS=-fsanitize=realtime (mark the inference [[clang::nonblocking]])",
+                    "offered": []}
+        tried[-1] += f" (-fsanitize=realtime failed: {done.last_line[:120]})"
+    offered = [f"{p} {c}" for p in (f"clang-{v}" for v in range(22, 16, -1))
+               if (c := _apt_candidate(p)) is not None][:3]
+    newest = max((int(o.split()[0].split("-")[1]) for o in offered), default=None)
+    why = (f"no clang >= {RTSAN_MIN_CLANG} here ({', '.join(tried) or 'no clang on PATH'})"
+           + (f"; apt offers up to clang-{newest}" if newest else "; apt offers no clang")
+           + ("" if newest and newest >= RTSAN_MIN_CLANG else
+              f": RealtimeSanitizer needs clang >= {RTSAN_MIN_CLANG} (apt.llvm.org has it for Debian 12)"))
+    return {"available": False, "compiler": None, "version": None, "how": why, "offered": offered}

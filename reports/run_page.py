@@ -54,12 +54,20 @@ def profiles_of(store: Store, run: RunRecord) -> list[dict]:
     return out
 
 
+# The real-time audit's counters shown per inference on the page (host_* are Python's own).
+RT_KEYS = ("allocs", "alloc_bytes", "frees", "locks", "waits", "wakeups", "threads_created",
+           "minor_faults", "major_faults", "voluntary_switches", "other_allocs", "other_locks",
+           "host_allocs", "host_locks")
+
+
 def run_context(store: Store, run_id: str) -> dict:
     run = store.run_record(run_id)
     samples = np.array(store.samples_ns(run.run_id), dtype=np.float64) / 1e3
     memory = run.runtime_memory
     model_state = store.model_state(run.model_hash)
+    rt, rt_failure = store.rt_safety(run.run_id)
     return {
+        "rt": rt, "rt_failure": rt_failure, "rt_keys": RT_KEYS,
         "state": describe_state(model_state, run.settings.get("stream_state") or []),
         "model_state": model_state,
         "settings": run.settings,

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, Iterable, Iterator
 
 from ground.errors import AuditorError, first_line
+from ground.rt_safety import RtSafety
 from store.migrate import open_schema
 from store.records import (CoverageCase, DatasetPoint, Measurement, ModelRecord, NodeRecord, OpTiming,
                            RunRecord, encode)
@@ -131,6 +132,23 @@ class Store:
         values = [(encode(v) if isinstance(v, (dict, list)) else v) for v in fields.values()]
         assignments = ", ".join(f"{k}=?" for k in fields)
         self.db.execute(f"UPDATE runs SET {assignments} WHERE run_id=?", (*values, run_id))
+
+    # -- the real-time safety audit (runs.rt_safety: one JSON object per run) ---------------
+
+    def set_rt_safety(self, run_id: str, result: RtSafety | None, failure: str | None = None) -> None:
+        """The run's real-time audit, or why it has none (written by the worker)."""
+        record = result.to_dict() if result is not None else {"failure": failure or "no result"}
+        self.db.execute("UPDATE runs SET rt_safety=? WHERE run_id=?", (encode(record), run_id))
+
+    def rt_safety(self, run_id: str) -> tuple[RtSafety | None, str | None]:
+        """(the typed audit, None), (None, why it failed), or (None, None) when none was asked."""
+        row = self.db.execute("SELECT rt_safety FROM runs WHERE run_id=?", (run_id,)).fetchone()
+        if row is None or not row[0]:
+            return None, None
+        record = json.loads(row[0])
+        if "failure" in record:
+            return None, record["failure"]
+        return RtSafety.from_dict(record), None
 
     def add_samples(self, run_id: str, samples_ns) -> None:
         self._tx("INSERT OR REPLACE INTO samples VALUES (?,?,?)",

@@ -22,8 +22,9 @@ def _columns(db: sqlite3.Connection, table: str) -> set[str]:
 def _v1_to_v2(db: sqlite3.Connection) -> None:
     """Version 1 added runs.converted and models.state with ALTER TABLE on open (stores from
     before those columns lack them) and created coverage and dataset_points on first use:
-    the columns are added where missing; the tables come with the schema's CREATEs."""
-    for table, column in (("runs", "converted"), ("models", "state")):
+    the columns are added where missing (and runs.rt_safety, new in 2); the tables come with
+    the schema's CREATEs."""
+    for table, column in (("runs", "converted"), ("models", "state"), ("runs", "rt_safety")):
         if column not in _columns(db, table):
             db.execute(f"ALTER TABLE {table} ADD COLUMN {column} TEXT")
 

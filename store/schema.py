@@ -2,7 +2,7 @@
 
 # 2: the coverage and dataset_points tables (created on first use by auditor/coverage.py and
 # auditor/dataset.py in 1) and runs.converted, models.state (added by ALTER TABLE on open in 1)
-# are part of the schema; store/migrate.py brings a version-1 store here.
+# are part of the schema, and runs.rt_safety (the real-time audit, JSON) is new; store/migrate.py brings a version-1 store here.
 SCHEMA_VERSION = 2
 
 # Terminal states a --resume does not redo (a failed or interrupted run is tried again).
@@ -31,7 +31,7 @@ CREATE TABLE IF NOT EXISTS runs (
     runtime_memory TEXT,
     budget_us REAL, over_budget_share REAL, headroom_p99_us REAL, headroom_max_us REAL,
     verdict TEXT, accuracy_passed INTEGER, task_accuracy REAL, kernel_map TEXT, artifact_notes TEXT,
-    converted TEXT);
+    converted TEXT, rt_safety TEXT);
 CREATE INDEX IF NOT EXISTS runs_resume ON runs (model_hash, inputs_digest, compiler, options_key, device);
 CREATE TABLE IF NOT EXISTS samples (run_id TEXT, idx INTEGER, latency_ns INTEGER,
     PRIMARY KEY (run_id, idx));

@@ -100,8 +100,10 @@ def test_results_export_csv_to_a_file(labelled, cli, tmp_path):
     from auditor.summary import SUMMARY_KEYS
 
     assert reader.fieldnames == [*SUMMARY_KEYS, "target", "options", "max_abs_err", "snr_db", "timing_loop",
-                                 "timing", "per_op_method", "per_op_sum_to_whole", "state"]
+                                 "timing", "per_op_method", "per_op_sum_to_whole", "state", "rt_safe",
+                                 "rt_verdict", "rt_short"]
     (row,) = rows
+    assert row["rt_safe"] == row["rt_verdict"] == row["rt_short"] == ""  # no --rt-audit asked
     assert row["state"] == "" and row["converted"] == ""  # a stateless model's own graph
     assert row["run_id"] == run["run_id"] and row["status"] == "ok" and row["n"] == str(RUNS)
     assert float(row["p50_us"]) == pytest.approx(run["p50_us"]) and row["verdict"] == "misses"
@@ -157,6 +159,13 @@ def test_doctor_json_reports_this_machine(cli):
         assert d["perf"]["version"].startswith("perf version")
         assert d["perf"]["paranoid"] == int(open("/proc/sys/kernel/perf_event_paranoid").read())
         assert d["perf"]["events"]["cpu-clock"] == "works"
+    # RealtimeSanitizer needs clang >= 20: offered when a clang that new compiles -fsanitize=realtime
+    clangs = [c for c in (shutil.which(f"clang++-{v}") for v in range(20, 31)) if c]
+    rtsan = d["rtsan"]
+    if not clangs:
+        assert rtsan["available"] is False and "clang >= 20" in rtsan["how"]
+    else:
+        assert rtsan["available"] is (rtsan["compiler"] is not None)
 
 
 def test_doctor_text(cli):

@@ -144,6 +144,36 @@ def test_malloc_keep_removes_the_page_faults_of_a_large_allocation(probe, tmp_pa
     assert kept.verdict.startswith("not real-time safe after warm-up: allocates 1 times")
 
 
+@pytest.mark.skipif(shutil.which("setpriv") is None or __import__("os").geteuid() != 0,
+                    reason="needs root and setpriv to run the probe as an unprivileged user")
+def test_mlockall_under_a_low_memlock_limit_is_one_note_not_a_crash(probe, tmp_path):
+    """As a normal user (RLIMIT_MEMLOCK 8 MiB) mlockall(MCL_FUTURE) would make the 64 MiB
+    allocation fail inside the model (the probe segfaulted): the runner now refuses to lock,
+    says why in one note with the limit, and the audit runs unlocked."""
+    import os
+    import tempfile
+
+    work = Path(tempfile.mkdtemp(prefix="auditor-memlock-"))
+    try:
+        os.chmod(work, 0o777)
+        shutil.copy2(probe, work / "runner")
+        (work / "m.txt").write_text("touch 67108864\n")
+        np.save(work / "timing_0.npy", X[0])
+        done = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "prlimit",
+                               "--memlock=8388608:8388608", str(work / "runner"), "--model", str(work / "m.txt"),
+                               "--inputs-dir", str(work), "--json", str(work / "r.json"), "--rt-audit", "3",
+                               "--warmup", "1", "--mlockall", "1"], capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0, done.stderr
+        scheduling = json.loads((work / "r.json").read_text())["scheduling"]
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    assert scheduling["mlockall"] is False
+    assert scheduling["notes"] == [
+        "mlockall not applied: RLIMIT_MEMLOCK is 8192 KiB and this process is not root, so with MCL_FUTURE "
+        "every allocation past it would fail; raise it (ulimit -l unlimited, or memlock in "
+        "/etc/security/limits.conf) or run as root"]
+
+
 def test_static_armv7_runner_counts_through_wrapped_entry_points(probe_arm, tmp_path):
     from device_runner.qemu import QemuArmv7Device
 

@@ -95,6 +95,27 @@ def test_native_harness_from_the_users_folder(home):
         assert runs[variant]["per_op_method"] in ("sofie-light-timers", "tvm-timed-callees")
 
 
+def test_rt_audit_from_the_users_folder(home):
+    """compile-all --rt-audit, Python-hosted: the hooks preloaded into each variant's audit child.
+    ONNX Runtime's run allocates in its binding's library every call (never blamed on Python);
+    the verdict is in the JSON, the table, `results show`, the CSV export and the run page."""
+    proc = auditor(home, "compile-all", "mlp.pt2", "-c", "onnxruntime", *QUICK, "--rt-audit", "--json")
+    runs = runs_of(home, json.loads(proc.stdout))
+    ort = runs["onnxruntime"]
+    assert ort["status"] == "ok" and ort["rt_safe"] is False, ort["rt_verdict"]
+    assert ort["rt_short"].startswith("no: allocs ") and "onnxruntime" in ort["rt_verdict"]
+    assert ort["rt_verdict"].startswith("not real-time safe after warm-up: allocates ")
+    show = auditor(home, "results", "show", ort["run_id"]).stdout
+    assert f"real-time safety: {ort['rt_verdict']}" in show and "RT safe" in show
+    assert "first inference: " in show
+    out = Path("rt.csv")
+    auditor(home, "results", "export", "--csv", "--output", out)
+    rows = {r["run_id"]: r for r in csv.DictReader((home / out).open())}
+    assert rows[ort["run_id"]]["rt_safe"] == "False" and rows[ort["run_id"]]["rt_short"] == ort["rt_short"]
+    page = (home / "auditor-results" / "reports" / f"run-{ort['run_id']}.html").read_text()
+    assert "Real-time safety after warm-up" in page and ort["rt_verdict"] in page and "host allocs" in page
+
+
 @pytest.mark.skipif(shutil.which("qemu-arm") is None or shutil.which("arm-linux-gnueabihf-g++") is None,
                     reason="needs qemu-user and g++-arm-linux-gnueabihf (make deps installs them)")
 def test_qemu_armv7_from_the_users_folder(home):

@@ -24,7 +24,7 @@ from auditor.commands.options import (
 from ground.targets import TARGETS
 from reports.run_page import describe_state, write_run_page
 
-PHASES = ("compile", "measure", "check", "profile", "finished")
+PHASES = ("compile", "measure", "check", "profile", "rt-audit", "finished")
 
 
 def compile_all(
@@ -57,6 +57,8 @@ def compile_all(
     timeout: float = TIMEOUT,
     resume: bool = typer.Option(False, "--resume", help="reuse variants already run for this model with the same "
                                 "options, target, harness, device, tolerance and deadline"),
+    rt_audit: bool = typer.Option(False, "--rt-audit", help="also audit real-time safety after warm-up: heap, "
+                                  "locks, wake-ups, faults, system calls per inference (two extra passes)"),
     as_json: bool = JSON,
 ) -> None:
     """Compile MODEL with every compiler variant, measure each, compare to the reference."""
@@ -69,7 +71,7 @@ def compile_all(
         profile_runs=profile_runs,
         budget_us=deadline.budget_us(block_size, sample_rate, deadline_us),
         atol=atol, rtol=rtol, device=device, target=target, timeout_s=timeout, resume=resume,
-        harness=harness, sched_fifo=sched_fifo, cpu=cpu,
+        harness=harness, sched_fifo=sched_fifo, cpu=cpu, rt_audit=rt_audit,
     )
     # the device, target and harness first: a bad one is one line, before anything is exported
     resolved = resolve_device(settings)

@@ -11,6 +11,7 @@ from auditor.commands.options import JSON
 from auditor.convert import CONVERTERS
 from compilers import registry
 from device_runner import perf
+from device_runner.build import rtsan_probe
 from ground.host import host_facts, package_version
 
 
@@ -48,7 +49,8 @@ def doctor(as_json: bool = JSON) -> None:
     converters = [{"converter": name, "version": package_version(name), "for": what}
                   for name, what in CONVERTERS.items()]
     facts = {"host": host, "torch": package_version("torch"), "onnx": package_version("onnx"),
-             "compilers": compilers, "converters": converters, "perf": perf.probe(), "devices": device_tools()}
+             "compilers": compilers, "converters": converters, "perf": perf.probe(), "devices": device_tools(),
+             "rtsan": rtsan_probe()}
     if as_json:
         print(json.dumps(facts, indent=2))
         return
@@ -65,6 +67,9 @@ def doctor(as_json: bool = JSON) -> None:
     for d in facts["devices"]:
         print(f"  {d['tool']:<24} {'yes' if d['found'] else 'NO'}  {d['for']}"
               + ("" if d["found"] else f"  ({d['install']})"))
+    r = facts["rtsan"]
+    print(f"\nRealtimeSanitizer (second opinion on the runner's rt audit): "
+          + (f"yes, {r['compiler']} (clang {r['version']}): {r['how']}" if r["available"] else f"NO: {r['how']}"))
     p = facts["perf"]
     print(f"\nperf: {p['version'] or 'unavailable'} (perf_event_paranoid={p['paranoid']}); {p['record']}")
     if p["events"]:

@@ -48,6 +48,11 @@ def show(run_id: str = typer.Argument(..., help="run id (a unique prefix is enou
           f"host {detail['host'].get('cpu_model')}; {len(detail['samples_ns'])} samples stored; "
           f"timed with runs={timing.get('runs')} warmup={timing.get('warmup')} "
           f"max_seconds={timing.get('max_seconds')}")
+    if detail["rt_verdict"]:
+        print(f"real-time safety: {detail['rt_verdict']}")
+        rt = detail["rt_safety"] or {}
+        if rt.get("cold"):
+            print(f"  {rt['cold']}")
     if detail["state"]:
         how = detail["model_state"].get("how")
         print(f"model state: {detail['state']}{': ' + how if how and not detail['stream_state'] else ''}; "
@@ -79,7 +84,8 @@ def export(results_dir: Path = RESULTS_DIR,
         buf = io.StringIO()
         writer = csv.DictWriter(buf, fieldnames=[*SUMMARY_KEYS, "target", "options", "max_abs_err", "snr_db",
                                                  "timing_loop", "timing", "per_op_method",
-                                                 "per_op_sum_to_whole", "state"])
+                                                 "per_op_sum_to_whole", "state", "rt_safe", "rt_verdict",
+                                                 "rt_short"])
         writer.writeheader()
         for run in store.run_records():
             s = run_summary(store, run)

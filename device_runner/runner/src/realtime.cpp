@@ -3,6 +3,8 @@
 #include <malloc.h>
 #include <sched.h>
 #include <sys/mman.h>
+#include <sys/resource.h>
+#include <unistd.h>
 
 #include <cerrno>
 #include <cstddef>
@@ -20,6 +22,19 @@ __attribute__((noinline)) void prefault_stack()
       page[i] = 0;
 }
 
+// Why mlockall(MCL_FUTURE) must not be asked for here, or "" when it may: with a finite
+// RLIMIT_MEMLOCK an unprivileged process gets every later allocation past the limit refused
+// (a crash inside the model, far from the cause).
+std::string memlock_refusal()
+{
+   struct rlimit lim {};
+   if (getrlimit(RLIMIT_MEMLOCK, &lim) != 0 || lim.rlim_cur == RLIM_INFINITY || geteuid() == 0)
+      return "";
+   return "mlockall not applied: RLIMIT_MEMLOCK is " + std::to_string(lim.rlim_cur / 1024) +
+          " KiB and this process is not root, so with MCL_FUTURE every allocation past it would fail; "
+          "raise it (ulimit -l unlimited, or memlock in /etc/security/limits.conf) or run as root";
+}
+
 }  // namespace
 
 Scheduling apply_scheduling(int fifo_priority, int cpu, bool lock_memory, bool keep_heap)
@@ -31,7 +46,10 @@ Scheduling apply_scheduling(int fifo_priority, int cpu, bool lock_memory, bool k
       else
          s.notes.push_back("mallopt refused M_MMAP_MAX/M_TRIM_THRESHOLD; heap not kept");
    }
-   if (lock_memory) {
+   const std::string refusal = lock_memory ? memlock_refusal() : "";
+   if (!refusal.empty()) {
+      s.notes.push_back(refusal);
+   } else if (lock_memory) {
       if (mlockall(MCL_CURRENT | MCL_FUTURE) == 0) {
          prefault_stack();
          s.memory_locked = true;

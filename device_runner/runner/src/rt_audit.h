@@ -23,4 +23,25 @@ struct RtAuditSettings {
 // b is loaded, its inputs bound, and it has not run yet.
 void rt_audit_pass(Backend &b, const RtAuditSettings &s, Json &j);
 
+// The same pass driven from outside (the preloaded hooks of a Python worker, rt_shim.cpp):
+// begin() right before one inference, end() right after it, in the order first, warm-up
+// runs, audited runs; write() then adds the "rt_safety" section. Everything it records into
+// is allocated by the constructor, before any window opens.
+class RtAuditor {
+ public:
+   enum Phase { kFirst = 0, kWarmup = 1, kSteady = 2 };
+   explicit RtAuditor(const RtAuditSettings &s);
+   ~RtAuditor();
+   void begin(Phase phase);
+   // false when more steady runs were ended than the settings hold (the run is not kept)
+   bool end(Phase phase);
+   // methods_note: appended to the heap and lock methods (e.g. what the host ranges are)
+   void write(Json &j, const char *methods_note) const;
+   int steady_runs() const;
+
+ private:
+   struct State;
+   State *st_;
+};
+
 }  // namespace auditor

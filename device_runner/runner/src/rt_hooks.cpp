@@ -56,14 +56,35 @@ struct AtomicCounts {
 std::atomic<int> g_open{0};
 pthread_t g_thread{};
 int g_table = 0;
-AtomicCounts g_self, g_other;
+AtomicCounts g_self, g_other, g_host;
+struct Range {
+   std::uintptr_t lo, hi;
+};
+Range g_host_ranges[auditor::rt::kMaxHostRanges];
+std::atomic<int> g_host_range_count{0};
 SiteTable g_tables[2][2];  // [window table][kind]
 // Set while a hook records: what the recording itself calls is not counted.
 __thread int t_busy __attribute__((tls_model("initial-exec"))) = 0;
 
 inline bool open_now() { return g_open.load(std::memory_order_relaxed) != 0 && !t_busy; }
 
-inline AtomicCounts &counts_here() { return pthread_equal(pthread_self(), g_thread) ? g_self : g_other; }
+inline bool from_host(void *caller)
+{
+   const auto a = reinterpret_cast<std::uintptr_t>(caller);
+   const int n = g_host_range_count.load(std::memory_order_acquire);
+   for (int i = 0; i < n; ++i)
+      if (a >= g_host_ranges[i].lo && a < g_host_ranges[i].hi)
+         return true;
+   return false;
+}
+
+// The counts a call from `caller` goes to: the host's, the window thread's or the others'.
+inline AtomicCounts &counts_for(void *caller)
+{
+   if (from_host(caller))
+      return g_host;
+   return pthread_equal(pthread_self(), g_thread) ? g_self : g_other;
+}
 
 struct Trace {
    std::uintptr_t frames[auditor::rt::kMaxFrames + 3];
@@ -116,7 +137,7 @@ __attribute__((noinline)) void record_stack(auditor::rt::Kind kind, long long by
 __attribute__((noinline)) void record_alloc(std::size_t bytes, void *caller)
 {
    t_busy = 1;
-   AtomicCounts &c = counts_here();
+   AtomicCounts &c = counts_for(caller);
    c.allocs.fetch_add(1, std::memory_order_relaxed);
    c.alloc_bytes.fetch_add(static_cast<long long>(bytes), std::memory_order_relaxed);
    if (&c == &g_self)
@@ -127,28 +148,28 @@ __attribute__((noinline)) void record_alloc(std::size_t bytes, void *caller)
 __attribute__((noinline)) void record_lock(void *caller)
 {
    t_busy = 1;
-   AtomicCounts &c = counts_here();
+   AtomicCounts &c = counts_for(caller);
    c.locks.fetch_add(1, std::memory_order_relaxed);
    if (&c == &g_self)
       record_stack(auditor::rt::kLockKind, 0, reinterpret_cast<std::uintptr_t>(caller));
    t_busy = 0;
 }
 
-void record_free(void *p)
+void record_free(void *p, void *caller)
 {
    if (!p)
       return;
    t_busy = 1;
-   AtomicCounts &c = counts_here();
+   AtomicCounts &c = counts_for(caller);
    c.frees.fetch_add(1, std::memory_order_relaxed);
    c.free_bytes.fetch_add(static_cast<long long>(malloc_usable_size(p)), std::memory_order_relaxed);
    t_busy = 0;
 }
 
-inline void record(std::atomic<long long> AtomicCounts::*which)
+inline void record(std::atomic<long long> AtomicCounts::*which, void *caller)
 {
    if (open_now())
-      (counts_here().*which).fetch_add(1, std::memory_order_relaxed);
+      (counts_for(caller).*which).fetch_add(1, std::memory_order_relaxed);
 }
 
 }  // namespace
@@ -282,7 +303,7 @@ EXPORT void *HOOK(malloc)(std::size_t n) NOEXCEPT
 EXPORT void HOOK(free)(void *p) NOEXCEPT
 {
    if (open_now())
-      record_free(p);
+      record_free(p, __builtin_return_address(0));
    REAL(free)(p);
 }
 
@@ -365,43 +386,43 @@ EXPORT int HOOK(pthread_spin_lock)(pthread_spinlock_t *l) NOEXCEPT
 
 EXPORT int HOOK(pthread_cond_wait)(pthread_cond_t *c, pthread_mutex_t *m)
 {
-   record(&AtomicCounts::waits);
+   record(&AtomicCounts::waits, __builtin_return_address(0));
    return REAL(pthread_cond_wait)(c, m);
 }
 
 EXPORT int HOOK(pthread_cond_timedwait)(pthread_cond_t *c, pthread_mutex_t *m, const struct timespec *t)
 {
-   record(&AtomicCounts::waits);
+   record(&AtomicCounts::waits, __builtin_return_address(0));
    return REAL(pthread_cond_timedwait)(c, m, t);
 }
 
 EXPORT int HOOK(pthread_cond_signal)(pthread_cond_t *c) NOEXCEPT
 {
-   record(&AtomicCounts::wakeups);
+   record(&AtomicCounts::wakeups, __builtin_return_address(0));
    return REAL(pthread_cond_signal)(c);
 }
 
 EXPORT int HOOK(pthread_cond_broadcast)(pthread_cond_t *c) NOEXCEPT
 {
-   record(&AtomicCounts::wakeups);
+   record(&AtomicCounts::wakeups, __builtin_return_address(0));
    return REAL(pthread_cond_broadcast)(c);
 }
 
 EXPORT int HOOK(sem_wait)(sem_t *s)
 {
-   record(&AtomicCounts::waits);
+   record(&AtomicCounts::waits, __builtin_return_address(0));
    return REAL(sem_wait)(s);
 }
 
 EXPORT int HOOK(sem_post)(sem_t *s) NOEXCEPT
 {
-   record(&AtomicCounts::wakeups);
+   record(&AtomicCounts::wakeups, __builtin_return_address(0));
    return REAL(sem_post)(s);
 }
 
 EXPORT int HOOK(pthread_create)(pthread_t *t, const pthread_attr_t *a, void *(*f)(void *), void *arg) NOEXCEPT
 {
-   record(&AtomicCounts::threads_created);
+   record(&AtomicCounts::threads_created, __builtin_return_address(0));
    return REAL(pthread_create)(t, a, f, arg);
 }
 
@@ -414,6 +435,7 @@ void open_window(int table)
 {
    g_self.zero();
    g_other.zero();
+   g_host.zero();
    g_thread = pthread_self();
    g_table = table;
    g_open.store(1, std::memory_order_seq_cst);
@@ -422,7 +444,17 @@ void open_window(int table)
 WindowCounts close_window()
 {
    g_open.store(0, std::memory_order_seq_cst);
-   return {g_self.load(), g_other.load()};
+   return {g_self.load(), g_other.load(), g_host.load()};
+}
+
+bool add_host_range(std::uintptr_t lo, std::uintptr_t hi)
+{
+   const int n = g_host_range_count.load(std::memory_order_relaxed);
+   if (n == kMaxHostRanges)
+      return false;
+   g_host_ranges[n] = {lo, hi};
+   g_host_range_count.store(n + 1, std::memory_order_release);
+   return true;
 }
 
 const SiteTable &sites(int table, Kind kind) { return g_tables[table][kind]; }
@@ -439,6 +471,9 @@ const char *hook_method()
 {
 #if defined(AUDITOR_RT_WRAP)
    return "link-time -Wl,--wrap of the C library's entry points (static runner: every object in the link)";
+#elif defined(AUDITOR_RT_PRELOAD)
+   return "interposition: a preloaded library (LD_PRELOAD) defines the C library's entry points (every "
+          "shared library of the Python worker binds to them)";
 #else
    return "interposition: the runner defines and exports the C library's entry points (dynamic runner: "
           "every shared library binds to them)";

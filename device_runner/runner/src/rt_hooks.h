@@ -29,6 +29,7 @@ struct Counts {
 struct WindowCounts {
    Counts self;   // the inference's thread
    Counts other;  // every other thread of the process, during the same window
+   Counts host;   // calls made from a host range (add_host_range), any thread: in neither of the above
 };
 
 constexpr int kMaxFrames = 12;
@@ -65,6 +66,13 @@ void reset_sites(int table);
 // Runs the stack recorder once outside any window: the unwinder's one-time set-up (a
 // pthread_once in libgcc, which ends in a futex wake) is then not blamed on an inference.
 void warm_recorder();
+
+// Calls whose caller (the hooked entry point's return address) lies in [lo, hi) are the
+// host's (e.g. the Python interpreter's, when the hooks are preloaded into a Python worker):
+// they are counted apart, in WindowCounts::host, and their stacks are not recorded. At most
+// kMaxHostRanges; returns false when the table is full. The runner sets none.
+constexpr int kMaxHostRanges = 64;
+bool add_host_range(std::uintptr_t lo, std::uintptr_t hi);
 
 // How the entry points are hooked in this binary ("link-time --wrap" or "interposition").
 const char *hook_method();
