@@ -21,6 +21,7 @@ from typing import Any
 
 from ground.children import dies_with_me
 from ground.errors import AuditorError, first_line
+from auditor.measure_worker import MeasurePool
 from auditor.pipeline import AuditSettings, ModelRequest, Prepared, audit_variants, prepare, resolve_device
 from auditor.store import Store
 from auditor.sweeps import Sweep
@@ -65,12 +66,17 @@ def _prepare_point(spec: str, results_dir: str) -> Prepared | str:
 
 
 def build(sweep: Sweep, store: Store, variants: list[Variant], settings: AuditSettings, jobs: int = 1,
-          progress=None, command: str = "auditor dataset build", resolved=None) -> dict[str, int]:
-    """Measure every point of the sweep; returns counts of points by final state."""
+          progress=None, command: str = "auditor dataset build", resolved=None,
+          worker: str = "long-lived") -> dict[str, int]:
+    """Measure every point of the sweep; returns counts of points by final state.
+    worker: long-lived (one auditor.measure_worker per compiler, artifacts cached) or
+    per-run (a fresh auditor.worker process per run, as compile-all)."""
     _ensure_table(store)
     settings.resume = True
     resolved = resolved or resolve_device(settings)  # once, and a bad device fails before any export
     counts = {"measured": 0, "failed": 0}
+    measure = MeasurePool(store.dir, settings.cpu) if worker == "long-lived" else None
+    settings.artifact_cache = measure is not None
     pool = ProcessPoolExecutor(max_workers=jobs - 1, mp_context=get_context("spawn"),
                                initializer=dies_with_me()) if jobs > 1 else None
     ahead: dict[str, Any] = {}
@@ -90,7 +96,7 @@ def build(sweep: Sweep, store: Store, variants: list[Variant], settings: AuditSe
                 _record_point(store, sweep.name, spec, prepared.bundle.model_hash, "measuring")
                 audit_variants(prepared, variants, settings, store, command,
                                (lambda label, phase: progress(spec, label, phase)) if progress else None,
-                               resolved)
+                               resolved, measure.run if measure else None)
                 _record_point(store, sweep.name, spec, prepared.bundle.model_hash, "measured")
                 counts["measured"] += 1
             if progress:
@@ -98,6 +104,8 @@ def build(sweep: Sweep, store: Store, variants: list[Variant], settings: AuditSe
     finally:
         if pool is not None:
             pool.shutdown(cancel_futures=True)
+        if measure is not None:
+            measure.close()
     return counts
 
 
@@ -145,12 +153,14 @@ def dataset_rows(store: Store, dataset: str) -> list[dict]:
                                  (point["model_hash"],)).fetchall()
         runs = store.db.execute("SELECT * FROM runs WHERE model_hash=? AND status NOT IN ('pending','running')",
                                 (point["model_hash"],)).fetchall()
+        runs, repeats = _split_repeats(runs)
         for run in runs:
             rid = run["run_id"]
             attribution = store.attribution(rid)
             rows.append({
                 "dataset": dataset, "spec": point["spec"], "family": point["family"], "params": point["params"],
                 **{k: run[k] for k in RUN_COLUMNS},
+                **_conditions_and_spread(run, repeats),
                 "model": json.dumps({k: model[k] for k in MODEL_COLUMNS}) if model else None,
                 "samples_ns": [r["latency_ns"] for r in store.rows("samples", rid)],
                 "accuracy": json.dumps([dict(r) for r in store.rows("accuracy", rid)], default=str),
@@ -159,6 +169,34 @@ def dataset_rows(store: Store, dataset: str) -> list[dict]:
                 "graph": [{k: n[k] for k in NODE_COLUMNS} for n in nodes],
             })
     return rows
+
+
+def _split_repeats(runs: list) -> tuple[list, dict[tuple, list]]:
+    """Main runs, and repeat runs (settings.repeat > 0: measured again for the spread) by
+    (variant, device, target)."""
+    main, repeats = [], {}
+    for run in runs:
+        if json.loads(run["settings"] or "{}").get("repeat"):
+            repeats.setdefault((run["variant"], run["device"], run["target"]), []).append(run)
+        else:
+            main.append(run)
+    return main, repeats
+
+
+def _conditions_and_spread(run, repeats: dict[tuple, list]) -> dict:
+    """Extra columns (absent from files of older builds): the timed window's conditions
+    (JSON), the p50 of the run and of its ok repeats, and their spread (max - min) / median."""
+    settings = json.loads(run["settings"] or "{}")
+    p50s = [r["p50_us"] for r in [run, *repeats.get((run["variant"], run["device"], run["target"]), [])]
+            if r["status"] == "ok" and r["p50_us"] is not None] if run["status"] == "ok" else []
+    spread = None
+    if len(p50s) >= 2:
+        ordered = sorted(p50s)
+        mid = ordered[len(ordered) // 2] if len(ordered) % 2 else (ordered[len(ordered) // 2 - 1] + ordered[len(ordered) // 2]) / 2
+        spread = (ordered[-1] - ordered[0]) / mid if mid else None
+    return {"conditions": json.dumps(settings.get("conditions")) if settings.get("conditions") else None,
+            "under_load": (settings.get("conditions") or {}).get("under_load"),
+            "repeat_p50_us": p50s if len(p50s) >= 2 else None, "spread": spread}
 
 
 def export_parquet(store: Store, dataset: str, path: Path) -> int:

@@ -34,6 +34,11 @@ class WorkerJob:
     cpu: int = -1
     sequence: dict | None = None  # outputs checked over a sequence of calls (auditor.state)
     timeout_at: float = 0.0  # wall clock (time.time()) at which the orchestrator kills the worker
+    # compile through <results>/artifacts (auditor.artifact_cache): reuse what was compiled
+    artifact_cache: bool = False
+    # a run whose timed window had other processes using more than this many cores is
+    # flagged as measured under load (ground.quietness)
+    other_busy_limit: float = 0.25
 
     FILE = "job.json"
 

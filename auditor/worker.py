@@ -8,6 +8,7 @@ Phases are announced on stdout (`phase NAME`) for the progress display, never wh
 from __future__ import annotations
 
 import json
+import os
 import sys
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -18,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from auditor import accuracy, deadline, state
+from auditor import accuracy, artifact_cache, deadline, state
 from auditor.inputs import InputSet
 from auditor.job import WorkerJob
 from auditor.memory import RssSampler
@@ -28,6 +29,7 @@ from compilers import registry
 from ground.children import dies_with_me
 from ground.errors import first_line
 from ground.quiet import captured_output
+from ground.quietness import Conditions
 from ground.targets import TARGETS
 from ground.tensors import ModelBundle
 
@@ -215,7 +217,20 @@ def _measure_native(store, run_id, job, compiler, artifact, bundle, inputs, refe
     return passed, rows
 
 
-def run_job(job: WorkerJob) -> None:
+def _compiled(cls, version: str, bundle, target, job: WorkerJob, workdir: Path, log: Path):
+    """(artifact, compile seconds, reused?): through the artifact cache when the job says so."""
+    if not job.artifact_cache:
+        t0 = time.perf_counter()
+        artifact = compile_isolated(cls, bundle, target, job.options, workdir, log)
+        return artifact, time.perf_counter() - t0, False
+    key = artifact_cache.cache_key(bundle.model_hash, cls.name, job.options, target.name, version)
+    return artifact_cache.get_or_compile(
+        job.results_dir, key, lambda directory: compile_isolated(cls, bundle, target, job.options, directory, log))
+
+
+def run_job(job: WorkerJob, served: int = 0) -> None:
+    """One run. served: its number in a long-lived worker (auditor.measure_worker); 0: a
+    worker of its own."""
     store = Store(job.results_dir)
     run_id = job.run_id
     workdir = job.workdir
@@ -241,13 +256,15 @@ def run_job(job: WorkerJob) -> None:
 
         stage = "compile"
         _phase(stage)
-        t0 = time.perf_counter()
-        artifact = compile_isolated(cls, bundle, target, job.options, workdir, log)
+        artifact, compile_s, cached = _compiled(cls, detail, bundle, target, job, workdir, log)
         # a converted graph's numbers are the converted graph's: the label goes with the run
         converted = bundle.converted.get(bundle.pick(cls.accepts), "")
-        store.update_run(run_id, compile_s=time.perf_counter() - t0,
+        store.update_run(run_id, compile_s=compile_s,
                          compiler_version=artifact.compiler_version, kernel_map=artifact.kernel_map,
-                         artifact_notes=artifact.notes, converted=converted or None)
+                         artifact_notes=artifact.notes + ([f"artifact reused from {artifact.directory} "
+                                                           "(compile_s: when it was compiled)"]
+                                                          if cached else []),
+                         converted=converted or None)
         if job.harness == "native":
             stage = "native runner"
             passed, rows = _measure_native(store, run_id, job, compiler, artifact, bundle, inputs,
@@ -276,17 +293,24 @@ def run_job(job: WorkerJob) -> None:
         if sequence and sequence["stream"]:
             timed, timed_runs = _streamed(runnable, inputs.timing_inputs, sequence["stream"]), None
             loop = f"{PYTHON_LOOP}; each call's state output(s) fed back as the next call's input(s)"
-        with RssSampler(job.memory_interval_s) as sampler:
+        with RssSampler(job.memory_interval_s) as sampler, Conditions(job.other_busy_limit) as conditions:
             timings = time_calls(timed, settings, timed_runs)
         store.add_samples(run_id, timings.samples_ns)
         store.add_memory_samples(run_id, sampler.samples)
         stats = latency_stats(timings.samples_ns)
+        memory = sampler.summary()
+        if served:  # ru_maxrss is the long-lived worker's peak over every run it served
+            memory["ru_maxrss_bytes"] = None
         store.update_run(
             run_id, first_us=timings.first_ns / 1e3, stopped_early=int(timings.stopped_early),
-            runtime_memory=runnable.memory_info(), **stats, **sampler.summary(),
+            runtime_memory=runnable.memory_info(), **stats, **memory,
             **deadline.audit(timings.samples_ns, job.budget_us),
             settings={**json.loads(store.run(run_id)["settings"]),
-                      "timing_loop": loop},
+                      "timing_loop": loop, "conditions": conditions.to_dict(),
+                      "worker": ({"kind": "long-lived", "pid": os.getpid(), "run_in_worker": served,
+                                  "note": "RSS includes what earlier runs in this worker left; "
+                                          "ru_maxrss not per run (not stored)"}
+                                 if served else {"kind": "per-run", "pid": os.getpid()})},
         )
 
         stage = "check outputs"
