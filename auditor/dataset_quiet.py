@@ -1,7 +1,7 @@
 """`dataset build --quiet`: measure the way a training set needs (issue 14).
 
-1. Export every point first (--jobs processes in parallel).
-2. Compile every (point, variant) ahead into the artifact cache (--jobs processes; each
+1. Export every point first (--jobs long-lived workers in parallel).
+2. Compile every (point, variant) ahead into the artifact cache (--jobs workers; each
    compile in a forked child, so a compiler crash costs that compile only; a failed compile
    is not cached and is recorded by its measuring run).
 3. Measure one run at a time, in long-lived workers (auditor.measure_worker) pinned to one
@@ -20,16 +20,13 @@ import json
 import os
 import random
 import time
-from concurrent.futures import ProcessPoolExecutor
-from multiprocessing import get_context
 
-from auditor.dataset import _ensure_table, _prepare_point, _record_point
-from auditor.measure_worker import MeasurePool, precompile
+from auditor.dataset import _ensure_table, _record_point
+from auditor.measure_worker import MeasurePool, in_parallel, prepared_from_dict
 from auditor.pipeline import AuditSettings, Prepared, audit_variants, resolve_device
 from auditor.store import Store
 from auditor.sweeps import Sweep
 from compilers.registry import Variant
-from ground.children import dies_with_me
 from ground.errors import AuditorError
 
 
@@ -39,10 +36,6 @@ def repeat_subset(points: list[str], share: float, seed: int) -> list[str]:
         return []
     count = max(1, round(share * len(points)))
     return sorted(random.Random(seed).sample(sorted(points), min(count, len(points))))
-
-
-def _spawn_pool(jobs: int) -> ProcessPoolExecutor:
-    return ProcessPoolExecutor(max_workers=jobs, mp_context=get_context("spawn"), initializer=dies_with_me())
 
 
 def _refuse_loaded(store: Store, run_ids: list[str], since: float, spec: str) -> None:
@@ -80,28 +73,27 @@ def build_quiet(sweep: Sweep, store: Store, variants: list[Variant], settings: A
     counts = {"measured": 0, "failed": 0, "repeated": 0}
     say = (lambda spec, label, phase: progress(spec, label, phase)) if progress else (lambda *a: None)
 
-    # 1. every export, in parallel
+    # 1. every export, in parallel (--jobs long-lived workers)
     prepared: dict[str, Prepared] = {}
-    with _spawn_pool(jobs) as pool:
-        futures = {spec: pool.submit(_prepare_point, spec, str(store.dir)) for spec in sweep.points}
-        for spec in sweep.points:
-            result = futures[spec].result()
-            if isinstance(result, str):
-                _record_point(store, sweep.name, spec, None, "failed", result)
-                counts["failed"] += 1
-                say(spec, None, "point done")  # nothing left to measure for it
-            else:
-                prepared[spec] = result
-                say(spec, "export", "done")
+    exports = in_parallel(store.dir, [{"kind": "export", "spec": spec, "results_dir": str(store.dir)}
+                                      for spec in sweep.points], jobs,
+                          done=lambda task, result: say(task["spec"], "export", "done"))
+    for spec, result in zip(sweep.points, exports):
+        if "prepared" in result:
+            prepared[spec] = prepared_from_dict(result["prepared"])
+        else:
+            _record_point(store, sweep.name, spec, None, "failed", result.get("failed") or "export failed")
+            counts["failed"] += 1
+            say(spec, None, "point done")  # nothing left to measure for it
 
     # 2. every compile, in parallel, into the artifact cache
-    tasks = [{"spec": spec, "compiler": v.compiler, "overrides": list(v.overrides), "bundle_dir": str(p.bundle.directory),
-              "target": target_name, "results_dir": str(store.dir),
+    tasks = [{"kind": "compile", "spec": spec, "compiler": v.compiler, "overrides": list(v.overrides),
+              "bundle_dir": str(p.bundle.directory), "target": target_name, "results_dir": str(store.dir),
               "log": str(store.dir / "artifacts" / "logs" / p.bundle.model_hash / f"{v.label}.log")}
              for spec, p in prepared.items() for v in variants]
-    with _spawn_pool(jobs) as pool:
-        for task, outcome in zip(tasks, pool.map(precompile, tasks)):
-            say(task["spec"], task["compiler"], f"compile: {outcome}")
+    in_parallel(store.dir, tasks, jobs, settings.timeout_s,
+                done=lambda task, result: say(task["spec"], task["compiler"],
+                                              f"compile: {result.get('outcome') or result.get('failed')}"))
 
     # 3. measure one run at a time, pinned, nothing else of ours running
     measure = MeasurePool(store.dir, settings.cpu)

@@ -19,16 +19,21 @@ Honest labels: a run in a long-lived worker stores `settings.worker` (kind, pid,
 in the worker); its RSS includes what earlier runs in the process left behind, and
 ru_maxrss (the process's lifetime peak) is not stored for it.
 
-    python -m auditor.measure_worker --cpu N --compiler NAME --results-dir DIR
-    (jobs: one WorkerJob JSON path per line on stdin; --cpu -1: not pinned)
+    python -m auditor.measure_worker --cpu N --name NAME --results-dir DIR
+    (tasks: one JSON object per line on stdin, see serve(); --cpu -1: not pinned)
+
+The same workers export points and compile artifacts ahead for `dataset build --quiet`
+(in_parallel: --jobs workers, each driven by a thread of the build).
 """
 
 from __future__ import annotations
 
 import gc
+import json
 import os
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -36,11 +41,13 @@ from auditor.job import WorkerJob
 from ground.children import Child, Ended, worker_env
 
 SERVED = "served"
+RESULT = "result "
 
 
 class MeasurePool:
-    """The build-side end: one long-lived worker per compiler, restarted after it dies.
-    cpu >= 0 pins every worker to that CPU (os.sched_setaffinity in the worker)."""
+    """The build-side end: one long-lived worker per name (a compiler's name when measuring),
+    restarted after it dies. cpu >= 0 pins every worker to that CPU (os.sched_setaffinity in
+    the worker). Used from one thread at a time."""
 
     def __init__(self, results_dir: Path, cpu: int = -1):
         self.results_dir = Path(results_dir)
@@ -48,50 +55,106 @@ class MeasurePool:
         self.workers: dict[str, tuple[Child, object]] = {}
         self.started: list[int] = []  # pids of every worker started, in order
 
-    def _worker(self, compiler: str) -> Child:
-        found = self.workers.get(compiler)
+    def _worker(self, name: str) -> Child:
+        found = self.workers.get(name)
         if found is not None and found[0].proc.poll() is None:
             return found[0]
         if found is not None:
-            self._forget(compiler)
+            self._forget(name)
         logs = self.results_dir / "measure-workers"
         logs.mkdir(parents=True, exist_ok=True)
-        err = open(logs / f"{compiler}-{len(self.started)}.stderr", "w")
-        # compiler and results dir only name the process (ps, pgrep); jobs come on stdin
-        child = Child([sys.executable, "-m", "auditor.measure_worker", "--cpu", str(self.cpu), "--compiler",
-                       compiler, "--results-dir", str(self.results_dir)],
+        err = open(logs / f"{name}-{os.getpid()}-{len(self.started)}.stderr", "w")
+        # the name and results dir only label the process (ps, pgrep); tasks come on stdin
+        child = Child([sys.executable, "-m", "auditor.measure_worker", "--cpu", str(self.cpu), "--name",
+                       name, "--results-dir", str(self.results_dir)],
                       stdin=subprocess.PIPE, stderr=err, env=worker_env(), cwd=self.results_dir)
-        self.workers[compiler] = (child, err)
+        self.workers[name] = (child, err)
         self.started.append(child.proc.pid)
         return child
 
-    def _forget(self, compiler: str) -> None:
-        child, err = self.workers.pop(compiler)
+    def _forget(self, name: str) -> None:
+        child, err = self.workers.pop(name)
         err.close()
 
-    def run(self, job: WorkerJob, timeout_s: float, on_phase=None) -> Ended:
-        """Serve one run (its row already stored, pending); how it ended, as run_worker says it."""
-        path = job.save()
+    def call(self, name: str, task: dict, timeout_s: float | None = None,
+             on_phase=None) -> tuple[dict | None, Ended]:
+        """One task in worker `name`: (its result, how it ended: returncode 0 when served;
+        otherwise the worker died or was killed at timeout_s, and is started afresh next time)."""
         t0 = time.perf_counter()
-        child = self._worker(job.compiler)
-        if not child.send(str(path)):  # it died between runs: a fresh one takes the job
-            self._forget(job.compiler)
-            child = self._worker(job.compiler)
-            child.send(str(path))
+        child = self._worker(name)
+        if not child.send(json.dumps(task)):  # it died between tasks: a fresh one takes this
+            self._forget(name)
+            child = self._worker(name)
+            child.send(json.dumps(task))
+        seen = len(child.stdout_lines())
         ended = child.until(SERVED, timeout_s, on_phase)
-        if ended is None:
-            return Ended(child.argv, 0, "", "", time.perf_counter() - t0)
-        self._forget(job.compiler)
-        return ended
+        if ended is not None:
+            self._forget(name)
+            return None, ended
+        result = next((json.loads(line[len(RESULT):]) for line in reversed(child.stdout_lines()[seen:])
+                       if line.startswith(RESULT)), {})
+        return result, Ended(child.argv, 0, "", "", time.perf_counter() - t0)
+
+    def run(self, job: WorkerJob, timeout_s: float, on_phase=None) -> Ended:
+        """Serve one measuring run (its row already stored, pending) in its compiler's worker;
+        how it ended, as run_worker says it."""
+        path = job.save()
+        return self.call(job.compiler, {"kind": "measure", "job": str(path)}, timeout_s, on_phase)[1]
 
     def restart(self) -> None:
-        """End every worker (the next run starts fresh ones): repeats in separate processes."""
-        for compiler in list(self.workers):
-            child, _ = self.workers[compiler]
+        """End every worker (the next task starts fresh ones): repeats in separate processes."""
+        for name in list(self.workers):
+            child, _ = self.workers[name]
             child.close()
-            self._forget(compiler)
+            self._forget(name)
 
     close = restart
+
+
+def in_parallel(results_dir: Path, tasks: list[dict], jobs: int, timeout_s: float | None = None,
+                done=None) -> list[dict]:
+    """Each task in one of `jobs` long-lived workers (tasks of every kind but measure); the
+    results in order. A worker that dies fails its task ({"failed": why}) and is replaced."""
+    todo = list(enumerate(tasks))
+    results: list[dict] = [{} for _ in tasks]
+    lock = threading.Lock()
+
+    def drive(slot: int) -> None:
+        pool = MeasurePool(results_dir)
+        try:
+            while True:
+                with lock:
+                    if not todo:
+                        return
+                    index, task = todo.pop(0)
+                result, ended = pool.call(f"ahead{slot}", task, timeout_s)
+                results[index] = result if result is not None else {"failed": ended.failure("worker", timeout_s)}
+                if done:
+                    done(tasks[index], results[index])
+        finally:
+            pool.close()
+
+    threads = [threading.Thread(target=drive, args=(slot,), daemon=True) for slot in range(max(1, jobs))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return results
+
+
+def prepared_to_dict(prepared) -> dict:
+    return {"model_source": prepared.model_source, "model_format": prepared.model_format,
+            "bundle_dir": str(prepared.bundle.directory), "data_dir": str(prepared.data_dir),
+            "inputs_digest": prepared.inputs_digest, "inputs_source": prepared.inputs_source,
+            "sequence": prepared.sequence, "stream_state": prepared.stream_state}
+
+
+def prepared_from_dict(d: dict):
+    from auditor.pipeline import Prepared
+    from ground.tensors import ModelBundle
+
+    return Prepared(d["model_source"], d["model_format"], ModelBundle.load(Path(d["bundle_dir"])),
+                    Path(d["data_dir"]), d["inputs_digest"], d["inputs_source"], d["sequence"], d["stream_state"])
 
 
 def precompile(job: dict) -> str:
@@ -125,21 +188,38 @@ def precompile(job: dict) -> str:
         return f"failed: {type(e).__name__}: {first_line(e)}"
 
 
-def main() -> int:
-    from auditor.worker import run_job
+def serve(task: dict, served: int) -> dict:
+    """One task in this worker: measure (a WorkerJob file), compile (precompile), export (a
+    zoo point, as the build's export step)."""
+    kind = task["kind"]
+    if kind == "measure":
+        from auditor.worker import run_job
 
+        run_job(WorkerJob.load(Path(task["job"])), served)
+        return {}
+    if kind == "compile":
+        return {"outcome": precompile(task)}
+    if kind == "export":
+        from auditor.dataset import _prepare_point
+
+        prepared = _prepare_point(task["spec"], task["results_dir"])
+        return {"failed": prepared} if isinstance(prepared, str) else {"prepared": prepared_to_dict(prepared)}
+    raise ValueError(f"unknown task kind {kind!r}")
+
+
+def main() -> int:
     args = sys.argv[1:]
     cpu = int(args[args.index("--cpu") + 1]) if "--cpu" in args else -1
     if cpu >= 0:
         os.sched_setaffinity(0, {cpu})
     served = 0
     for line in sys.stdin:
-        path = line.strip()
-        if not path:
+        if not line.strip():
             continue
         served += 1
-        run_job(WorkerJob.load(Path(path)), served)
+        result = serve(json.loads(line), served)
         gc.collect()
+        print(RESULT + json.dumps(result, default=str), flush=True)
         print(f"phase {SERVED}", flush=True)
     return 0
 

@@ -139,6 +139,10 @@ class Child:
             except queue.Empty:
                 return
 
+    def stdout_lines(self) -> list[str]:
+        """Every line the child has written on stdout so far (when not sent to a file)."""
+        return self._out
+
     def send(self, line: str) -> bool:
         """Write one line to the child's stdin (started with stdin=PIPE); False when it is gone."""
         try:

@@ -42,6 +42,10 @@ def build(spec: Path = typer.Option(..., "--spec", help="sweep spec (JSON), e.g.
                                      "under load stops the build (see --allow-load); the spec's spread repeats"),
           allow_load: bool = typer.Option(False, "--allow-load", help="--quiet: keep runs measured under load "
                                           "(flagged) instead of stopping"),
+          max_other_busy: float = typer.Option(0.25, "--max-other-busy",
+                                               help="a run is measured under load when other processes used "
+                                                    "more than this many cores while it was timed, or more "
+                                                    "processes than CPUs were runnable at its start"),
           cpu: int = typer.Option(-1, "--cpu", help="--quiet: the CPU to measure on (default: the last one)"),
           repeat_share: float = typer.Option(None, "--repeat-share", min=0.0, max=1.0,
                                              help="--quiet: share of points measured again for their "
@@ -64,8 +68,9 @@ def build(spec: Path = typer.Option(..., "--spec", help="sweep spec (JSON), e.g.
     settings = AuditSettings(
         results_dir=results_dir, device=device, timeout_s=timeout, resume=True,
         timing=TimingSettings(warmup=timing.get("warmup", 20), runs=timing.get("runs", 200),
-                              max_seconds=timing.get("max_seconds", 2.0), min_runs=min(50, timing.get("runs", 200))),
-        profile_runs=timing.get("profile_runs", 20), cpu=cpu,
+                              max_seconds=timing.get("max_seconds", 2.0), min_runs=min(50, timing.get("runs", 200)),
+                              converge=timing.get("converge", 0.0)),
+        profile_runs=timing.get("profile_runs", 20), cpu=cpu, other_busy_limit=max_other_busy,
     )
     resolved = resolve_device(settings)  # a bad device is one line, before anything starts
     store = Store(results_dir)
