@@ -22,7 +22,8 @@ from typing import Any
 from ground.children import dies_with_me
 from ground.errors import AuditorError, first_line
 from auditor.measure_worker import MeasurePool
-from auditor.pipeline import AuditSettings, ModelRequest, Prepared, audit_variants, prepare, resolve_device
+from auditor.measure_worker import prepare_point as _prepare_point
+from auditor.pipeline import AuditSettings, audit_variants, resolve_device
 from auditor.store import Store
 from auditor.sweeps import Sweep
 from compilers.registry import Variant
@@ -50,19 +51,6 @@ def _record_point(store: Store, dataset: str, spec: str, model_hash: str | None,
         "model_hash=COALESCE(excluded.model_hash, model_hash), status=excluded.status, "
         "reason=excluded.reason, updated_at=excluded.updated_at",
         (dataset, spec, fam.name, json.dumps(params, sort_keys=True), model_hash, status, reason, time.time()))
-
-
-def _prepare_point(spec: str, results_dir: str) -> Prepared | str:
-    """In a separate process when exporting ahead: the prepared point, or why it failed."""
-    store = Store(Path(results_dir))
-    try:
-        return prepare(ModelRequest(spec), store)
-    except AuditorError as e:
-        return str(e)
-    except Exception as e:  # noqa: BLE001 - an exporter crash fails this point only
-        return f"export failed: {type(e).__name__}: {first_line(e)}"
-    finally:
-        store.close()
 
 
 def build(sweep: Sweep, store: Store, variants: list[Variant], settings: AuditSettings, jobs: int = 1,

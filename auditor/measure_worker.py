@@ -142,6 +142,23 @@ def in_parallel(results_dir: Path, tasks: list[dict], jobs: int, timeout_s: floa
     return results
 
 
+def prepare_point(spec: str, results_dir: str) -> Prepared | str:
+    """In a worker exporting ahead (dataset build): the prepared point, or why it failed."""
+    from auditor.pipeline import ModelRequest, prepare
+    from auditor.store import Store
+    from ground.errors import AuditorError, first_line
+
+    store = Store(Path(results_dir))
+    try:
+        return prepare(ModelRequest(spec), store)
+    except AuditorError as e:
+        return str(e)
+    except Exception as e:  # noqa: BLE001 - an exporter crash fails this point only
+        return f"export failed: {type(e).__name__}: {first_line(e)}"
+    finally:
+        store.close()
+
+
 def prepared_to_dict(prepared) -> dict:
     return {"model_source": prepared.model_source, "model_format": prepared.model_format,
             "bundle_dir": str(prepared.bundle.directory), "data_dir": str(prepared.data_dir),
@@ -200,9 +217,7 @@ def serve(task: dict, served: int) -> dict:
     if kind == "compile":
         return {"outcome": precompile(task)}
     if kind == "export":
-        from auditor.dataset import _prepare_point
-
-        prepared = _prepare_point(task["spec"], task["results_dir"])
+        prepared = prepare_point(task["spec"], task["results_dir"])
         return {"failed": prepared} if isinstance(prepared, str) else {"prepared": prepared_to_dict(prepared)}
     raise ValueError(f"unknown task kind {kind!r}")
 
