@@ -152,3 +152,33 @@ def test_quiet_build_refuses_a_run_measured_under_load(quiet_home):
     assert new and all(s == "interrupted" for _, s in new)
     reasons = _db_rows(results, "SELECT reason FROM runs WHERE status='interrupted'")
     assert all(r[0].startswith("measured under load, not kept") for r in reasons)
+
+
+def test_artifact_cache_reuses_finished_compiles_only(tmp_path):
+    from auditor import artifact_cache
+    from compilers.base import Artifact
+    from ground.targets import TARGETS
+
+    calls = []
+
+    def compile_into(directory, fail=False):
+        calls.append(directory)
+        (directory / "model.bin").write_bytes(b"x")
+        if fail:
+            raise RuntimeError("compiler failed")
+        return Artifact("c", "1.0", TARGETS["host"], {"o": 1}, directory, {"model": "model.bin"},
+                        {"k": ["n"]}, ["note"])
+
+    key = artifact_cache.cache_key("hash", "c", {"o": 1}, "host", "1.0")
+    assert key != artifact_cache.cache_key("hash", "c", {"o": 1}, "host", "1.1")  # another version
+    with pytest.raises(RuntimeError):
+        artifact_cache.get_or_compile(tmp_path, key, lambda d: compile_into(d, fail=True))
+    first, seconds, cached = artifact_cache.get_or_compile(tmp_path, key, compile_into)
+    assert not cached and len(calls) == 2  # the failed compile left nothing that counts
+    again, seconds_again, cached = artifact_cache.get_or_compile(tmp_path, key, compile_into)
+    assert cached and len(calls) == 2 and seconds_again == seconds
+    assert (again.files, again.kernel_map, again.notes, again.target.name) == \
+        (first.files, first.kernel_map, first.notes, "host")
+    (again.directory / "model.bin").unlink()  # an entry missing a file is compiled again
+    artifact_cache.get_or_compile(tmp_path, key, compile_into)
+    assert len(calls) == 3
