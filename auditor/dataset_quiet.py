@@ -28,6 +28,7 @@ from auditor.store import Store
 from auditor.sweeps import Sweep
 from compilers.registry import Variant
 from ground.errors import AuditorError
+from ground.quietness import MIN_WINDOW_S
 
 
 def repeat_subset(points: list[str], share: float, seed: int) -> list[str]:
@@ -68,6 +69,7 @@ def build_quiet(sweep: Sweep, store: Store, variants: list[Variant], settings: A
                            "itself with --cpu)")
     settings.resume = True
     settings.artifact_cache = True
+    settings.conditions_window_s = MIN_WINDOW_S
     if settings.cpu < 0:
         settings.cpu = (os.cpu_count() or 1) - 1
     counts = {"measured": 0, "failed": 0, "repeated": 0}

@@ -39,6 +39,9 @@ class WorkerJob:
     # a run whose timed window had other processes using more than this many cores is
     # flagged as measured under load (ground.quietness)
     other_busy_limit: float = 0.25
+    # the conditions' window is stretched to at least this (0: the timed loop alone, whose CPU
+    # figure is None when it is shorter than a jiffy); dataset build --quiet: 0.1 s
+    conditions_window_s: float = 0.0
 
     FILE = "job.json"
 

@@ -293,7 +293,7 @@ def run_job(job: WorkerJob, served: int = 0) -> None:
         if sequence and sequence["stream"]:
             timed, timed_runs = _streamed(runnable, inputs.timing_inputs, sequence["stream"]), None
             loop = f"{PYTHON_LOOP}; each call's state output(s) fed back as the next call's input(s)"
-        with RssSampler(job.memory_interval_s) as sampler, Conditions(job.other_busy_limit) as conditions:
+        with RssSampler(job.memory_interval_s) as sampler, Conditions(job.other_busy_limit, job.conditions_window_s) as conditions:
             timings = time_calls(timed, settings, timed_runs)
         store.add_samples(run_id, timings.samples_ns)
         store.add_memory_samples(run_id, sampler.samples)

@@ -5,8 +5,9 @@ A run counts as measured under load when, during its timed window, the other pro
 kept more than OTHER_BUSY_LIMIT of a core busy on average (what load average cannot say:
 it is a minute-long average that includes our own compiles before the window), or when
 more processes were runnable at its start than there are CPUs. /proc/stat counts in
-jiffies (10 ms), so a window shorter than MIN_WINDOW_S is stretched by idling to it after
-the timed loop (the idle tail sees only the others' CPU use).
+jiffies (10 ms), so a window shorter than min_window_s (MIN_WINDOW_S in `dataset build
+--quiet`) is stretched by idling to it after the timed loop (the idle tail sees only the
+others' CPU use); with no minimum a loop shorter than a jiffy gets no CPU figure (None).
 """
 
 from __future__ import annotations
@@ -45,7 +46,7 @@ def _procs_running() -> int:
 class Conditions:
     """`with Conditions() as c: <timed loop>` then c.to_dict(): the measuring conditions."""
 
-    def __init__(self, other_busy_limit: float = OTHER_BUSY_LIMIT, min_window_s: float = MIN_WINDOW_S):
+    def __init__(self, other_busy_limit: float = OTHER_BUSY_LIMIT, min_window_s: float = 0.0):
         self.limit = other_busy_limit
         self.min_window_s = min_window_s
 
