@@ -261,9 +261,10 @@ def run_job(job: WorkerJob, served: int = 0) -> None:
         converted = bundle.converted.get(bundle.pick(cls.accepts), "")
         store.update_run(run_id, compile_s=compile_s,
                          compiler_version=artifact.compiler_version, kernel_map=artifact.kernel_map,
-                         artifact_notes=artifact.notes + ([f"artifact reused from {artifact.directory} "
-                                                           "(compile_s: when it was compiled)"]
-                                                          if cached else []),
+                         artifact_notes=artifact.notes + (
+                             [f"artifact reused from {artifact.directory} (compile_s: when it was compiled)"]
+                             if cached else [f"artifact kept in {artifact.directory}"] if job.artifact_cache
+                             else []),
                          converted=converted or None)
         if job.harness == "native":
             stage = "native runner"
