@@ -13,6 +13,7 @@ per-op rows with the ONNX nodes they cover, and the point's graph (node table, n
 from __future__ import annotations
 
 import json
+import statistics
 from concurrent.futures import ProcessPoolExecutor
 from multiprocessing import get_context
 from pathlib import Path
@@ -20,7 +21,9 @@ from typing import Any
 
 from ground.children import dies_with_me
 from ground.errors import AuditorError, first_line
-from auditor.pipeline import AuditSettings, ModelRequest, Prepared, audit_variants, prepare, resolve_device
+from auditor.measure_worker import MeasurePool
+from auditor.measure_worker import prepare_point as _prepare_point
+from auditor.pipeline import AuditSettings, audit_variants, resolve_device
 from store import Measurement, ModelRecord, NodeRecord, RunRecord, Store, encode
 from auditor.sweeps import Sweep
 from compilers.registry import Variant
@@ -36,25 +39,17 @@ def _record_point(store: Store, dataset: str, spec: str, model_hash: str | None,
     store.record_dataset_point(dataset, spec, fam.name, params, model_hash, status, reason)
 
 
-def _prepare_point(spec: str, results_dir: str) -> Prepared | str:
-    """In a separate process when exporting ahead: the prepared point, or why it failed."""
-    store = Store(Path(results_dir))
-    try:
-        return prepare(ModelRequest(spec), store)
-    except AuditorError as e:
-        return str(e)
-    except Exception as e:  # noqa: BLE001 - an exporter crash fails this point only
-        return f"export failed: {type(e).__name__}: {first_line(e)}"
-    finally:
-        store.close()
-
-
 def build(sweep: Sweep, store: Store, variants: list[Variant], settings: AuditSettings, jobs: int = 1,
-          progress=None, command: str = "auditor dataset build", resolved=None) -> dict[str, int]:
-    """Measure every point of the sweep; returns counts of points by final state."""
+          progress=None, command: str = "auditor dataset build", resolved=None,
+          worker: str = "long-lived") -> dict[str, int]:
+    """Measure every point of the sweep; returns counts of points by final state.
+    worker: long-lived (one auditor.measure_worker per compiler, artifacts cached) or
+    per-run (a fresh auditor.worker process per run, as compile-all)."""
     settings.resume = True
     resolved = resolved or resolve_device(settings)  # once, and a bad device fails before any export
     counts = {"measured": 0, "failed": 0}
+    measure = MeasurePool(store.dir, settings.cpu) if worker == "long-lived" else None
+    settings.artifact_cache = measure is not None
     pool = ProcessPoolExecutor(max_workers=jobs - 1, mp_context=get_context("spawn"),
                                initializer=dies_with_me()) if jobs > 1 else None
     ahead: dict[str, Any] = {}
@@ -74,7 +69,7 @@ def build(sweep: Sweep, store: Store, variants: list[Variant], settings: AuditSe
                 _record_point(store, sweep.name, spec, prepared.bundle.model_hash, "measuring")
                 audit_variants(prepared, variants, settings, store, command,
                                (lambda label, phase: progress(spec, label, phase)) if progress else None,
-                               resolved)
+                               resolved, measure.run if measure else None)
                 _record_point(store, sweep.name, spec, prepared.bundle.model_hash, "measured")
                 counts["measured"] += 1
             if progress:
@@ -82,6 +77,8 @@ def build(sweep: Sweep, store: Store, variants: list[Variant], settings: AuditSe
     finally:
         if pool is not None:
             pool.shutdown(cancel_futures=True)
+        if measure is not None:
+            measure.close()
     return counts
 
 
@@ -124,11 +121,13 @@ def dataset_rows(store: Store, dataset: str) -> list[dict]:
     for point in points:
         model = store.model_record(point.model_hash)
         graph = [_stored(n, NODE_COLUMNS) for n in store.nodes(point.model_hash)]
-        for run in store.run_records(model_hash=point.model_hash, finished=True):
+        runs, repeats = _split_repeats(store.run_records(model_hash=point.model_hash, finished=True))
+        for run in runs:
             attribution = store.attribution_of(run.run_id)
             rows.append({
                 "dataset": dataset, "spec": point.spec, "family": point.family,
                 "params": encode(point.params), **run.to_row(RUN_COLUMNS),
+                **_conditions_and_spread(run, repeats),
                 "model": json.dumps(_stored(model, MODEL_COLUMNS)) if model else None,
                 "samples_ns": store.samples_ns(run.run_id),
                 "accuracy": json.dumps(store.accuracy_rows(run.run_id), default=str),
@@ -143,6 +142,37 @@ def _stored(record, columns: tuple[str, ...]) -> dict:
     """The record's columns as the file holds them: lists and dicts as JSON text."""
     return {k: encode(v) if isinstance(v, (list, dict)) else v for k, v in
             ((k, getattr(record, k)) for k in columns)}
+
+
+def _split_repeats(runs: list[RunRecord]) -> tuple[list[RunRecord], dict[tuple, list[RunRecord]]]:
+    """Main runs, and repeat runs (settings.repeat > 0: measured again for the spread) by
+    (variant, device, target)."""
+    main, repeats = [], {}
+    for run in runs:
+        if run.settings.get("repeat"):
+            repeats.setdefault(_repeat_key(run), []).append(run)
+        else:
+            main.append(run)
+    return main, repeats
+
+
+def _repeat_key(run: RunRecord) -> tuple:
+    return run.variant, run.device, run.target.get("name")
+
+
+def _conditions_and_spread(run: RunRecord, repeats: dict[tuple, list[RunRecord]]) -> dict:
+    """Extra columns (absent from files of older builds): the timed window's conditions
+    (JSON), the p50 of the run and of its ok repeats, and their spread (max - min) / median."""
+    conditions = run.settings.get("conditions")
+    p50s = [r.p50_us for r in [run, *repeats.get(_repeat_key(run), [])]
+            if r.status == "ok" and r.p50_us is not None] if run.status == "ok" else []
+    spread = None
+    if len(p50s) >= 2:
+        mid = statistics.median(p50s)
+        spread = (max(p50s) - min(p50s)) / mid if mid else None
+    return {"conditions": json.dumps(conditions) if conditions else None,
+            "under_load": (conditions or {}).get("under_load"),
+            "repeat_p50_us": p50s if len(p50s) >= 2 else None, "spread": spread}
 
 
 def export_parquet(store: Store, dataset: str, path: Path) -> int:

@@ -35,6 +35,14 @@ class WorkerJob:
     sequence: dict | None = None  # outputs checked over a sequence of calls (auditor.state)
     rt_audit: bool = False  # also run the real-time safety audit (auditor.rt_audit)
     timeout_at: float = 0.0  # wall clock (time.time()) at which the orchestrator kills the worker
+    # compile through <results>/artifacts (auditor.artifact_cache): reuse what was compiled
+    artifact_cache: bool = False
+    # a run whose timed window had other processes using more than this many cores is
+    # flagged as measured under load (ground.quietness)
+    other_busy_limit: float = 0.25
+    # the conditions' window is stretched to at least this (0: the timed loop alone, whose CPU
+    # figure is None when it is shorter than a jiffy); dataset build --quiet: 0.1 s
+    conditions_window_s: float = 0.0
 
     FILE = "job.json"
 

@@ -52,6 +52,10 @@ class AuditSettings:
     memory_interval_s: float = 0.005
     resume: bool = False
     rt_audit: bool = False  # the real-time safety audit after measuring (auditor.rt_audit)
+    artifact_cache: bool = False  # compile through <results>/artifacts (auditor.artifact_cache)
+    other_busy_limit: float = 0.25  # cores others may use while timing before a run is flagged
+    conditions_window_s: float = 0.0  # see WorkerJob.conditions_window_s
+    repeat: int = 0  # >0: a repeat measurement for run-to-run spread (a run of its own, see resume_key)
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -148,13 +152,16 @@ def resume_key(options: dict, harness: str, target: str, settings: AuditSettings
     measured the same thing): they are stored with the run and shown when it is reused."""
     return options_key({**options, "_harness": harness, "_target": target, "_atol": settings.atol,
                         "_rtol": settings.rtol, "_budget_us": round(settings.budget_us, 6),
-                        **({"_stream": stream_state} if stream_state else {})})
+                        **({"_stream": stream_state} if stream_state else {}),
+                        **({"_repeat": settings.repeat} if settings.repeat else {})})
 
 
 def audit_variants(prepared: Prepared, variants: list[registry.Variant], settings: AuditSettings,
-                   store: Store, command: str, progress=None, resolved=None) -> list[str]:
+                   store: Store, command: str, progress=None, resolved=None, runner=None) -> list[str]:
     """Measure each variant in its own worker; returns run ids (reused ones on resume).
-    resolved: resolve_device(settings) when the caller has already checked the device."""
+    resolved: resolve_device(settings) when the caller has already checked the device.
+    runner: what serves one job (default run_worker, a fresh process per run; a dataset
+    build passes a long-lived auditor.measure_worker.MeasurePool's run)."""
     device, target_name, harness = resolved or resolve_device(settings)
     target = TARGETS[target_name]
     facts = {**host_facts(), **load_facts()} if device.spec == "local" else \
@@ -193,8 +200,10 @@ def audit_variants(prepared: Prepared, variants: list[registry.Variant], setting
             memory_interval_s=settings.memory_interval_s, sched_fifo=settings.sched_fifo,
             cpu=settings.cpu, sequence=prepared.sequence, rt_audit=settings.rt_audit,
             timeout_at=time.time() + settings.timeout_s,  # the native runner gets what is left of it
+            artifact_cache=settings.artifact_cache, other_busy_limit=settings.other_busy_limit,
+            conditions_window_s=settings.conditions_window_s,
         )
-        ended = run_worker(
+        ended = (runner or run_worker)(
             job, settings.timeout_s, lambda phase: progress and progress(variant.label, phase))
         row = store.run(run_id)
         if row["status"] in ("pending", "running"):

@@ -22,7 +22,8 @@ from typing import Any
 from auditor import zoo
 from ground.errors import AuditorError, first_line
 
-TIMING_KEYS = {"runs", "warmup", "max_seconds", "profile_runs"}
+TIMING_KEYS = {"runs", "warmup", "max_seconds", "profile_runs", "converge"}
+SPREAD_KEYS = {"share", "repeats", "seed"}
 
 
 @dataclass
@@ -34,6 +35,8 @@ class Sweep:
     description: str = ""
     source: str = ""
     rejected: list[tuple[str, str]] = field(default_factory=list)  # (spec, why) never measured
+    # run-to-run spread: {"share": 0.1, "repeats": 3, "seed": 0} (dataset build --quiet)
+    spread: dict[str, Any] = field(default_factory=dict)
 
 
 def _grid_points(fam: zoo.Family, grid: dict[str, list], fixed: dict[str, Any]) -> list[dict]:
@@ -59,6 +62,9 @@ def load_sweep(path: Path) -> Sweep:
     timing = spec.get("timing", {})
     if set(timing) - TIMING_KEYS:
         raise AuditorError(f"sweep spec {path}: unknown timing keys {sorted(set(timing) - TIMING_KEYS)}")
+    spread = spec.get("spread", {})
+    if not isinstance(spread, dict) or set(spread) - SPREAD_KEYS:
+        raise AuditorError(f"sweep spec {path}: 'spread' takes {sorted(SPREAD_KEYS)}")
     points: list[str] = []
     rejected: list[tuple[str, str]] = []
     for entry in spec["families"]:
@@ -77,4 +83,4 @@ def load_sweep(path: Path) -> Sweep:
                 points.append(s)
     return Sweep(name=spec.get("name", Path(path).stem), compilers=spec.get("compilers", []),
                  timing=timing, points=points, description=spec.get("description", ""),
-                 source=str(path), rejected=rejected)
+                 source=str(path), rejected=rejected, spread=spread)

@@ -7,6 +7,7 @@ Phases are announced on stdout (`phase NAME`) for the progress display, never wh
 
 from __future__ import annotations
 
+import os
 import sys
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -17,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from auditor import accuracy, deadline, state
+from auditor import accuracy, artifact_cache, deadline, state
 from auditor.inputs import InputSet
 from auditor.job import WorkerJob
 from auditor.memory import RssSampler
@@ -27,6 +28,7 @@ from compilers import registry
 from ground.children import dies_with_me
 from ground.errors import first_line
 from ground.quiet import captured_output
+from ground.quietness import Conditions
 from ground.targets import TARGETS
 from ground.tensors import ModelBundle
 
@@ -242,7 +244,20 @@ def _rt_audit(store, run_id, job, log, program=None, timing_inputs=None, artifac
     store.set_rt_safety(run_id, result, failure)
 
 
-def run_job(job: WorkerJob) -> None:
+def _compiled(cls, version: str, bundle, target, job: WorkerJob, workdir: Path, log: Path):
+    """(artifact, compile seconds, reused?): through the artifact cache when the job says so."""
+    if not job.artifact_cache:
+        t0 = time.perf_counter()
+        artifact = compile_isolated(cls, bundle, target, job.options, workdir, log)
+        return artifact, time.perf_counter() - t0, False
+    key = artifact_cache.cache_key(bundle.model_hash, cls.name, job.options, target.name, version)
+    return artifact_cache.get_or_compile(
+        job.results_dir, key, lambda directory: compile_isolated(cls, bundle, target, job.options, directory, log))
+
+
+def run_job(job: WorkerJob, served: int = 0) -> None:
+    """One run. served: its number in a long-lived worker (auditor.measure_worker); 0: a
+    worker of its own."""
     store = Store(job.results_dir)
     run_id = job.run_id
     workdir = job.workdir
@@ -268,13 +283,16 @@ def run_job(job: WorkerJob) -> None:
 
         stage = "compile"
         _phase(stage)
-        t0 = time.perf_counter()
-        artifact = compile_isolated(cls, bundle, target, job.options, workdir, log)
+        artifact, compile_s, cached = _compiled(cls, detail, bundle, target, job, workdir, log)
         # a converted graph's numbers are the converted graph's: the label goes with the run
         converted = bundle.converted.get(bundle.pick(cls.accepts), "")
-        store.update_run(run_id, compile_s=time.perf_counter() - t0,
+        store.update_run(run_id, compile_s=compile_s,
                          compiler_version=artifact.compiler_version, kernel_map=artifact.kernel_map,
-                         artifact_notes=artifact.notes, converted=converted or None)
+                         artifact_notes=artifact.notes + (
+                             [f"artifact reused from {artifact.directory} (compile_s: when it was compiled)"]
+                             if cached else [f"artifact kept in {artifact.directory}"] if job.artifact_cache
+                             else []),
+                         converted=converted or None)
         if job.harness == "native":
             stage = "native runner"
             passed, rows = _measure_native(store, run_id, job, compiler, artifact, bundle, inputs,
@@ -303,11 +321,18 @@ def run_job(job: WorkerJob) -> None:
         if sequence and sequence["stream"]:
             timed, timed_runs = _streamed(runnable, inputs.timing_inputs, sequence["stream"]), None
             loop = f"{PYTHON_LOOP}; each call's state output(s) fed back as the next call's input(s)"
-        with RssSampler(job.memory_interval_s) as sampler:
+        with RssSampler(job.memory_interval_s) as sampler, Conditions(job.other_busy_limit, job.conditions_window_s) as conditions:
             timings = time_calls(timed, settings, timed_runs)
         measured = _timing(timings.samples_ns, timings.first_ns, timings.stopped_early, job.budget_us, False)
         measured.memory_samples, measured.memory = sampler.samples, sampler.summary()
+        if served:  # ru_maxrss is the long-lived worker's peak over every run it served
+            measured.memory["ru_maxrss_bytes"] = None
         measured.runtime_memory, measured.timing_loop = runnable.memory_info(), loop
+        measured.conditions = conditions.to_dict()
+        measured.worker = ({"kind": "long-lived", "pid": os.getpid(), "run_in_worker": served,
+                            "note": "RSS includes what earlier runs in this worker left; "
+                                    "ru_maxrss not per run (not stored)"}
+                           if served else {"kind": "per-run", "pid": os.getpid()})
         store.record_measurement(run_id, measured)
 
         stage = "check outputs"

@@ -89,14 +89,16 @@ def _last_line(*texts: str) -> str:
 class Child:
     """A started child in its own session (a timeout kills its whole group) that dies with
     this process. Output is drained by threads so a chatty child never blocks on a pipe;
-    stdout lines `phase NAME` go to on_phase in the thread that waits."""
+    stdout lines `phase NAME` go to on_phase in the thread that waits. With stdin=PIPE a
+    long-lived child is given work line by line (send) and followed until it announces that
+    a piece is done (until)."""
 
     POLL_S = 0.2
 
     def __init__(self, argv: list[str], *, cwd=None, env: dict[str, str] | None = None,
                  stdout: IO | None = None, stderr: IO | None = None, merge_stderr: bool = False,
                  timeout_s: float | None = None, on_phase: Callable[[str], None] | None = None,
-                 watch: Callable[[], bool] | None = None) -> None:
+                 watch: Callable[[], bool] | None = None, stdin: int | None = None) -> None:
         self.argv = [str(a) for a in argv]
         self.timeout_s = timeout_s
         self._on_phase = on_phase
@@ -104,7 +106,7 @@ class Child:
         self._stderr_file = stderr
         self._t0 = time.perf_counter()
         self.proc = subprocess.Popen(
-            self.argv, cwd=cwd, env=env, text=True, errors="replace",
+            self.argv, cwd=cwd, env=env, text=True, errors="replace", stdin=stdin,
             stdout=subprocess.PIPE if stdout is None else stdout,
             stderr=subprocess.STDOUT if merge_stderr else (subprocess.PIPE if stderr is None else stderr),
             preexec_fn=dies_with_me(), start_new_session=True)
@@ -137,6 +139,51 @@ class Child:
             except queue.Empty:
                 return
 
+    def stdout_lines(self) -> list[str]:
+        """Every line the child has written on stdout so far (when not sent to a file)."""
+        return self._out
+
+    def send(self, line: str) -> bool:
+        """Write one line to the child's stdin (started with stdin=PIPE); False when it is gone."""
+        try:
+            self.proc.stdin.write(line.rstrip("\n") + "\n")
+            self.proc.stdin.flush()
+            return True
+        except (BrokenPipeError, OSError, ValueError):
+            return False
+
+    def until(self, phase: str, timeout_s: float | None = None,
+              on_phase: Callable[[str], None] | None = None) -> Ended | None:
+        """Hand the child's phases to on_phase until it announces `phase`: None, it lives on.
+        When it ends first, or timeout_s passes (it is then killed as a group): how it Ended."""
+        end = None if timeout_s is None else time.monotonic() + timeout_s
+        while True:
+            try:
+                got = self._phases.get(timeout=self.POLL_S)
+            except queue.Empty:
+                got = None
+            if got == phase:
+                return None
+            if got is not None:
+                if on_phase:
+                    on_phase(got)
+                continue
+            if self.proc.poll() is not None:
+                self._on_phase = on_phase
+                return self._ended(False)
+            if end is not None and time.monotonic() >= end:
+                self.kill()
+                return self._ended(True)
+
+    def close(self) -> Ended:
+        """Close the child's stdin (a line-fed child then ends) and wait for it."""
+        if self.proc.stdin is not None:
+            try:
+                self.proc.stdin.close()
+            except OSError:
+                pass
+        return self.wait()
+
     def wait(self) -> Ended:
         end = None if self.timeout_s is None else time.monotonic() + self.timeout_s
         timed_out = False
@@ -147,6 +194,9 @@ class Child:
                 self.kill()
                 timed_out = True
                 break
+        return self._ended(timed_out)
+
+    def _ended(self, timed_out: bool) -> Ended:
         for reader in self._readers:
             reader.join(timeout=5)  # a grandchild still holding the pipe does not hold us
         self._deliver_phases(0)

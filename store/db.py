@@ -194,8 +194,10 @@ class Store:
             if m.ops is not None:
                 self.add_op_profile(run_id, m.attribution, m.ops)
             columns = m.run_columns()
-            if m.timing_loop is not None:
-                columns["settings"] = {**RunRecord.from_row(self.run(run_id)).settings, "timing_loop": m.timing_loop}
+            kept = {name: getattr(m, name) for name in ("timing_loop", "conditions", "worker")
+                    if getattr(m, name) is not None}
+            if kept:
+                columns["settings"] = {**RunRecord.from_row(self.run(run_id)).settings, **kept}
             if columns:
                 self.update_run(run_id, **columns)
 

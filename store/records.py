@@ -216,6 +216,8 @@ class Measurement:
     stats: dict | None = None
     deadline: dict | None = None
     timing_loop: str | None = None  # what was timed (kept in the run's settings)
+    conditions: dict | None = None  # what else ran meanwhile, pinning, load (kept in the settings)
+    worker: dict | None = None  # which worker process measured it (kept in the settings)
     # memory: the RSS trace as (ms, bytes), its summary (rss_* and ru_maxrss_bytes columns),
     # what the runtime reports of itself
     memory_samples: list[tuple[float, int]] | None = None

@@ -90,6 +90,12 @@ def test_sigkill_then_resume_matches_uninterrupted_build(tmp_path, spec_path):
     _, err = proc.communicate(timeout=600)
     assert proc.returncode == 0, err
     clean_rows, clean_points = _measured(clean)
+    db = sqlite3.connect(clean / "results.sqlite")
+    workers = [json.loads(s)["worker"] for (s,) in db.execute("SELECT settings FROM runs WHERE status='ok'")]
+    db.close()
+    # long-lived measurement workers: one process served every run of the compiler
+    assert {w["kind"] for w in workers} == {"long-lived"} and len({w["pid"] for w in workers}) == 1
+    assert max(w["run_in_worker"] for w in workers) == 7 * 2
 
     killed = tmp_path / "killed"
     proc = _build(killed, spec_path, "--jobs", "2")
@@ -104,7 +110,7 @@ def test_sigkill_then_resume_matches_uninterrupted_build(tmp_path, spec_path):
                 break
         time.sleep(0.1)
     children = subprocess.run(["pgrep", "-P", str(proc.pid)], capture_output=True, text=True).stdout.split()
-    assert children  # the export pool and the measuring worker
+    assert children  # the export pool and the long-lived measuring worker
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     alive = children
@@ -115,7 +121,8 @@ def test_sigkill_then_resume_matches_uninterrupted_build(tmp_path, spec_path):
         time.sleep(0.1)
     assert alive == [], "children outlived the killed build: " + "; ".join(
         open(f"/proc/{c}/cmdline").read().replace("\0", " ")[:150] for c in alive if process_running(c))
-    orphans = _processes_mentioning(killed)  # a worker forked after pgrep above must be gone too
+    # a worker started after pgrep above must be gone too (a measuring worker names its results dir)
+    orphans = _processes_mentioning(killed)
     for _ in range(100):
         if not orphans:
             break

@@ -26,8 +26,8 @@ MLP = "zoo:mlp:width=32,depth=2"
 
 def _native_rows(store, run_id):
     run = store.run(run_id)
-    ops = store.db.execute("SELECT kernel, onnx_nodes FROM op_timings WHERE run_id=?", (run_id,)).fetchall()
-    n = store.db.execute("SELECT COUNT(*) FROM samples WHERE run_id=?", (run_id,)).fetchone()[0]
+    ops = [(op.kernel, op.onnx_nodes) for op in store.op_timings(run_id)]
+    n = len(store.samples_ns(run_id))
     return run, ops, n
 
 
@@ -43,9 +43,8 @@ def test_sofie_native_on_local_is_stored_with_per_op_rows(tmp_path):
     assert memory["intermediate_pool_bytes"] > 0  # the MLP keeps its hidden activations in the pool
     assert run["rss_peak_bytes"] > 0 and run["first_us"] > 0
     assert ops, "per-op rows"
-    nodes = {n for _, js in ops for n in json.loads(js)}
-    graph_nodes = {r[0] for r in store.db.execute(
-        "SELECT name FROM onnx_nodes WHERE model_hash=?", (prepared.bundle.model_hash,))}
+    nodes = {n for _, covered in ops for n in covered}
+    graph_nodes = {node.name for node in store.nodes(prepared.bundle.model_hash)}
     assert nodes and nodes <= graph_nodes  # every per-op row joins back to the ONNX graph
     a = store.attribution(run_id)
     op_p50 = [r["p50_us"] for r in store.rows("op_timings", run_id)]
@@ -73,8 +72,8 @@ def test_sofie_on_qemu_armv7_is_emulated_and_correct(tmp_path):
     assert sofie["verdict"] == "not judged (emulated)"
     assert json.loads(sofie["runtime_memory"])["runner"]["arch"] == "armv7l"
     assert json.loads(sofie["host"])["controller"]["machine"] == "x86_64"
-    rows = store.db.execute("SELECT passed FROM accuracy WHERE run_id=?", (sofie["run_id"],)).fetchall()
-    assert rows and all(r[0] == 1 for r in rows)
+    rows = store.accuracy_rows(sofie["run_id"])
+    assert rows and all(r["passed"] == 1 for r in rows)
     # ORT cannot build for the board: recorded as skipped with the reason, the run goes on
     assert ort["status"] == "skipped" and "armv7-cortex-a8" in ort["reason"]
 
@@ -179,7 +178,7 @@ def test_sofie_on_the_loopback_ssh_device(tmp_path, ssh_spec):
     host = json.loads(run["host"])
     assert host["device"] == ssh_spec and "uname" in host and "controller" in host
     assert json.loads(run["settings"])["harness"] == "native"
-    assert store.db.execute("SELECT COUNT(*) FROM op_timings WHERE run_id=?", (run_id,)).fetchone()[0] > 0
+    assert len(store.op_timings(run_id)) > 0
     if shutil.which("perf") is None:
         pytest.skip("perf is not installed (linux-perf; `make test` installs it): the end-to-end "
                     "`auditor profile` over ssh was not run")

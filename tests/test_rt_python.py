@@ -6,7 +6,6 @@ a syscalling call count exactly, with their call site; the typed result survives
 
 from __future__ import annotations
 
-import json
 import shutil
 import subprocess
 import sys
@@ -133,8 +132,6 @@ def test_the_typed_result_round_trips_through_the_store(probe_lib, tmp_path):
     assert back.top_site.function == "probe_alloc"
     store.set_rt_safety(run_id, None, "rt audit: the audit child died with SIGSEGV")
     assert store.rt_safety(run_id) == (None, "rt audit: the audit child died with SIGSEGV")
-    raw = store.db.execute("SELECT rt_safety FROM runs WHERE run_id=?", (run_id,)).fetchone()[0]
-    assert json.loads(raw) == {"failure": "rt audit: the audit child died with SIGSEGV"}
     store.close()
 
 

@@ -134,14 +134,10 @@ def test_native_harness_stores_tvm_rows_that_join_the_graph(tmp_path):
     run = store.run(run_id)
     assert run["status"] == "ok", run["reason"]
     assert json.loads(run["runtime_memory"])["runner"]["backend"] == "tvm"
-    attribution = store.db.execute("SELECT method, sum_to_whole FROM op_attribution WHERE run_id=?",
-                                   (run_id,)).fetchone()
-    assert attribution[0] == "tvm-timed-callees"
-    ops = store.db.execute("SELECT kernel, onnx_nodes FROM op_timings WHERE run_id=?", (run_id,)).fetchall()
-    kernels = {k: json.loads(nodes) for k, nodes in ops}
+    assert store.attribution_of(run_id)["method"] == "tvm-timed-callees"
+    kernels = {op.kernel: op.onnx_nodes for op in store.op_timings(run_id)}
     assert kernels["fused_matmul_add_relu"] == ["node_linear", "node_relu"]
-    graph = {r[0] for r in store.db.execute("SELECT name FROM onnx_nodes WHERE model_hash=?",
-                                            (prepared.bundle.model_hash,))}
+    graph = {node.name for node in store.nodes(prepared.bundle.model_hash)}
     assert {n for nodes in kernels.values() for n in nodes} == graph
     store.close()
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shlex
 import sys
 from pathlib import Path
@@ -15,6 +16,7 @@ from tabulate import tabulate
 from auditor import dataset as ds
 from auditor.commands.options import COMPILERS, DEVICE, JSON, RESULTS_DIR, TIMEOUT
 from auditor.commands.variants import parse_compiler_specs
+from auditor.dataset_quiet import build_quiet
 from auditor.pipeline import AuditSettings, resolve_device
 from store import Store
 from auditor.sweeps import load_sweep
@@ -32,8 +34,32 @@ def build(spec: Path = typer.Option(..., "--spec", help="sweep spec (JSON), e.g.
           jobs: int = typer.Option(1, min=1, help="processes; >1 exports points ahead in parallel "
                                                   "(measurements always run one at a time)"),
           limit: int = typer.Option(0, min=0, help="only the first N points (0: all)"),
+          worker: str = typer.Option("long-lived", "--worker",
+                                     help="long-lived: one measuring process per compiler serves every run "
+                                          "(artifacts cached); per-run: a fresh process per run (the old path)"),
+          quiet: bool = typer.Option(False, "--quiet", help="export all, compile all (in parallel), then measure "
+                                     "one run at a time pinned to one CPU, recording the load; a run measured "
+                                     "under load stops the build (see --allow-load); the spec's spread repeats"),
+          allow_load: bool = typer.Option(False, "--allow-load", help="--quiet: keep runs measured under load "
+                                          "(flagged) instead of stopping"),
+          max_other_busy: float = typer.Option(0.25, "--max-other-busy",
+                                               help="a run is measured under load when other processes used "
+                                                    "more than this many cores while it was timed, or more "
+                                                    "processes than CPUs were runnable at its start"),
+          cpu: int = typer.Option(-1, "--cpu", help="--quiet: the CPU to measure on (default: the last one)"),
+          repeat_share: float = typer.Option(None, "--repeat-share", min=0.0, max=1.0,
+                                             help="--quiet: share of points measured again for their "
+                                                  "run-to-run spread (default: the spec's spread.share, else 0)"),
+          repeats: int = typer.Option(None, "--repeats", min=2,
+                                      help="--quiet: measurements per repeated point (default: spec, else 3)"),
           timeout: float = TIMEOUT) -> None:
     """Export, compile and measure every point of a sweep; resumable after any interruption."""
+    if worker not in ("long-lived", "per-run"):
+        raise AuditorError(f"--worker {worker!r}: expected long-lived or per-run")
+    if quiet and worker != "long-lived":
+        raise AuditorError("--quiet measures in long-lived workers; drop --worker per-run")
+    if cpu >= 0 and cpu not in os.sched_getaffinity(0):
+        raise AuditorError(f"--cpu {cpu}: not a CPU this process may use ({sorted(os.sched_getaffinity(0))})")
     sweep = load_sweep(spec)
     variants = parse_compiler_specs(compilers or sweep.compilers)
     if limit:
@@ -42,8 +68,9 @@ def build(spec: Path = typer.Option(..., "--spec", help="sweep spec (JSON), e.g.
     settings = AuditSettings(
         results_dir=results_dir, device=device, timeout_s=timeout, resume=True,
         timing=TimingSettings(warmup=timing.get("warmup", 20), runs=timing.get("runs", 200),
-                              max_seconds=timing.get("max_seconds", 2.0), min_runs=min(50, timing.get("runs", 200))),
-        profile_runs=timing.get("profile_runs", 20),
+                              max_seconds=timing.get("max_seconds", 2.0), min_runs=min(50, timing.get("runs", 200)),
+                              converge=timing.get("converge", 0.0)),
+        profile_runs=timing.get("profile_runs", 20), cpu=cpu, other_busy_limit=max_other_busy,
     )
     resolved = resolve_device(settings)  # a bad device is one line, before anything starts
     store = Store(results_dir)
@@ -61,10 +88,20 @@ def build(spec: Path = typer.Option(..., "--spec", help="sweep spec (JSON), e.g.
             else:
                 bar.update(task, now=f"{point.split(':')[1]} {label} {phase}")
 
-        counts = ds.build(sweep, store, variants, settings, jobs, progress,
-                          command=shlex.join(["auditor", *sys.argv[1:]]), resolved=resolved)
-    print(f"dataset {sweep.name}: {counts['measured']} points measured, {counts['failed']} failed to build; "
-          f"store {store.path}")
+        command = shlex.join(["auditor", *sys.argv[1:]])
+        if quiet:
+            spread = sweep.spread
+            counts = build_quiet(sweep, store, variants, settings, jobs, progress, command, resolved,
+                                 allow_load=allow_load,
+                                 repeat_share=spread.get("share", 0.0) if repeat_share is None else repeat_share,
+                                 repeats=spread.get("repeats", 3) if repeats is None else repeats,
+                                 repeat_seed=spread.get("seed", 0))
+        else:
+            counts = ds.build(sweep, store, variants, settings, jobs, progress, command=command,
+                              resolved=resolved, worker=worker)
+    repeated = f", {counts['repeated']} measured again for their spread" if counts.get("repeated") else ""
+    print(f"dataset {sweep.name}: {counts['measured']} points measured{repeated}, {counts['failed']} failed "
+          f"to build; store {store.path}")
 
 
 @app.command("export")

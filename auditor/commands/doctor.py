@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 
-import typer
 from tabulate import tabulate
 
 from auditor.commands.options import JSON
@@ -68,7 +67,7 @@ def doctor(as_json: bool = JSON) -> None:
         print(f"  {d['tool']:<24} {'yes' if d['found'] else 'NO'}  {d['for']}"
               + ("" if d["found"] else f"  ({d['install']})"))
     r = facts["rtsan"]
-    print(f"\nRealtimeSanitizer (second opinion on the runner's rt audit): "
+    print("\nRealtimeSanitizer (second opinion on the runner's rt audit): "
           + (f"yes, {r['compiler']} (clang {r['version']}): {r['how']}" if r["available"] else f"NO: {r['how']}"))
     p = facts["perf"]
     print(f"\nperf: {p['version'] or 'unavailable'} (perf_event_paranoid={p['paranoid']}); {p['record']}")

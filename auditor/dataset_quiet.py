@@ -1,0 +1,128 @@
+"""`dataset build --quiet`: measure the way a training set needs (issue 14).
+
+1. Export every point first (--jobs long-lived workers in parallel).
+2. Compile every (point, variant) ahead into the artifact cache (--jobs workers; each
+   compile in a forked child, so a compiler crash costs that compile only; a failed compile
+   is not cached and is recorded by its measuring run).
+3. Measure one run at a time, in long-lived workers (auditor.measure_worker) pinned to one
+   CPU (os.sched_setaffinity), with nothing of ours running beside them: each run stores
+   its conditions (load average, affinity, other processes' CPU use while timing,
+   ground.quietness). A run measured under load stops the build (it is marked interrupted,
+   so the next build measures it again) unless --allow-load, which keeps it, flagged.
+4. Run-to-run spread: a seeded share of the points is measured again, each repeat in
+   freshly started workers (separate processes); repeats are runs of their own (resume key
+   `_repeat`), exported beside the main run's row as `repeat_p50_us` and `spread`.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import time
+
+from auditor.dataset import _record_point
+from auditor.measure_worker import MeasurePool, in_parallel, prepared_from_dict
+from auditor.pipeline import AuditSettings, Prepared, audit_variants, resolve_device
+from store import Store
+from auditor.sweeps import Sweep
+from compilers.registry import Variant
+from ground.errors import AuditorError
+from ground.quietness import MIN_WINDOW_S
+
+
+def repeat_subset(points: list[str], share: float, seed: int) -> list[str]:
+    """The seeded points whose spread is measured (at least one when share > 0)."""
+    if share <= 0 or not points:
+        return []
+    count = max(1, round(share * len(points)))
+    return sorted(random.Random(seed).sample(sorted(points), min(count, len(points))))
+
+
+def _refuse_loaded(store: Store, run_ids: list[str], since: float, spec: str) -> None:
+    """Runs of this point measured now under load: marked interrupted, and the build stops."""
+    loaded = []
+    for rid in run_ids:
+        run = store.run_record(rid)
+        if (run.started_at or 0) < since:
+            continue  # stored by an earlier build
+        conditions = run.settings.get("conditions") or {}
+        if conditions.get("under_load"):
+            loaded.append((rid, run.variant, conditions["load_reason"]))
+    for rid, _, why in loaded:
+        store.set_status(rid, "interrupted", f"measured under load, not kept: {why}")
+    if loaded:
+        rid, variant, why = loaded[0]
+        raise AuditorError(f"{spec} {variant} measured under load ({why}); the build stopped and will measure "
+                           "it again when resumed on a quiet machine (--allow-load keeps such runs, flagged)")
+
+
+def build_quiet(sweep: Sweep, store: Store, variants: list[Variant], settings: AuditSettings, jobs: int = 1,
+                progress=None, command: str = "auditor dataset build --quiet", resolved=None,
+                allow_load: bool = False, repeat_share: float = 0.0, repeats: int = 3,
+                repeat_seed: int = 0) -> dict[str, int]:
+    resolved = resolved or resolve_device(settings)
+    device, target_name, harness = resolved
+    if device.spec != "local" or harness != "python":
+        raise AuditorError("--quiet measures on local with the python harness (the native runner pins "
+                           "itself with --cpu)")
+    settings.resume = True
+    settings.artifact_cache = True
+    settings.conditions_window_s = MIN_WINDOW_S
+    if settings.cpu < 0:
+        settings.cpu = (os.cpu_count() or 1) - 1
+    counts = {"measured": 0, "failed": 0, "repeated": 0}
+    say = (lambda spec, label, phase: progress(spec, label, phase)) if progress else (lambda *a: None)
+
+    # 1. every export, in parallel (--jobs long-lived workers)
+    prepared: dict[str, Prepared] = {}
+    exports = in_parallel(store.dir, [{"kind": "export", "spec": spec, "results_dir": str(store.dir)}
+                                      for spec in sweep.points], jobs,
+                          done=lambda task, result: say(task["spec"], "export", "done"))
+    for spec, result in zip(sweep.points, exports):
+        if "prepared" in result:
+            prepared[spec] = prepared_from_dict(result["prepared"])
+        else:
+            _record_point(store, sweep.name, spec, None, "failed", result.get("failed") or "export failed")
+            counts["failed"] += 1
+            say(spec, None, "point done")  # nothing left to measure for it
+
+    # 2. every compile, in parallel, into the artifact cache
+    tasks = [{"kind": "compile", "spec": spec, "compiler": v.compiler, "overrides": list(v.overrides),
+              "bundle_dir": str(p.bundle.directory), "target": target_name, "results_dir": str(store.dir),
+              "log": str(store.dir / "artifacts" / "logs" / p.bundle.model_hash / f"{v.label}.log")}
+             for spec, p in prepared.items() for v in variants]
+    in_parallel(store.dir, tasks, jobs, settings.timeout_s,
+                done=lambda task, result: say(task["spec"], task["compiler"],
+                                              f"compile: {result.get('outcome') or result.get('failed')}"))
+
+    # 3. measure one run at a time, pinned, nothing else of ours running
+    measure = MeasurePool(store.dir, settings.cpu)
+    try:
+        for spec, point in prepared.items():
+            _record_point(store, sweep.name, spec, point.bundle.model_hash, "measuring")
+            since = time.time()
+            run_ids = audit_variants(point, variants, settings, store, command,
+                                     lambda label, phase: say(spec, label, phase), resolved, measure.run)
+            if not allow_load:
+                _refuse_loaded(store, run_ids, since, spec)
+            _record_point(store, sweep.name, spec, point.bundle.model_hash, "measured")
+            counts["measured"] += 1
+            say(spec, None, "point done")
+
+        # 4. the seeded subset again, each repeat in fresh worker processes
+        subset = repeat_subset(list(prepared), repeat_share, repeat_seed)
+        for k in range(1, repeats if subset else 1):
+            measure.restart()
+            settings.repeat = k
+            for spec in subset:
+                since = time.time()
+                run_ids = audit_variants(prepared[spec], variants, settings, store, command,
+                                         lambda label, phase: say(spec, label, f"repeat {k}: {phase}"),
+                                         resolved, measure.run)
+                if not allow_load:
+                    _refuse_loaded(store, run_ids, since, spec)
+                counts["repeated"] += 1
+    finally:
+        settings.repeat = 0
+        measure.close()
+    return counts

@@ -1,0 +1,184 @@
+"""Long-lived measurement workers (issue 14): a crash is recorded against exactly the run it
+hit and the build goes on in a fresh worker; --quiet compiles first, measures pinned,
+records the conditions, refuses a loaded run, and measures a seeded subset again in
+separate processes; the timing loop stops early once the median is pinned down."""
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from auditor.timing import TimingSettings, median_converged, time_calls
+from tests.conftest import ROOT
+
+CONSOLE_SCRIPT = Path(sys.executable).parent / "auditor"
+ORT = ["onnxruntime", "onnxruntime:graph_opt=disable"]
+
+
+def _db_rows(results: Path, sql: str) -> list:
+    try:
+        db = sqlite3.connect(results / "results.sqlite", timeout=30)
+        try:
+            return db.execute(sql).fetchall()
+        finally:
+            db.close()
+    except sqlite3.OperationalError:  # not created yet
+        return []
+
+
+def test_timing_stops_once_the_median_is_pinned_down():
+    wide = np.array([100, 1000] * 100, dtype=np.int64)  # two modes: the median is anywhere between
+    assert not median_converged(wide, 0.05)
+    assert median_converged(np.full(200, 1000, dtype=np.int64) + np.arange(200) % 3, 0.05)
+    steady = TimingSettings(warmup=0, runs=10_000, max_seconds=60, min_runs=50, converge=0.5)
+    t = time_calls(lambda: sum(range(200)), steady)
+    assert 50 <= len(t.samples_ns) < 10_000 and t.stopped_early
+    t = time_calls(lambda: sum(range(200)), TimingSettings(warmup=0, runs=300, max_seconds=60, min_runs=50))
+    assert len(t.samples_ns) == 300  # converge off: every run
+
+
+def test_a_crash_in_a_long_lived_worker_costs_exactly_its_run(tmp_path):
+    spec = tmp_path / "crash.json"
+    spec.write_text(json.dumps({
+        "name": "crash", "compilers": ORT,
+        "timing": {"runs": 1_000_000, "warmup": 5, "max_seconds": 0.8, "profile_runs": 0},
+        "families": [{"family": "mlp", "grid": {"depth": [1, 2, 3], "width": [8]}}]}))
+    results = tmp_path / "r"
+    proc = subprocess.Popen([sys.executable, "-m", "auditor", "dataset", "build", "--spec", str(spec),
+                             "--results-dir", str(results)], cwd=ROOT, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=dict(os.environ, PYTHONPATH=str(ROOT)))
+    victim = None
+    end = time.monotonic() + 300
+    while victim is None and time.monotonic() < end and proc.poll() is None:
+        time.sleep(0.05)
+        ok = _db_rows(results, "SELECT COUNT(*) FROM runs WHERE status='ok'")
+        running = _db_rows(results, "SELECT run_id FROM runs WHERE status='running'")
+        if ok and ok[0][0] >= 2 and running:  # the worker has served runs before this one
+            found = subprocess.run(["pgrep", "-f", f"auditor.measure_worker .*--name onnxruntime .*{results}"],
+                                   capture_output=True, text=True).stdout.split()
+            if found:
+                victim = running[0][0]
+                for pid in found:
+                    os.kill(int(pid), signal.SIGSEGV)
+    assert victim, "no run was caught running in the worker"
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, err
+    runs = _db_rows(results, "SELECT run_id, variant, status, reason, started_at, settings FROM runs "
+                             "ORDER BY started_at")
+    assert len(runs) == 6  # 3 points x 2 variants, none redone
+    crashed = [r for r in runs if r[0] == victim]
+    assert crashed[0][2] == "failed" and "SIGSEGV" in crashed[0][3]
+    assert all(r[2] == "ok" for r in runs if r[0] != victim)  # the build went on
+    worker = {r[0]: json.loads(r[5])["worker"] for r in runs if r[0] != victim}
+    before = [worker[r[0]] for r in runs if r[0] != victim and r[4] < crashed[0][4]]
+    after = [worker[r[0]] for r in runs if r[0] != victim and r[4] > crashed[0][4]]
+    assert before and after
+    assert len({w["pid"] for w in before}) == 1 and max(w["run_in_worker"] for w in before) >= 2
+    assert {w["pid"] for w in after}.isdisjoint({w["pid"] for w in before})  # restarted
+    assert after[0]["run_in_worker"] == 1 and all(w["kind"] == "long-lived" for w in before + after)
+
+
+@pytest.fixture(scope="module")
+def quiet_home(tmp_path_factory):
+    home = tmp_path_factory.mktemp("quiet-home")
+    spec = {"name": "quiet", "compilers": ORT,
+            "timing": {"runs": 300, "warmup": 5, "max_seconds": 0.3, "profile_runs": 0, "converge": 0.05},
+            "spread": {"share": 0.5, "repeats": 2, "seed": 0},
+            "families": [{"family": "mlp", "grid": {"depth": [1, 2], "width": [8]}}]}
+    (home / "quiet.json").write_text(json.dumps(spec))
+    spec["families"][0]["grid"]["depth"].append(3)  # one more point for the refusal below
+    (home / "quiet3.json").write_text(json.dumps(spec))
+    return home
+
+
+def _auditor(home: Path, *args):
+    return subprocess.run([str(CONSOLE_SCRIPT), *map(str, args)], cwd=home, capture_output=True, text=True,
+                          timeout=600)
+
+
+def test_quiet_build_compiles_first_measures_pinned_and_repeats_in_fresh_workers(quiet_home):
+    import pyarrow.parquet as pq
+
+    done = _auditor(quiet_home, "dataset", "build", "--spec", "quiet.json", "--quiet", "--allow-load", "--jobs", "2")
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "2 points measured, 1 measured again for their spread" in done.stdout
+    results = quiet_home / "auditor-results"
+    runs = _db_rows(results, "SELECT variant, status, settings, artifact_notes, n FROM runs")
+    assert len(runs) == 2 * 2 + 1 * 2 and all(r[1] == "ok" for r in runs)
+    for variant, _, settings, notes, n in runs:
+        settings = json.loads(settings)
+        conditions = settings["conditions"]
+        assert conditions["pinned"] and conditions["affinity"] == [os.cpu_count() - 1]
+        assert len(conditions["loadavg"]) == 3 and conditions["other_cores_busy"] is not None
+        assert conditions["under_load"] == bool(conditions["load_reason"])
+        assert "artifact reused" in notes  # compiled ahead, before anything was measured
+        assert 50 <= n <= 300
+    pids = {(json.loads(s)["repeat"], json.loads(s)["worker"]["pid"]) for _, _, s, _, _ in runs}
+    main, repeat = {p for k, p in pids if k == 0}, {p for k, p in pids if k == 1}
+    assert len(main) == len(repeat) == 1 and main != repeat  # the repeat ran in a fresh process
+
+    exported = _auditor(quiet_home, "dataset", "export", "quiet", "--output", "quiet.parquet")
+    assert exported.returncode == 0, exported.stderr
+    rows = pq.read_table(quiet_home / "quiet.parquet").to_pylist()
+    assert len(rows) == 4  # repeats are not rows of their own
+    spread = [r for r in rows if r["repeat_p50_us"]]
+    assert len(spread) == 2 and {r["spec"] for r in spread} == {spread[0]["spec"]}
+    for r in spread:
+        p50s = r["repeat_p50_us"]
+        assert len(p50s) == 2 and r["p50_us"] in p50s
+        assert r["spread"] == pytest.approx((max(p50s) - min(p50s)) / (sum(p50s) / 2))
+    assert all(json.loads(r["conditions"])["pinned"] and r["under_load"] is not None for r in rows)
+
+
+def test_quiet_build_refuses_a_run_measured_under_load(quiet_home):
+    results = quiet_home / "auditor-results"
+    before = _db_rows(results, "SELECT run_id, status FROM runs")
+    assert before, "needs the build of the test above"
+    # a limit below zero: any CPU use by anything else counts as load
+    refused = _auditor(quiet_home, "dataset", "build", "--spec", "quiet3.json", "--quiet", "--max-other-busy", "-1")
+    assert refused.returncode == 2
+    last = refused.stderr.strip().splitlines()[-1]  # above it: the progress display
+    assert "measured under load" in last and "Traceback" not in refused.stderr
+    after = dict(_db_rows(results, "SELECT run_id, status FROM runs"))
+    assert all(after[rid] == status for rid, status in before)  # what was stored stays
+    new = [(rid, s) for rid, s in after.items() if rid not in dict(before)]
+    assert new and all(s == "interrupted" for _, s in new)
+    reasons = _db_rows(results, "SELECT reason FROM runs WHERE status='interrupted'")
+    assert all(r[0].startswith("measured under load, not kept") for r in reasons)
+
+
+def test_artifact_cache_reuses_finished_compiles_only(tmp_path):
+    from auditor import artifact_cache
+    from compilers.base import Artifact
+    from ground.targets import TARGETS
+
+    calls = []
+
+    def compile_into(directory, fail=False):
+        calls.append(directory)
+        (directory / "model.bin").write_bytes(b"x")
+        if fail:
+            raise RuntimeError("compiler failed")
+        return Artifact("c", "1.0", TARGETS["host"], {"o": 1}, directory, {"model": "model.bin"},
+                        {"k": ["n"]}, ["note"])
+
+    key = artifact_cache.cache_key("hash", "c", {"o": 1}, "host", "1.0")
+    assert key != artifact_cache.cache_key("hash", "c", {"o": 1}, "host", "1.1")  # another version
+    with pytest.raises(RuntimeError):
+        artifact_cache.get_or_compile(tmp_path, key, lambda d: compile_into(d, fail=True))
+    first, seconds, cached = artifact_cache.get_or_compile(tmp_path, key, compile_into)
+    assert not cached and len(calls) == 2  # the failed compile left nothing that counts
+    again, seconds_again, cached = artifact_cache.get_or_compile(tmp_path, key, compile_into)
+    assert cached and len(calls) == 2 and seconds_again == seconds
+    assert (again.files, again.kernel_map, again.notes, again.target.name) == \
+        (first.files, first.kernel_map, first.notes, "host")
+    (again.directory / "model.bin").unlink()  # an entry missing a file is compiled again
+    artifact_cache.get_or_compile(tmp_path, key, compile_into)
+    assert len(calls) == 3
