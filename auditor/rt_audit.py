@@ -73,6 +73,13 @@ def child_main(spec_path: Path, report: Path, markers: bool) -> int:
     from ground.quiet import captured_output
     from ground.tensors import ModelBundle
 
+    import os
+
+    from ground.children import die_with_parent
+
+    # under strace the parent is strace, which run_child's death signal kills but whose tracee
+    # would live on (strace 6.1 has no --kill-on-exit): die with whichever parent started us
+    die_with_parent(os.getppid())
     spec = json.loads(Path(spec_path).read_text())
     job = WorkerJob.load(Path(spec["job"]))
     cls = registry.get(job.compiler)
