@@ -61,12 +61,12 @@ def test_a_crash_in_a_long_lived_worker_costs_exactly_its_run(tmp_path):
         ok = _db_rows(results, "SELECT COUNT(*) FROM runs WHERE status='ok'")
         running = _db_rows(results, "SELECT run_id FROM runs WHERE status='running'")
         if ok and ok[0][0] >= 2 and running:  # the worker has served runs before this one
-            found = subprocess.run(["pgrep", "-f", f"auditor.measure_worker .*--name onnxruntime .*{results}"],
+            # the build's own child: the worker's forked compile child has the same command line
+            found = subprocess.run(["pgrep", "-P", str(proc.pid), "-f", "auditor.measure_worker .*--name onnxruntime"],
                                    capture_output=True, text=True).stdout.split()
             if found:
                 victim = running[0][0]
-                for pid in found:
-                    os.kill(int(pid), signal.SIGSEGV)
+                os.kill(int(found[0]), signal.SIGSEGV)
     assert victim, "no run was caught running in the worker"
     out, err = proc.communicate(timeout=300)
     assert proc.returncode == 0, err
