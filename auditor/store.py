@@ -341,6 +341,64 @@ class Store:
         row = self.db.execute("SELECT state FROM models WHERE model_hash=?", (model_hash,)).fetchone()
         return json.loads(row[0]) if row and row[0] else {}
 
+    # reads for reports ----------------------------------------------------------------
+
+    def models(self) -> list[sqlite3.Row]:
+        """Every model, oldest first."""
+        return self.db.execute("SELECT * FROM models ORDER BY created_at").fetchall()
+
+    def audits(self) -> list[sqlite3.Row]:
+        """Every audit with its run count, newest first."""
+        return self.db.execute(
+            "SELECT a.*, (SELECT COUNT(*) FROM runs r WHERE r.audit_id=a.audit_id) AS n_runs "
+            "FROM audits a ORDER BY started_at DESC").fetchall()
+
+    def audit(self, audit_id: str) -> sqlite3.Row:
+        """One audit by its id or a unique prefix of it."""
+        rows = self.db.execute("SELECT * FROM audits WHERE audit_id LIKE ?", (audit_id + "%",)).fetchall()
+        if not rows:
+            raise AuditorError(f"no audit {audit_id!r} in {self.path}")
+        if len(rows) > 1:
+            raise AuditorError(f"audit id {audit_id!r} is ambiguous ({len(rows)} audits start with it)")
+        return rows[0]
+
+    def runs_where(self, *, audit_id: str | None = None, model_hash: str | None = None,
+                   status: tuple[str, ...] | None = None) -> list[sqlite3.Row]:
+        """Runs of one audit and/or one model and/or in some states, oldest first."""
+        clauses, args = [], []
+        if audit_id is not None:
+            clauses.append("audit_id=?")
+            args.append(audit_id)
+        if model_hash is not None:
+            clauses.append("model_hash=?")
+            args.append(model_hash)
+        if status:
+            clauses.append(f"status IN ({','.join('?' * len(status))})")
+            args.extend(status)
+        where = f" WHERE {' AND '.join(clauses)}" if clauses else ""
+        return self.db.execute(f"SELECT * FROM runs{where} ORDER BY started_at", args).fetchall()
+
+    def onnx_nodes(self, model_hash: str) -> list[sqlite3.Row]:
+        """The model's canonical ONNX nodes in graph order."""
+        return self.db.execute("SELECT * FROM onnx_nodes WHERE model_hash=? ORDER BY node_index",
+                               (model_hash,)).fetchall()
+
+    def op_types_by_model(self) -> dict[str, set[str]]:
+        """model hash -> the ONNX op types its graph holds."""
+        out: dict[str, set[str]] = {}
+        for model_hash, op_type in self.db.execute("SELECT DISTINCT model_hash, op_type FROM onnx_nodes"):
+            out.setdefault(model_hash, set()).add(op_type)
+        return out
+
+    def profiles_for(self, model_hash: str, compiler: str, device: str) -> list[sqlite3.Row]:
+        """perf profiles (ids and flamegraph paths) of one model, compiler variant and device."""
+        return self.db.execute(
+            "SELECT profile_id, svg_path FROM profiles WHERE model_hash=? AND compiler=? AND device=? "
+            "ORDER BY created_at", (model_hash, compiler, device)).fetchall()
+
+    def profile_ids(self) -> list[str]:
+        return [r[0] for r in self.db.execute("SELECT profile_id FROM profiles ORDER BY created_at")]
+
 
 def _alive(pid: int) -> bool:
     try:
