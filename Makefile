@@ -12,12 +12,13 @@ PYTHON  ?= python3
 # board target; cmake and ninja build the native runner (device_runner/runner); sshd and
 # ssh-keygen for the tests, which start a private sshd on 127.0.0.1 (tests/sshd.py) and never
 # use a system ssh service (ssh:// devices themselves connect through paramiko, a pip dependency).
-# npm installs speedscope (the profile viewer `auditor serve` serves offline); chromium is the
-# headless browser the report tests open pages in (driven by the playwright package).
+# chromium is the headless browser the report tests open pages in (driven by the playwright
+# package). npm installs speedscope (below); Debian's nodejs comes without it (package npm),
+# NodeSource's nodejs brings its own and conflicts with Debian's npm: installed only when missing.
 # strace counts the system calls of the native runner's real-time audit (device_runner/rt_safety.py).
 APT_PACKAGES := linux-perf gcc strace libopenblas-dev libblas-dev libblis-dev g++-arm-linux-gnueabihf qemu-user \
                 libopenblas-dev:armhf libblas-dev:armhf libblis-dev:armhf libstdc++6:armhf \
-                openssh-client openssh-server cmake ninja-build g++ nodejs npm chromium
+                openssh-client openssh-server cmake ninja-build g++ nodejs chromium
 
 # torch and litert-torch must be resolved together in the first pip step: in one step with
 # the rest pip reports the set unresolvable (see README).
@@ -70,6 +71,7 @@ $(VENV)/.installed: pyproject.toml Makefile
 	touch $@
 
 $(SPEEDSCOPE):
+	@command -v npm >/dev/null || DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends npm
 	npm install --no-audit --no-fund --prefix reports/vendor speedscope@$(SPEEDSCOPE_VERSION)
 
 examples: deps examples/mlp.pt2 examples/conv1d.pt2
