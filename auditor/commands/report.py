@@ -1,4 +1,4 @@
-"""`auditor report [MODEL | RUN_ID | --audit ID | --all] [-o DIR]`: compiler-comparison pages."""
+"""`auditor report [MODEL | RUN_ID | --audit ID | --all] [--output DIR]`: compiler-comparison pages."""
 
 from __future__ import annotations
 
@@ -43,8 +43,8 @@ def report(
     target: str = typer.Argument(None, help="a model (file, name, zoo spec or hash prefix) or a run id"),
     audit: str = typer.Option(None, "--audit", help="the runs of this audit (id or unique prefix)"),
     every: bool = typer.Option(False, "--all", help="an overview page and one page per model"),
-    output: Path = typer.Option(None, "-o", "--output", help="directory for the pages "
-                                "(default: RESULTS_DIR/reports)"),
+    # no -o: every verb spells --results-dir that way (auditor/commands/options.py)
+    output: Path = typer.Option(None, "--output", help="directory for the pages (default: RESULTS_DIR/reports)"),
     results_dir: Path = RESULTS_DIR,
     as_json: bool = JSON,
 ) -> None:
