@@ -154,14 +154,18 @@ def create_app(results_dir: Path, summarize: Callable[[Store, sqlite3.Row], dict
         ids = [i for i in ids.split(",") if i]
         if len(ids) != 2 or not all(ID.match(i) for i in ids):
             _bad(400, f"{kind} needs two ids separated by a comma")
+        if ids[0] == ids[1]:
+            _bad(400, f"{kind}: give two different ids")
         picked = []
         if kind == "runs":
             for i in ids:
                 s = summarize(store, one(store.run, i))
                 picked.append({**s, "variant": f"{s['variant']} ({s['run_id'][:6]})"})
         else:
-            for i in ids:
-                a = one(store.audit, i)
+            audits = [one(store.audit, i) for i in ids]
+            if audits[0]["audit_id"] == audits[1]["audit_id"]:
+                _bad(400, "audits: give two different ids")
+            for a in audits:
                 picked += [{**s, "variant": f"{s['variant']} ({a['audit_id'][-6:]})"}
                            for s in summaries(store.runs_where(audit_id=a["audit_id"]))]
         title = " vs ".join(ids)

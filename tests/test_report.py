@@ -264,3 +264,156 @@ def test_pages_keep_working_when_the_environment_says_no_network(home):
 
     assert not re.search(r"""<(script|link|img)[^>]+(src|href)=["']?(https?:)?//""", html)
     assert os.path.getsize(next((folder / "auditor-results" / "reports").glob("run-*.html"))) > 0.9e6
+
+
+# -- auditor serve ---------------------------------------------------------------------------
+# In this module: the served pages read the audit above (an audit costs most of the time here).
+
+FOLDED = {"main;infer;sgemm_kernel": 60, "main;infer;gelu": 25, "main;other": 15}
+
+
+@pytest.fixture(scope="module")
+def served(home):
+    """A stored perf profile (synthetic stacks, stored by the store's own method) and a
+    TestClient on the read-only app: (client, runs, profile id, results dir)."""
+    from starlette.testclient import TestClient
+
+    from auditor.store import Store
+    from auditor.summary import run_summary
+    from reports.server import create_app
+
+    folder, _, runs = home
+    results = folder / "auditor-results"
+    store = Store(results)
+    profile_id = store.add_profile(
+        {"capture": {"command": "synthetic"}, "event": "cpu-clock", "frequency": 999, "samples": 100,
+         "ms_per_sample": 1.001, "folded": FOLDED, "notes": ["synthetic stacks for the viewer test"],
+         "functions": [{"function": "sgemm_kernel", "dso": "libopenblas", "self_samples": 60,
+                        "total_samples": 60, "kernel": None, "onnx_nodes": []}],
+         "threads": [{"comm": "python", "tid": 1, "samples": 100, "top_function": "sgemm_kernel"}],
+         "kernels": []}, model_hash=runs["torch-eager"]["model_hash"], compiler="torch-eager", device="local")
+    store.close()
+    with TestClient(create_app(results, run_summary), raise_server_exceptions=False) as client:
+        yield client, runs, profile_id, results
+
+
+def test_serve_pages_and_json(served):
+    client, runs, profile_id, _ = served
+    eager, ort, sofie = runs["torch-eager"], runs["onnxruntime"], runs["sofie"]
+    index = client.get("/")
+    assert index.status_code == 200 and all(r["run_id"] in index.text for r in runs.values())
+    failed = client.get("/api/runs", params={"status": "failed"}).json()
+    assert [r["variant"] for r in failed] == ["sofie"] and failed[0]["model"] == "block.py"
+    assert [r["variant"] for r in client.get("/api/runs", params={"compiler": "onnxruntime"}).json()] == ["onnxruntime"]
+    assert len(client.get("/api/runs", params={"model": "block", "device": "local"}).json()) == 3
+    assert client.get("/api/runs", params={"model": "other"}).json() == []
+    model = client.get(f"/model/{eager['model_hash']}").text
+    assert "Use torch-eager." in model and '<script src="/assets/vega.js">' in model
+    assert "Round" in client.get(f"/audit/{eager['audit_id']}").text
+    run = client.get(f"/run/{ort['run_id'][:8]}")  # a unique prefix is enough
+    assert run.status_code == 200 and ort["run_id"] in run.text and "spec-hist" in run.text
+    both = client.get("/compare", params={"runs": f"{eager['run_id']},{ort['run_id']}"}).text
+    assert f"torch-eager ({eager['run_id'][:6]})" in both and f"onnxruntime ({ort['run_id'][:6]})" in both
+    twice = client.get("/compare", params={"audits": f"{eager['audit_id']},{eager['audit_id'][:15]}"})
+    assert twice.status_code == 400 and "two different" in twice.text  # one audit, named twice
+    progress = client.get("/api/progress").json()
+    assert progress["active"] == []
+    assert progress["audits"][0]["counts"] == {"ok": 1, "mismatch": 1, "failed": 1}
+    assert client.get("/assets/vega.js").text.startswith(("(", "var", "!", "/*", "const", "let", "import", "\""))
+    assert client.get(f"/files/reports/run-{sofie['run_id']}.html").status_code == 200
+    folded = client.get(f"/profile/{profile_id}/folded").text
+    assert sorted(folded.splitlines()) == sorted(f"{k} {v}" for k, v in FOLDED.items())
+    assert "sgemm_kernel" in client.get(f"/profile/{profile_id}").text
+
+
+@pytest.mark.parametrize("url,status,text", [
+    ("/run/ffffffffffff", 404, "no run 'ffffffffffff'"),
+    ("/run/bad!id", 400, "malformed run_id"),
+    ("/model/0000", 404, "no model '0000'"),
+    ("/audit/nope", 404, "no audit 'nope'"),
+    ("/profile/zz", 404, "no profile 'zz'"),
+    ("/?status=bogus", 400, "unknown status 'bogus'"),
+    ("/?limit=x", 400, "limit must be a whole number"),
+    ("/?limit=0", 400, "limit must be between"),
+    ("/?drop=table", 400, "unknown query parameter(s): drop"),
+    ("/compare?runs=abc", 400, "runs needs two ids"),
+    ("/compare?runs=a,b&audits=c,d", 400, "give runs=ID,ID or audits=ID,ID"),
+    ("/files/..%2f..%2fetc%2fpasswd", 404, "no such file"),
+    ("/files/%2e%2e/%2e%2e/etc/passwd", 404, "no such file"),
+    ("/files/results.sqlite", 404, "no such file"),
+    ("/files/reports/../../../etc/hostname", 404, ""),
+    ("/nowhere", 404, ""),
+])
+def test_serve_bad_requests_get_a_4xx_line(served, url, status, text):
+    client, *_ = served
+    r = client.get(url)
+    assert r.status_code == status and text in r.text and "Traceback" not in r.text, (r.status_code, r.text)
+    assert "root:" not in r.text and "results.sqlite" not in r.text.replace("no such file: results.sqlite", "")
+
+
+def test_serve_is_read_only(served):
+    import sqlite3
+
+    client, runs, _, results = served
+    assert client.post("/").status_code == 405 and client.delete(f"/run/{runs['sofie']['run_id']}").status_code == 405
+    with pytest.raises(sqlite3.OperationalError, match="readonly"):
+        client.app.state.store.db.execute("DELETE FROM runs")
+    assert len(client.get("/api/runs").json()) == 3
+
+
+def test_served_pages_and_profile_viewer_in_a_browser(home, served, browser, tmp_path):
+    """The installed console script serves the user's store; Chromium opens a model page, a run
+    page, the live progress page and a stored profile in speedscope: only this server is asked
+    for anything, no console errors, charts drawn."""
+    import socket
+    import time
+    import urllib.request
+
+    from reports.server import SPEEDSCOPE
+
+    folder, _, runs = home
+    _, _, profile_id, _ = served
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen([str(CONSOLE_SCRIPT), "serve", "--port", str(port)], cwd=folder, env=user_env(),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                urllib.request.urlopen(base + "/api/progress", timeout=2).read()
+                break
+            except OSError:
+                assert proc.poll() is None, proc.communicate()[1]
+                assert time.monotonic() < deadline, "auditor serve did not answer within 120 s"
+                time.sleep(0.5)
+        eager = runs["torch-eager"]
+        for name, path in [("model", f"/model/{eager['model_hash']}"), ("run", f"/run/{eager['run_id']}"),
+                           ("progress", "/progress")]:
+            page, errors, requests = open_page(browser, base + path, tmp_path / f"serve-{name}.png")
+            assert errors == [], (name, errors)
+            assert all(u.startswith(base + "/") for u in requests), requests
+            if name == "model":
+                assert all(n > 5 for n in chart_marks(page).values()) and len(chart_marks(page)) == 4
+            if name == "progress":
+                page.wait_for_function("document.querySelector('#audits tbody').rows.length > 0")
+                assert "1 ok, 1 mismatch, 1 failed" in page.inner_text("#audits")
+            page.close()
+        if SPEEDSCOPE.is_dir():
+            page = browser.new_page(viewport={"width": 1150, "height": 700})
+            errors, requests = [], []
+            page.on("pageerror", lambda e: errors.append(str(e)))
+            page.on("request", lambda r: requests.append(r.url))
+            page.goto(f"{base}/profile/{profile_id}")
+            page.click("#speedscope")
+            page.wait_for_selector("canvas", timeout=20000)
+            page.wait_for_timeout(1000)
+            page.screenshot(path=str(tmp_path / "speedscope.png"))
+            assert errors == [] and all(u.startswith(base + "/") for u in requests), (errors, requests)
+            assert f"/profile/{profile_id}/folded" in " ".join(requests)
+            page.close()
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
