@@ -7,6 +7,8 @@ as /assets/vega.js instead. The raw samples go into the specs untrimmed: the tai
 
 from __future__ import annotations
 
+import copy
+import functools
 import json
 import os
 from pathlib import Path
@@ -62,15 +64,37 @@ def _with_data(spec: dict, **datasets: list[dict]) -> dict:
     return spec
 
 
-def _deadline_rule(budget_us: float | None, axis: str) -> list:
-    if budget_us is None:
+def _deadline_rows(budget_us: float | None) -> list[dict]:
+    return [] if budget_us is None else [{"deadline": budget_us, "label": f"deadline {budget_us:.0f} µs"}]
+
+
+def _deadline_rule(deadline: bool, axis: str) -> list:
+    """A red rule and label at the deadline (rows in the named dataset `deadline`)."""
+    if not deadline:
         return []
-    frame = alt.Data(values=[{"deadline": budget_us, "label": f"deadline {budget_us:.0f} µs"}])
+    frame = alt.Data(name="deadline")
     enc = {axis: alt.X("deadline:Q") if axis == "x" else alt.Y("deadline:Q")}
     rule = alt.Chart(frame).mark_rule(color="#c0392b", strokeWidth=2).encode(**enc)
     text = alt.Chart(frame).mark_text(color="#c0392b", align="left", dx=3, dy=-4, baseline="bottom").encode(
         text="label:N", **enc, **({"y": alt.value(0)} if axis == "x" else {"x": alt.value(0)}))
     return [rule, text]
+
+
+# Building a chart with altair costs 0.1-0.2 s (its schema wrappers), more than a served page
+# may take: each chart's spec is built once per shape (variant order, deadline or not) and
+# its rows attached as named datasets.
+
+@functools.lru_cache(maxsize=256)
+def _dist_spec(variants: tuple[str, ...], deadline: bool, width: int) -> dict:
+    data = alt.Data(name="samples")
+    x = alt.X("us:Q", title="latency per inference, µs (log scale)", scale=alt.Scale(type="log"))
+    y = alt.Y("variant:N", title=None, sort=list(variants))
+    color = alt.Color("variant:N", legend=None, sort=list(variants))
+    box = alt.Chart(data).mark_boxplot(extent="min-max", size=16, opacity=0.75).encode(x=x, y=y, color=color)
+    ticks = alt.Chart(data).mark_tick(opacity=0.25, thickness=1, size=10, yOffset=14).encode(x=x, y=y, color=color)
+    return alt.layer(box, ticks, *_deadline_rule(deadline, "x")).properties(
+        width=width, height=max(60, 46 * len(variants)),
+        title="Latency distribution (every timed run)").to_dict(validate=False)
 
 
 def latency_distribution(samples: dict[str, np.ndarray], budget_us: float | None, width: int = 640) -> dict | None:
@@ -79,17 +103,19 @@ def latency_distribution(samples: dict[str, np.ndarray], budget_us: float | None
     values = [{"variant": v, "us": float(x)} for v, arr in samples.items() for x in arr if x > 0]
     if not values:
         return None
-    data = alt.Data(name="samples")
-    scale = alt.Scale(type="log")
-    x = alt.X("us:Q", title="latency per inference, µs (log scale)", scale=scale)
-    y = alt.Y("variant:N", title=None, sort=list(samples))
-    box = alt.Chart(data).mark_boxplot(extent="min-max", size=16, opacity=0.75).encode(x=x, y=y, color=alt.Color(
-        "variant:N", legend=None))
-    ticks = alt.Chart(data).mark_tick(opacity=0.25, thickness=1, size=10, yOffset=14).encode(
-        x=x, y=y, color=alt.Color("variant:N", legend=None))
-    layers = [box, ticks, *_deadline_rule(budget_us, "x")]
-    return _with_data(alt.layer(*layers).properties(width=width, height=max(60, 46 * len(samples)),
-                      title="Latency distribution (every timed run)").to_dict(validate=False), samples=values)
+    spec = copy.deepcopy(_dist_spec(tuple(samples), budget_us is not None, width))
+    return _with_data(spec, samples=values, deadline=_deadline_rows(budget_us))
+
+
+@functools.lru_cache(maxsize=256)
+def _cdf_spec(variants: tuple[str, ...], deadline: bool, width: int) -> dict:
+    line = alt.Chart(alt.Data(name="cdf")).mark_line(interpolate="step-after").encode(
+        x=alt.X("us:Q", title="latency, µs (log scale)", scale=alt.Scale(type="log")),
+        y=alt.Y("share:Q", title="share of runs ≤ latency", scale=alt.Scale(domain=[0, 1])),
+        color=alt.Color("variant:N", sort=list(variants)))
+    return alt.layer(line, *_deadline_rule(deadline, "x")).properties(
+        width=width, height=220, title="Cumulative distribution (the tail is at the top right)").to_dict(
+        validate=False)
 
 
 def latency_cdf(samples: dict[str, np.ndarray], budget_us: float | None, width: int = 640) -> dict | None:
@@ -101,13 +127,17 @@ def latency_cdf(samples: dict[str, np.ndarray], budget_us: float | None, width: 
         values += [{"variant": v, "us": float(x), "share": (i + 1) / n} for i, x in enumerate(xs)]
     if not values:
         return None
-    line = alt.Chart(alt.Data(name="cdf")).mark_line(interpolate="step-after").encode(
-        x=alt.X("us:Q", title="latency, µs (log scale)", scale=alt.Scale(type="log")),
-        y=alt.Y("share:Q", title="share of runs ≤ latency", scale=alt.Scale(domain=[0, 1])),
-        color=alt.Color("variant:N", sort=list(samples)))
-    return _with_data(alt.layer(line, *_deadline_rule(budget_us, "x")).properties(
-        width=width, height=220, title="Cumulative distribution (the tail is at the top right)").to_dict(
-        validate=False), cdf=values)
+    spec = copy.deepcopy(_cdf_spec(tuple(samples), budget_us is not None, width))
+    return _with_data(spec, cdf=values, deadline=_deadline_rows(budget_us))
+
+
+@functools.lru_cache(maxsize=256)
+def _memory_spec(variants: tuple[str, ...], points: bool, width: int) -> dict:
+    return alt.Chart(alt.Data(name="rss")).mark_line(point=points).encode(
+        x=alt.X("t_ms:Q", title="time since the sampler started, ms"),
+        y=alt.Y("MiB:Q", title="RSS, MiB", scale=alt.Scale(zero=False)),
+        color=alt.Color("variant:N", sort=list(variants))).properties(
+        width=width, height=200, title="Memory (RSS) over the timed runs").to_dict(validate=False)
 
 
 def memory_over_time(memory: dict[str, list[tuple[float, int]]], width: int = 640) -> dict | None:
@@ -115,32 +145,37 @@ def memory_over_time(memory: dict[str, list[tuple[float, int]]], width: int = 64
     values = [{"variant": v, "t_ms": float(t), "MiB": b / 2**20} for v, rows in memory.items() for t, b in rows]
     if not values:
         return None
-    return _with_data(alt.Chart(alt.Data(name="rss")).mark_line(point=len(values) < 200).encode(
-        x=alt.X("t_ms:Q", title="time since the sampler started, ms"),
-        y=alt.Y("MiB:Q", title="RSS, MiB", scale=alt.Scale(zero=False)),
-        color=alt.Color("variant:N", sort=list(memory))).properties(
-        width=width, height=200, title="Memory (RSS) over the timed runs").to_dict(validate=False), rss=values)
+    return _with_data(copy.deepcopy(_memory_spec(tuple(memory), len(values) < 200, width)), rss=values)
+
+
+@functools.lru_cache(maxsize=4)
+def _top_spec(width: int) -> dict:
+    return alt.Chart(alt.Data(name="ops")).mark_bar().encode(
+        x=alt.X("p50_us:Q", title="per-op median, µs"),
+        y=alt.Y("kernel:N", sort="-x", title=None),
+        tooltip=["kernel:N", "op_type:N", "p50_us:Q", "share:Q"]).properties(width=width).to_dict(validate=False)
 
 
 def top_ops(rows: list[dict], variant: str, width: int = 640) -> dict | None:
     """The kernels that take most of the chosen variant's time (per-op medians)."""
     if not rows:
         return None
-    return _with_data(alt.Chart(alt.Data(name="ops")).mark_bar().encode(
-        x=alt.X("p50_us:Q", title="per-op median, µs"),
-        y=alt.Y("kernel:N", sort="-x", title=None),
-        tooltip=["kernel:N", "op_type:N", "p50_us:Q", "share:Q"]).properties(
-        width=width, height=max(60, 18 * len(rows)), title=f"Where {variant}'s time goes").to_dict(validate=False),
-        ops=rows)
+    spec = copy.deepcopy(_top_spec(width))
+    spec.update(height=max(60, 18 * len(rows)), title=f"Where {variant}'s time goes")
+    return _with_data(spec, ops=rows)
+
+
+@functools.lru_cache(maxsize=4)
+def _hist_spec(deadline: bool, width: int) -> dict:
+    bars = alt.Chart(alt.Data(name="samples")).mark_bar(color="#4a7bb7").encode(
+        x=alt.X("us:Q", bin=alt.Bin(maxbins=60), title="latency, µs"), y=alt.Y("count():Q", title="runs"))
+    return alt.layer(bars, *_deadline_rule(deadline, "x")).properties(
+        width=width, height=180, title="Latency histogram (every timed run)").to_dict(validate=False)
 
 
 def histogram(samples_us: np.ndarray, budget_us: float | None, width: int = 640) -> dict | None:
-    """One run's latency histogram (log-binned by Vega-Lite over every sample) with the deadline."""
+    """One run's latency histogram (linear bins chosen by Vega-Lite over every sample) with the deadline."""
     if samples_us.size == 0:
         return None
-    data = alt.Data(name="samples")
-    bars = alt.Chart(data).mark_bar(color="#4a7bb7").encode(
-        x=alt.X("us:Q", bin=alt.Bin(maxbins=60), title="latency, µs"), y=alt.Y("count():Q", title="runs"))
-    return _with_data(alt.layer(bars, *_deadline_rule(budget_us, "x")).properties(
-        width=width, height=180, title="Latency histogram (every timed run)").to_dict(validate=False),
-        samples=[{"us": float(x)} for x in samples_us if x > 0])
+    return _with_data(copy.deepcopy(_hist_spec(budget_us is not None, width)),
+                      samples=[{"us": float(x)} for x in samples_us if x > 0], deadline=_deadline_rows(budget_us))
