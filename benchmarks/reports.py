@@ -77,6 +77,19 @@ def main() -> None:
     html = render_comparison(store, runs, runs[0]["model"], bundle)
     print(f"comparison page of {runs[0]['model']} ({len(runs)} variants): {time.perf_counter() - t:.2f} s, "
           f"{len(html) / 1e6:.2f} MB ({(len(html) - len(bundle)) / 1e3:.0f} kB without the vega bundle)")
+    from reports.comparison import write_pages
+
+    groups: dict[str, list[dict]] = {}
+    for s in summaries:
+        groups.setdefault(s["model_hash"], []).append(s)
+    groups = {h[:12]: latest_per_variant(v) for h, v in groups.items()}
+    with tempfile.TemporaryDirectory() as out:
+        t = time.perf_counter()
+        pages = write_pages(store, groups, Path(out), summaries)
+        took = time.perf_counter() - t
+        size = sum(p.stat().st_size for p in Path(out).iterdir())
+    print(f"report --all: {len(pages)} pages (overview + one per model) in {took:.1f} s, "
+          f"{size / 1e6:.0f} MB with one shared vega.js")
     measured = next(r for r in summaries if r["n"])
     client = TestClient(create_app(results, run_summary))
     client.get("/assets/vega.js")

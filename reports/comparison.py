@@ -139,9 +139,12 @@ def comparison_context(store: Store, summaries: list[dict], title: str) -> dict:
     }
 
 
-def render_comparison(store: Store, summaries: list[dict], title: str, bundle: str | None) -> str:
-    """The page as a string; bundle None links /assets/vega.js (serve), else inlines it."""
-    return _env.get_template("comparison.html.j2").render(bundle=bundle, **comparison_context(store, summaries, title))
+def render_comparison(store: Store, summaries: list[dict], title: str, bundle: str | None,
+                      bundle_src: str = "/assets/vega.js", served: bool = False) -> str:
+    """The page as a string. bundle: the vega JavaScript to inline; None links bundle_src
+    instead (serve's /assets/vega.js, or the vega.js written beside a set of pages)."""
+    return _env.get_template("comparison.html.j2").render(bundle=bundle, bundle_src=bundle_src, served=served,
+                                                            **comparison_context(store, summaries, title))
 
 
 def overview_context(store: Store, summaries: list[dict]) -> dict:
@@ -176,32 +179,38 @@ def overview_context(store: Store, summaries: list[dict]) -> dict:
 
 
 def render_overview(store: Store, summaries: list[dict], links: dict[str, str], bundle: str | None,
-                    coverage_page: str | None = None) -> str:
+                    coverage_page: str | None = None, bundle_src: str = "/assets/vega.js") -> str:
     """links: model hash -> the href of its comparison page."""
     ctx = overview_context(store, summaries)
     env = environment(store, summaries[:1])
-    return _env.get_template("overview.html.j2").render(bundle=bundle, links=links, env=env,
+    return _env.get_template("overview.html.j2").render(bundle=bundle, bundle_src=bundle_src, links=links, env=env,
                                                          coverage_page=coverage_page, **ctx)
 
 
 def write_pages(store: Store, groups: dict[str, list[dict]], out: Path, overview: list[dict] | None) -> list[Path]:
     """groups: page name -> run summaries. Writes one comparison page per group (and the
-    overview, when given the summaries for it) into out; their paths."""
+    overview, when given the summaries for it) into out; their paths. One page inlines the
+    vega bundle (a single self-contained file); a set of pages shares one vega.js beside them
+    (still no network: a relative file)."""
     out.mkdir(parents=True, exist_ok=True)
     bundle = charts.vega_bundle()
+    shared = overview is not None or len(groups) > 1
+    if shared:
+        (out / "vega.js").write_text(bundle, encoding="utf-8")
+    inline = None if shared else bundle
     written = []
     links = {}
     for name, summaries in groups.items():
         path = out / f"compare-{name}.html"
         title = summaries[0]["model"] if summaries else name
-        path.write_text(render_comparison(store, summaries, title, bundle), encoding="utf-8")
+        path.write_text(render_comparison(store, summaries, title, inline, "vega.js"), encoding="utf-8")
         written.append(path)
         if summaries:
             links[summaries[0]["model_hash"]] = path.name
     if overview is not None:
         cov = store.dir / "reports" / "coverage.html"
         path = out / "index.html"
-        path.write_text(render_overview(store, overview, links, bundle,
-                                        str(cov) if cov.exists() else None), encoding="utf-8")
+        path.write_text(render_overview(store, overview, links, inline, str(cov) if cov.exists() else None,
+                                        "vega.js"), encoding="utf-8")
         written.insert(0, path)
     return written

@@ -132,14 +132,14 @@ def create_app(results_dir: Path, summarize: Callable[[Store, sqlite3.Row], dict
         if not rows:
             _bad(404, f"no model {model_hash!r} in the store")
         runs = latest_per_variant(summaries(rows))
-        return HTMLResponse(render_comparison(store, runs, runs[0]["model"], None))
+        return HTMLResponse(render_comparison(store, runs, runs[0]["model"], None, served=True))
 
     async def audit(request: Request):
         a = one(store.audit, _id(request, "audit_id"))
         runs = summaries(store.runs_where(audit_id=a["audit_id"]))
         if not runs:
             _bad(404, f"audit {a['audit_id']} has no runs")
-        return HTMLResponse(render_comparison(store, runs, f"audit {a['audit_id']}", None))
+        return HTMLResponse(render_comparison(store, runs, f"audit {a['audit_id']}", None, served=True))
 
     async def run(request: Request):
         row = one(store.run, _id(request, "run_id"))
@@ -169,7 +169,7 @@ def create_app(results_dir: Path, summarize: Callable[[Store, sqlite3.Row], dict
                 picked += [{**s, "variant": f"{s['variant']} ({a['audit_id'][-6:]})"}
                            for s in summaries(store.runs_where(audit_id=a["audit_id"]))]
         title = " vs ".join(ids)
-        return HTMLResponse(render_comparison(store, picked, title, None))
+        return HTMLResponse(render_comparison(store, picked, title, None, served=True))
 
     async def progress(request: Request):
         return page("serve_progress.html.j2")

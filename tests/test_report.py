@@ -229,8 +229,9 @@ def test_overview_page_in_a_browser(home, browser, tmp_path, capsys):
     pages = json.loads(in_process(capsys, folder, "report", "--all", "--output", out, "--json")[0])["pages"]
     index = Path(pages[0]["path"])
     assert index == out / "index.html" and len(pages) == 2
+    assert os.path.getsize(index) < 0.2e6  # pages of a set share one vega.js beside them
     page, errors, requests = open_page(browser, index.as_uri(), tmp_path / "overview.png")
-    assert errors == [] and requests == [index.as_uri()]
+    assert errors == [] and requests == [index.as_uri(), (out / "vega.js").as_uri()]
     assert "block.py" in page.inner_text("#models") and "torch-eager" in page.inner_text("#models")
     assert page.inner_text("#families").split("\n")[-1].split("\t") == ["files", "0/1", "0/1", "1/1"]
     assert "Round" in page.inner_text("#coverage")
