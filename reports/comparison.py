@@ -20,7 +20,7 @@ from reports.run_page import profiles_of
 from reports.verdict import Verdict, choose
 
 templates = _env = Environment(loader=PackageLoader("reports", "templates"), autoescape=select_autoescape())
-_env.filters["us"] = lambda v: "—" if v is None else (f"{v:.0f}" if abs(v) >= 100 else f"{v:.1f}")
+_env.filters["us"] = lambda v: "—" if v is None else (f"{v:,.0f}" if abs(v) >= 100 else f"{v:.1f}")
 _env.filters["mib"] = lambda v: "—" if not v else f"{v / 2**20:.1f}"
 
 

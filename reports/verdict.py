@@ -27,7 +27,7 @@ class Verdict:
 def _us(v: float | None) -> str:
     if v is None:
         return "—"
-    return f"{v:.0f} µs" if v >= 100 else f"{v:.1f} µs"
+    return f"{v:,.0f} µs" if v >= 100 else f"{v:.1f} µs"
 
 
 def rt_phrase(rt) -> str | None:

@@ -201,7 +201,7 @@ def test_report_page_in_a_browser(home, browser, tmp_path):
     page, errors, requests = open_page(browser, path.as_uri(), tmp_path / "report.png")
     assert errors == [] and requests == [path.as_uri()]
     verdict = page.inner_text("#verdict")
-    assert verdict.startswith("Use torch-eager.") and "onnxruntime is faster on the median" in verdict
+    assert verdict.startswith("Use torch-eager: fastest variant whose outputs match") and "onnxruntime is faster on the median" in verdict
     rows = page.eval_on_selector_all("#comparison tbody tr", "rs => rs.map(r => r.innerText)")
     assert any(r.startswith("★ torch-eager") for r in rows)
     sofie = next(r for r in rows if r.startswith("sofie"))
@@ -309,7 +309,7 @@ def test_serve_pages_and_json(served):
     assert len(client.get("/api/runs", params={"model": "block", "device": "local"}).json()) == 3
     assert client.get("/api/runs", params={"model": "other"}).json() == []
     model = client.get(f"/model/{eager['model_hash']}").text
-    assert "Use torch-eager." in model and '<script src="/assets/vega.js">' in model
+    assert "<b>Use torch-eager</b>: fastest" in model and '<script src="/assets/vega.js">' in model
     assert "Round" in client.get(f"/audit/{eager['audit_id']}").text
     run = client.get(f"/run/{ort['run_id'][:8]}")  # a unique prefix is enough
     assert run.status_code == 200 and ort["run_id"] in run.text and "spec-hist" in run.text
