@@ -187,6 +187,11 @@ def test_results_list_names_the_model_and_filters(home, capsys):
     assert listed("--model", "nothing") == [] and listed("--device", "ssh://x") == []
     wide = in_process(capsys, folder, "results", "list", "--wide")[0]
     assert "SOFIE does not support ONNX operator Round" in wide  # --wide: the whole reason
+    import csv
+    import io
+
+    rows = list(csv.DictReader(io.StringIO(in_process(capsys, folder, "results", "export", "--csv")[0])))
+    assert {r["model"] for r in rows} == {"block.py"} and {r["rt_safety"] for r in rows} == {""}
 
 
 # -- the pages ----------------------------------------------------------------------------

@@ -13,6 +13,7 @@ from auditor.commands.options import JSON, RESULTS_DIR
 from auditor.store import Store
 from auditor.summary import SUMMARY_KEYS, run_detail, run_summary, table
 from ground.errors import AuditorError
+from reports.verdict import rt_phrase
 
 app = typer.Typer(no_args_is_help=True, help="Read stored results.")
 
@@ -103,15 +104,16 @@ def export(results_dir: Path = RESULTS_DIR,
         text = json.dumps([run_detail(store, row["run_id"]) for row in store.runs()], indent=2, default=str)
     else:
         buf = io.StringIO()
-        writer = csv.DictWriter(buf, fieldnames=[*SUMMARY_KEYS, "target", "options", "max_abs_err", "snr_db",
-                                                 "timing_loop", "timing", "per_op_method",
-                                                 "per_op_sum_to_whole", "state"])
+        writer = csv.DictWriter(buf, fieldnames=[*SUMMARY_KEYS, "model", "target", "options", "max_abs_err",
+                                                 "snr_db", "timing_loop", "timing", "per_op_method",
+                                                 "per_op_sum_to_whole", "state", "rt_safety"])
         writer.writeheader()
         for row in store.runs():
             s = run_summary(store, row)
             s.pop("model_state"), s.pop("stream_state")  # in the CSV as the one `state` phrase
             writer.writerow({**s, "options": json.dumps(s["options"], sort_keys=True),
-                             "timing": json.dumps(s["timing"], sort_keys=True)})
+                             "timing": json.dumps(s["timing"], sort_keys=True),
+                             "rt_safety": rt_phrase(s["rt_safety"]) or ""})
         text = buf.getvalue()
     if output:
         output.write_text(text)
