@@ -210,7 +210,10 @@ def test_report_page_in_a_browser(home, browser, tmp_path):
     rows = page.eval_on_selector_all("#comparison tbody tr", "rs => rs.map(r => r.innerText)")
     assert any(r.startswith("★ torch-eager") for r in rows)
     sofie = next(r for r in rows if r.startswith("sofie"))
-    assert "failed" in sofie and "Round" in sofie  # failed variants are shown with their reason
+    # failed variants are shown with their reason: cut in the table (whole in its title), whole above it
+    assert "failed" in sofie and "compile: RuntimeError: SOFIE does not support" in sofie
+    assert "Round" in page.get_attribute("#comparison tr.failed span.note", "title")
+    assert "sofie: failed: compile: RuntimeError: SOFIE does not support ONNX operator Round" in page.inner_text("ul")
     assert "mismatch" in next(r for r in rows if r.startswith("onnxruntime"))
     marks = chart_marks(page)
     assert set(marks) == {"chart-dist", "chart-cdf", "chart-memory", "chart-top"}
