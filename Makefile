@@ -12,10 +12,13 @@ PYTHON  ?= python3
 # board target; cmake and ninja build the native runner (device_runner/runner); sshd and
 # ssh-keygen for the tests, which start a private sshd on 127.0.0.1 (tests/sshd.py) and never
 # use a system ssh service (ssh:// devices themselves connect through paramiko, a pip dependency).
+# chromium is the headless browser the report tests open pages in (driven by the playwright
+# package). npm installs speedscope (below); Debian's nodejs comes without it (package npm),
+# NodeSource's nodejs brings its own and conflicts with Debian's npm: installed only when missing.
 # strace counts the system calls of the native runner's real-time audit (device_runner/rt_safety.py).
 APT_PACKAGES := linux-perf gcc strace libopenblas-dev libblas-dev libblis-dev g++-arm-linux-gnueabihf qemu-user \
                 libopenblas-dev:armhf libblas-dev:armhf libblis-dev:armhf libstdc++6:armhf \
-                openssh-client openssh-server cmake ninja-build g++ nodejs
+                openssh-client openssh-server cmake ninja-build g++ nodejs chromium
 
 # torch and litert-torch must be resolved together in the first pip step: in one step with
 # the rest pip reports the set unresolvable (see README).
@@ -24,6 +27,10 @@ EXTRAS    := tvm,iree,executorch,sofie,dataset,convert,test
 # onnx2torch requires torchvision, whose PyPI build needs CUDA torch: installed without it
 # (see pyproject.toml, extra "convert").
 PIP_NODEPS := onnx2torch==1.5.15
+
+# speedscope (npm, MIT): `auditor serve` opens stored perf profiles in it, from this directory
+SPEEDSCOPE_VERSION := 1.25.0
+SPEEDSCOPE := reports/vendor/node_modules/speedscope/dist/release/index.html
 
 .PHONY: demo test deps apt examples clean
 
@@ -36,7 +43,7 @@ demo: deps examples
 test: deps
 	$(PY) -m pytest -q
 
-deps: apt $(VENV)/.installed
+deps: apt $(VENV)/.installed $(SPEEDSCOPE)
 
 # Installing openssh-server would start sshd as a service; policy-rc.d (exit 101) stops any
 # package from starting one during this install (removed again unless it was already there).
@@ -62,6 +69,10 @@ $(VENV)/.installed: pyproject.toml Makefile
 	$(PIP) install -q -e ".[$(EXTRAS)]"
 	$(PIP) install -q --no-deps $(PIP_NODEPS)
 	touch $@
+
+$(SPEEDSCOPE):
+	@command -v npm >/dev/null || DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends npm
+	npm install --no-audit --no-fund --prefix reports/vendor speedscope@$(SPEEDSCOPE_VERSION)
 
 examples: deps examples/mlp.pt2 examples/conv1d.pt2
 

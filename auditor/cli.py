@@ -11,7 +11,7 @@ import traceback
 
 import typer
 
-from auditor.commands import compile_all, coverage, dataset, doctor, profile, results, zoo
+from auditor.commands import compile_all, coverage, dataset, doctor, profile, report, results, serve, zoo
 from ground.errors import AuditorError, first_line
 
 app = typer.Typer(
@@ -22,6 +22,8 @@ app.command("compile-all")(compile_all.compile_all)
 app.command("doctor")(doctor.doctor)
 app.command("coverage")(coverage.coverage)
 app.command("profile")(profile.profile)
+app.command("report")(report.report)
+app.command("serve")(serve.serve)
 app.add_typer(results.app, name="results")
 app.add_typer(zoo.app, name="zoo")
 app.add_typer(dataset.app, name="dataset")

@@ -22,7 +22,7 @@ from ground.rt_safety import RtSafety
 from store.migrate import open_schema
 from store.records import (CoverageCase, DatasetPoint, Measurement, ModelRecord, NodeRecord, OpTiming,
                            RunRecord, encode)
-from store.schema import DONE_STATES, RUN_SUMMARY_FIELDS
+from store.schema import DONE_STATES, RUN_SUMMARY_FIELDS, SCHEMA_VERSION
 
 
 class Store:
@@ -473,6 +473,74 @@ class Store:
         """auditor.state.detect's finding for the model ({} when not recorded)."""
         row = self.db.execute("SELECT state FROM models WHERE model_hash=?", (model_hash,)).fetchone()
         return json.loads(row[0]) if row and row[0] else {}
+
+    # -- reads for reports and serve ----------------------------------------------------
+
+    @classmethod
+    def read_only(cls, results_dir: Path) -> Store:
+        """An existing store opened read-only, usable from any thread (serve): nothing can
+        be written through it, and a store of another schema version is refused."""
+        store = cls.__new__(cls)
+        store.dir = Path(results_dir).expanduser().absolute()
+        store.path = store.dir / cls.FILE
+        if not store.path.exists():
+            raise AuditorError(f"no results store in {store.dir} (run `auditor compile-all` first)")
+        try:
+            store.db = sqlite3.connect(f"file:{store.path}?mode=ro", uri=True, check_same_thread=False)
+            store.db.row_factory = sqlite3.Row
+            row = store.db.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
+        except sqlite3.DatabaseError as e:
+            raise AuditorError(f"{store.path}: not a usable results store ({first_line(e)})")
+        if row is None or row[0] != str(SCHEMA_VERSION):
+            raise AuditorError(f"{store.path} has schema version {row[0] if row else None}; this auditor reads "
+                               f"{SCHEMA_VERSION} (open it once with `auditor results list` to migrate it)")
+        store.found_version = SCHEMA_VERSION
+        return store
+
+    def models(self) -> list[ModelRecord]:
+        """Every model, oldest first."""
+        return [ModelRecord.from_row(r) for r in self.db.execute("SELECT * FROM models ORDER BY created_at")]
+
+    def audits(self) -> list[dict]:
+        """Every audit with its run count (n_runs), newest first."""
+        return [dict(r) for r in self.db.execute(
+            "SELECT a.*, (SELECT COUNT(*) FROM runs r WHERE r.audit_id=a.audit_id) AS n_runs "
+            "FROM audits a ORDER BY started_at DESC")]
+
+    def audit(self, audit_id: str) -> dict:
+        """One audit by its id or a unique prefix of it."""
+        rows = self.db.execute("SELECT * FROM audits WHERE audit_id LIKE ?", (audit_id + "%",)).fetchall()
+        if not rows:
+            raise AuditorError(f"no audit {audit_id!r} in {self.path}")
+        if len(rows) > 1:
+            raise AuditorError(f"audit id {audit_id!r} is ambiguous ({len(rows)} audits start with it)")
+        return dict(rows[0])
+
+    def runs_where(self, *, audit_id: str | None = None, model_hash: str | None = None,
+                   status: tuple[str, ...] | None = None) -> list[RunRecord]:
+        """Runs of one audit and/or one model and/or in some states, oldest first."""
+        clauses, args = [], []
+        if audit_id is not None:
+            clauses.append("audit_id=?")
+            args.append(audit_id)
+        if model_hash is not None:
+            clauses.append("model_hash=?")
+            args.append(model_hash)
+        if status:
+            clauses.append(f"status IN ({','.join('?' * len(status))})")
+            args.extend(status)
+        where = f" WHERE {' AND '.join(clauses)}" if clauses else ""
+        return [RunRecord.from_row(r) for r in self.db.execute(f"SELECT * FROM runs{where} ORDER BY started_at", args)]
+
+    def op_types_by_model(self) -> dict[str, set[str]]:
+        """model hash -> the ONNX op types its graph holds."""
+        out: dict[str, set[str]] = {}
+        for model_hash, op_type in self.db.execute("SELECT DISTINCT model_hash, op_type FROM onnx_nodes"):
+            out.setdefault(model_hash, set()).add(op_type)
+        return out
+
+    def profile_ids(self) -> list[str]:
+        return [r[0] for r in self.db.execute("SELECT profile_id FROM profiles ORDER BY created_at")]
 
 
 def _alive(pid: int) -> bool:

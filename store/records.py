@@ -20,8 +20,19 @@ def _decode(text: str | None, empty: Any) -> Any:
     return json.loads(text) if text else empty
 
 
+class _ReadsLikeARow:
+    """record["field"] reads the field: pages and templates index runs and models the way
+    they indexed database rows."""
+
+    def __getitem__(self, name: str) -> Any:
+        return getattr(self, name)
+
+    def keys(self) -> list[str]:  # dict(record) as dict(row)
+        return [f.name for f in fields(self)]
+
+
 @dataclass
-class RunRecord:
+class RunRecord(_ReadsLikeARow):
     """One row of `runs`; options, target, host, settings, runtime_memory, kernel_map and
     artifact_notes decoded (an empty column reads as {} or [], kernel_map as None)."""
     run_id: str
@@ -101,7 +112,7 @@ class RunRecord:
 
 
 @dataclass
-class ModelRecord:
+class ModelRecord(_ReadsLikeARow):
     """One row of `models`, its JSON columns decoded (state: {} when not recorded)."""
     model_hash: str
     source: str | None = None

@@ -99,7 +99,7 @@ def test_results_export_csv_to_a_file(labelled, cli, tmp_path):
         rows = list(reader)
     from auditor.summary import SUMMARY_KEYS
 
-    assert reader.fieldnames == [*SUMMARY_KEYS, "target", "options", "max_abs_err", "snr_db", "timing_loop",
+    assert reader.fieldnames == [*SUMMARY_KEYS, "model", "target", "options", "max_abs_err", "snr_db", "timing_loop",
                                  "timing", "per_op_method", "per_op_sum_to_whole", "state", "rt_safe",
                                  "rt_verdict", "rt_short"]
     (row,) = rows

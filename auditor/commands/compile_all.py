@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import shlex
 import sys
+import textwrap
 from pathlib import Path
 
 import typer
@@ -23,6 +24,7 @@ from auditor.commands.options import (
 )
 from ground.targets import TARGETS
 from reports.run_page import describe_state, write_run_page
+from reports.verdict import choose
 
 PHASES = ("compile", "measure", "check", "profile", "rt-audit", "finished")
 
@@ -59,6 +61,7 @@ def compile_all(
                                 "options, target, harness, device, tolerance and deadline"),
     rt_audit: bool = typer.Option(False, "--rt-audit", help="also audit real-time safety after warm-up: heap, "
                                   "locks, wake-ups, faults, system calls per inference (two extra passes)"),
+    wide: bool = typer.Option(False, "--wide", help="every column and whole reasons (default: fits 100 columns)"),
     as_json: bool = JSON,
 ) -> None:
     """Compile MODEL with every compiler variant, measure each, compare to the reference."""
@@ -104,10 +107,12 @@ def compile_all(
             console.print(f"{s['variant']}: stored run {s['run_id']} reused ({s['status']}; timed with "
                           f"runs={t.get('runs')} warmup={t.get('warmup')} max_seconds={t.get('max_seconds')})")
     pages = [write_run_page(store, r) for r in run_ids]
+    verdict = choose(summaries)
     if as_json:
         print(json.dumps({"model": prepared.model_source, "model_hash": prepared.bundle.model_hash,
                           "state": prepared.bundle.state, "stream_state": prepared.stream_state,
                           "budget_us": settings.budget_us, "runs": summaries,
+                          "verdict": {"winner": verdict.winner, "line": verdict.line, "why": verdict.why},
                           "reused": [s["run_id"] for s in summaries if s["variant"] in reused],
                           "reports": [str(p) for p in pages]}, indent=2, default=str))
     else:
@@ -115,7 +120,11 @@ def compile_all(
         print(f"model {prepared.model_source} ({prepared.model_format}, hash {prepared.bundle.model_hash}"
               f"{'; ' + held + ', outputs checked over a sequence of calls from a fresh load' if held else ''}); "
               f"deadline {settings.budget_us:.1f} µs; device {device}")
-        print(table(summaries))
+        print(textwrap.fill(verdict.line, 100) if not wide else verdict.line)
+        print(table(summaries, wide=wide))
+        for variant, why in verdict.why.items():
+            if not why.startswith(("chosen", "slower")):
+                print(f"{variant}: {why}" if wide else textwrap.shorten(f"{variant}: {why}", 100, placeholder="…"))
         print(f"results: {store.path}; pages: {pages[0].parent if pages else '-'}")
     store.close()
     if not any(s["status"] in ("ok", "mismatch", "compiled") for s in summaries):

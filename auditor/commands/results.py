@@ -24,13 +24,38 @@ def _open(results_dir: Path) -> Store:
     return Store(results_dir)
 
 
+def matches(summary: dict, model: str | None, compiler: str | None, status: str | None,
+            device: str | None) -> bool:
+    """The `results list` filters: model is a substring of the model's name or a prefix of its
+    hash; compiler matches the compiler or the variant; status and device match exactly."""
+    if model and model not in summary["model"] and not (summary["model_hash"] or "").startswith(model):
+        return False
+    if compiler and compiler not in (summary["compiler"], summary["variant"]):
+        return False
+    if status and summary["status"] != status:
+        return False
+    return not (device and summary["device"] != device)
+
+
 @app.command("list")
 def list_runs(results_dir: Path = RESULTS_DIR, limit: int = typer.Option(50, help="newest N runs"),
+              model: str = typer.Option(None, "--model", help="runs of models whose name contains this "
+                                        "(or whose hash starts with it)"),
+              compiler: str = typer.Option(None, "--compiler", help="runs of this compiler or variant"),
+              status: str = typer.Option(None, "--status", help="runs with this status (ok, mismatch, failed, ...)"),
+              device: str = typer.Option(None, "--device", help="runs on this device"),
+              wide: bool = typer.Option(False, "--wide", help="every column and whole reasons"),
               as_json: bool = JSON) -> None:
-    """The newest runs, one line each."""
+    """The newest runs, one line each, with the model each belongs to."""
     store = _open(results_dir)
-    summaries = [run_summary(store, run) for run in store.run_records(limit)]
-    print(json.dumps(summaries, indent=2, default=str) if as_json else table(summaries))
+    summaries = []
+    for run in store.run_records():
+        s = run_summary(store, run)
+        if matches(s, model, compiler, status, device):
+            summaries.append(s)
+            if len(summaries) >= limit:
+                break
+    print(json.dumps(summaries, indent=2, default=str) if as_json else table(summaries, wide=wide, model=True))
 
 
 @app.command("show")
@@ -42,7 +67,8 @@ def show(run_id: str = typer.Argument(..., help="run id (a unique prefix is enou
     if as_json:
         print(json.dumps(detail, indent=2, default=str))
         return
-    print(table([detail]))
+    print(f"model {detail['model']} ({detail['model_hash']})")
+    print(table([detail], wide=True))
     timing = detail["timing"] or {}
     print(f"\noptions {json.dumps(detail['options'])}; target {detail['target'].get('name')}; "
           f"host {detail['host'].get('cpu_model')}; {len(detail['samples_ns'])} samples stored; "
@@ -82,14 +108,15 @@ def export(results_dir: Path = RESULTS_DIR,
         text = json.dumps([run_detail(store, run.run_id) for run in store.run_records()], indent=2, default=str)
     else:
         buf = io.StringIO()
-        writer = csv.DictWriter(buf, fieldnames=[*SUMMARY_KEYS, "target", "options", "max_abs_err", "snr_db",
-                                                 "timing_loop", "timing", "per_op_method",
+        writer = csv.DictWriter(buf, fieldnames=[*SUMMARY_KEYS, "model", "target", "options", "max_abs_err",
+                                                 "snr_db", "timing_loop", "timing", "per_op_method",
                                                  "per_op_sum_to_whole", "state", "rt_safe", "rt_verdict",
                                                  "rt_short"])
         writer.writeheader()
         for run in store.run_records():
             s = run_summary(store, run)
             s.pop("model_state"), s.pop("stream_state")  # in the CSV as the one `state` phrase
+            s.pop("rt_safety")  # in the CSV as rt_safe, rt_verdict, rt_short; whole in the JSON
             writer.writerow({**s, "options": json.dumps(s["options"], sort_keys=True),
                              "timing": json.dumps(s["timing"], sort_keys=True)})
         text = buf.getvalue()
