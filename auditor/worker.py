@@ -49,16 +49,16 @@ def _phase(name: str) -> None:
     print(f"phase {name}", flush=True)
 
 
-def _compile(cls, bundle, target, options, workdir: Path, log: Path):
+def _compile(cls, bundle, target, options, workdir: Path, log: Path, device: str = "local"):
     with captured_output(log):
-        return cls().compile(bundle, target, options, workdir)
+        return cls(device=device).compile(bundle, target, options, workdir)
 
 
 class CompilerCrashed(RuntimeError):
     """The forked compile died (a signal or an exit) instead of returning or raising."""
 
 
-def compile_isolated(cls, bundle, target, options, workdir: Path, log: Path):
+def compile_isolated(cls, bundle, target, options, workdir: Path, log: Path, device: str = "local"):
     """Compile in a forked child, so the measuring process's memory (RSS, ru_maxrss) holds the
     runtime and not what the compiler allocated, and a compiler crash is an error here (the
     caller's process lives on). The parent has imported the compiler's package (available()),
@@ -66,7 +66,7 @@ def compile_isolated(cls, bundle, target, options, workdir: Path, log: Path):
     with ProcessPoolExecutor(max_workers=1, mp_context=get_context("fork"),
                              initializer=dies_with_me()) as pool:
         try:
-            return pool.submit(_compile, cls, bundle, target, options, workdir, log).result()
+            return pool.submit(_compile, cls, bundle, target, options, workdir, log, device).result()
         except BrokenProcessPool:
             raise CompilerCrashed("the compiler's process died (crash or kill)") from None
 
@@ -227,10 +227,10 @@ def run_job(job: WorkerJob) -> None:
         if not ok:
             store.set_status(run_id, "skipped", detail)
             return
-        compiler = cls()
+        compiler = cls(device=job.device)
         bundle = ModelBundle.load(job.bundle_dir)
         target = TARGETS[job.target]
-        why_not = compiler.can_compile(bundle, target)
+        why_not = compiler.can_compile(bundle, target, job.options)
         if why_not:
             store.set_status(run_id, "skipped", why_not)
             return
@@ -242,7 +242,7 @@ def run_job(job: WorkerJob) -> None:
         stage = "compile"
         _phase(stage)
         t0 = time.perf_counter()
-        artifact = compile_isolated(cls, bundle, target, job.options, workdir, log)
+        artifact = compile_isolated(cls, bundle, target, job.options, workdir, log, job.device)
         # a converted graph's numbers are the converted graph's: the label goes with the run
         converted = bundle.converted.get(bundle.pick(cls.accepts), "")
         store.update_run(run_id, compile_s=time.perf_counter() - t0,

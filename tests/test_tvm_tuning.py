@@ -28,3 +28,121 @@ def test_a_record_cut_short_by_a_kill_is_dropped_before_resuming(tmp_path):
 def test_the_cost_model_is_named():
     name, detail = cost_model_name()
     assert name in ("xgb", "random") and detail
+
+
+# --- where candidates are timed: the board through TVM's RPC, never an emulator ------------
+
+def test_tuning_under_emulation_is_refused_with_the_reason():
+    from compilers.tvm_tuning import tuning_refusal
+
+    arm = TARGETS["armv7-cortex-a8"]
+    why = tuning_refusal(8, arm, "qemu-armv7")
+    assert why.startswith("tune_trials=8 is refused under qemu-armv7: MetaSchedule keeps the schedules "
+                          "that time fastest, and emulated timings"), why
+    assert "ssh://user@board" in why
+    assert tuning_refusal(0, arm, "qemu-armv7") is None  # untuned tvm runs under qemu as before
+    assert "needs the board" in tuning_refusal(8, arm, "local")
+    assert tuning_refusal(8, TARGETS["host"], "local") is None  # the host tunes itself
+    assert tuning_refusal(8, arm, "ssh://root@192.0.2.7") is None  # timed on the board over RPC
+    # the worker asks before compiling: a refusal is a skip with the reason, not a failure
+    compiler = TvmRelax(device="qemu-armv7")
+    assert compiler.can_compile(_bundle(), arm, {"tune_trials": 8}) == why
+    assert compiler.can_compile(_bundle(), arm, {}) is None
+
+
+def _bundle():
+    from types import SimpleNamespace
+
+    return SimpleNamespace(formats=lambda: {"onnx"}, inputs=(), problems={})  # what can_compile reads
+
+
+def test_a_database_tuned_on_a_device_is_keyed_by_it(tmp_path, monkeypatch):
+    monkeypatch.setenv("AUDITOR_CACHE", str(tmp_path))
+    options = TvmRelax.resolve_options({"tune_trials": 64})
+    here = tuning_dir("abc", TARGETS["armv7-cortex-a8"], options)
+    board = tuning_dir("abc", TARGETS["armv7-cortex-a8"], options, "ssh://root@192.168.7.2")
+    assert board.name == here.name + "-on-root@192.168.7.2"
+    assert tuning_dir("abc", TARGETS["armv7-cortex-a8"], options, "ssh://root@bela.local:2222").name.endswith(
+        "-on-root@bela.local_2222")
+
+
+def test_qemu_tuned_run_is_skipped_with_the_reason(tmp_path, cli):
+    import json
+
+    proc = cli("compile-all", "zoo:mlp", "-c", "tvm:tune_trials=8", "--device", "qemu-armv7",
+               "--results-dir", tmp_path, "--json")
+    assert proc.returncode == 1, proc.stderr  # nothing measured: exit 1, not a crash
+    (r,) = json.loads(proc.stdout)["runs"]
+    assert r["variant"] == "tvm[tune_trials=8]" and r["status"] == "skipped", r
+    assert r["reason"].startswith("tune_trials=8 is refused under qemu-armv7"), r
+
+
+def test_rpc_server_on_a_device_without_tvm_is_one_line(ssh_spec, monkeypatch):
+    """The loopback device's python3 (Debian's) has no TVM: what to install, in one line."""
+    from device_runner.devices import parse_device
+    from device_runner.device import DeviceError
+    from device_runner.ssh_tvm_rpc import TvmRpcServer
+
+    monkeypatch.delenv("AUDITOR_TVM_RPC_PYTHON", raising=False)
+    dev = parse_device(ssh_spec)
+    try:
+        with pytest.raises(DeviceError) as err:
+            TvmRpcServer(dev, 60).start()
+        message = str(err.value)
+        assert "\n" not in message
+        assert message.startswith("python3 on root@127.0.0.1:") and "cannot import tvm.rpc (ModuleNotFoundError" in message
+        assert "PyPI has no armv7 wheel" in message and "-DUSE_RPC=ON" in message and "AUDITOR_TVM_RPC_PYTHON" in message
+        monkeypatch.setenv("AUDITOR_TVM_RPC_PYTHON", "/nonexistent/python3")
+        with pytest.raises(DeviceError, match=r"^/nonexistent/python3 is not on root@127\.0\.0\.1:\d+\. TVM RPC"):
+            TvmRpcServer(dev, 60).start()
+    finally:
+        dev.close()
+
+
+def _rpc_servers() -> list[str]:
+    import subprocess
+
+    out = subprocess.run(["ps", "-eo", "pid,args"], capture_output=True, text=True).stdout
+    return [ln for ln in out.splitlines() if "tvm.exec.rpc_server" in ln and "--port 9090" in ln]
+
+
+def test_rpc_server_is_reached_through_the_forward_and_stopped(ssh_spec, monkeypatch):
+    """The server binds the device's loopback only; a session through the forward allocates
+    on the device; stop() leaves nothing behind, and neither does a dropped connection."""
+    import sys
+
+    import numpy as np
+    import tvm
+    from tvm import rpc
+
+    from device_runner.devices import parse_device
+    from device_runner.ssh_tvm_rpc import TvmRpcServer
+
+    monkeypatch.setenv("AUDITOR_TVM_RPC_PYTHON", sys.executable)  # the loopback device has this venv
+    before = _rpc_servers()
+    dev = parse_device(ssh_spec)
+    try:
+        server = TvmRpcServer(dev, 120).start()
+        try:
+            assert server.tvm_version == tvm.__version__ and 9090 <= server.remote_port <= 9199
+            assert server.port != server.remote_port  # a port of this side's 127.0.0.1
+            session = rpc.connect("127.0.0.1", server.port)
+            remote = tvm.runtime.tensor(np.arange(4, dtype="float32"), session.cpu(0))
+            assert remote.numpy().tolist() == [0, 1, 2, 3]
+            del remote, session
+            assert server.sessions() == 1
+            assert len(_rpc_servers()) > len(before)
+        finally:
+            server.stop()
+        assert _rpc_servers() == before
+        dropped = TvmRpcServer(dev, 120).start()  # the tuning process dies: its connection drops
+        dev.connection.close()
+        import time
+
+        deadline = time.monotonic() + 10
+        while _rpc_servers() != before and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert _rpc_servers() == before
+        dropped._server = dropped._forward = None
+    finally:
+        dev.close()
