@@ -246,9 +246,12 @@ def tune(mod, model_hash: str, target: Target, tvm_target, options: dict[str, An
             model = ms.cost_model.CostModel.create(cost_model)  # one model, learning across rounds
             progress = _progress_callback(trials, already)
             step = min(ROUND_PER_KERNEL, per_task)
-            with _measurer(device, target) as (builder, runner, measured_on):
+            measurer = _measurer(device, target)
+            with measurer as (builder, runner, measured_on):
                 remaining = _rounds(ms, mod, tvm_target, work_dir, trials, remaining, step, tasks, model,
                                     builder, runner, progress)
+                if measurer.server is not None:
+                    measured_on += f" ({measurer.server.sessions()} RPC sessions)"
         seconds = time.perf_counter() - t0
         complete.write_text(json.dumps({
             "trials": trials, "kernels": tasks, "per_kernel": per_task, "seconds": seconds,
@@ -304,7 +307,7 @@ class _measurer:
 
     def __init__(self, device: str, target: Target) -> None:
         self.device, self.target = device, target
-        self._server = self._dev = None
+        self.server = self._dev = None
 
     def __enter__(self):
         from device_runner.ssh_tvm_rpc import TvmRpcServer, is_ssh
@@ -318,16 +321,16 @@ class _measurer:
         self._dev = parse_device(self.device)
         if self._dev.target_name != self.target.name:
             raise ValueError(f"{self.device} runs {self._dev.target_name} code, not {self.target.name}")
-        self._server = TvmRpcServer(self._dev, RPC_SERVER_LIMIT_S).start()
-        print(f"tvm tuning: candidates timed on {self._server.describe()} (127.0.0.1:{self._server.port} here)",
+        self.server = TvmRpcServer(self._dev, RPC_SERVER_LIMIT_S).start()
+        print(f"tvm tuning: candidates timed on {self.server.describe()} (127.0.0.1:{self.server.port} here)",
               file=sys.stderr, flush=True)
-        runner = RPCRunner(RPCConfig(tracker_host="127.0.0.1", tracker_port=self._server.port,
+        runner = RPCRunner(RPCConfig(tracker_host="127.0.0.1", tracker_port=self.server.port,
                                      tracker_key="ssh-forward", session_timeout_sec=RPC_SESSION_TIMEOUT_S),
                            f_create_session=connect_forwarded)
-        return _in_process_builder(_exporter(self.target)), runner, self._server.describe()
+        return _in_process_builder(_exporter(self.target)), runner, self.server.describe()
 
     def __exit__(self, *exc) -> None:
-        if self._server is not None:
-            self._server.stop()
+        if self.server is not None:
+            self.server.stop()
         if self._dev is not None:
             self._dev.close()

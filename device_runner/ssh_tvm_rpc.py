@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import os
 import re
+import time
 
 from device_runner.device import DeviceError
 
@@ -83,9 +84,27 @@ class TvmRpcServer:
             raise DeviceError(f"TVM's RPC server did not start on {self.device.where}: "
                               f"{tail[-1] if tail else f'no output within {READY_S:.0f} s'}")
         self.remote_port = int(bound[1])
+        self._await_listening()
         self._forward = self.device.connection.forward("127.0.0.1", self.remote_port)
         self.port = self._forward.port
         return self
+
+    def _await_listening(self) -> None:
+        """TVM's server logs "bind to" before it listens: wait until the device's kernel lists
+        the port as listening (/proc/net/tcp, state 0A), so the first session is not refused."""
+        port = f"{self.remote_port:04X}"
+        check = f"grep -q ':{port} 00000000:0000 0A' /proc/net/tcp"
+        deadline = time.monotonic() + READY_S
+        while time.monotonic() < deadline:
+            if self.device.run(["sh", "-c", check], timeout_s=30).returncode == 0:
+                return
+            if not self._server.running():
+                break
+            time.sleep(0.2)
+        tail = [ln for ln in self._server.output.splitlines() if ln.strip()]
+        self.stop()
+        raise DeviceError(f"TVM's RPC server on {self.device.where} bound port {self.remote_port} but is not "
+                          f"listening on it: {tail[-1] if tail else 'no output'}")
 
     def sessions(self) -> int:
         """RPC sessions the server has served so far (its "connected from" log lines)."""

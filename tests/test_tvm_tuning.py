@@ -1,6 +1,9 @@
 """The MetaSchedule database's cache key and resume bookkeeping (no tuning runs here: even 8
 trials take ~75 s; tests/test_tvm_relax.py has that test behind AUDITOR_TVM_TUNE_TEST=1)."""
 
+import os
+from pathlib import Path
+
 import pytest
 
 pytest.importorskip("tvm")
@@ -8,6 +11,8 @@ pytest.importorskip("tvm")
 from ground.targets import TARGETS  # noqa: E402
 from compilers.tvm_relax import TvmRelax  # noqa: E402
 from compilers.tvm_tuning import RECORDS, cost_model_name, records_in, tuning_dir, tvm_version  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def test_database_lives_under_the_cache_root_keyed_by_model_target_budget_and_version(tmp_path, monkeypatch):
@@ -146,3 +151,35 @@ def test_rpc_server_is_reached_through_the_forward_and_stopped(ssh_spec, monkeyp
         dropped._server = dropped._forward = None
     finally:
         dev.close()
+
+
+@pytest.mark.skipif(os.environ.get("AUDITOR_TVM_RPC_TEST") != "1",
+                    reason="MetaSchedule takes minutes even for 4 trials here; AUDITOR_TVM_RPC_TEST=1 runs it")
+def test_tuning_over_rpc_on_the_loopback_ssh_device(ssh_spec, monkeypatch, tmp_path):
+    """4 trials of an MLP's 3 kernels, every candidate timed through the device's RPC server."""
+    import json
+    import sys
+
+    from auditor.pipeline import ModelRequest, prepare
+    from auditor.store import Store
+    from compilers.tvm_tuning import COMPLETE, RECORDS
+
+    monkeypatch.setenv("AUDITOR_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("AUDITOR_TVM_RPC_PYTHON", sys.executable)
+    before = _rpc_servers()
+    store = Store(tmp_path / "results")
+    bundle = prepare(ModelRequest(str(ROOT / "examples" / "blocks.py:mlp")), store).bundle
+    store.close()
+    options = TvmRelax.resolve_options({"tune_trials": 4})
+    artifact = TvmRelax(device=ssh_spec).compile(bundle, TARGETS["host"], options, tmp_path / "w")
+    work_dir = tuning_dir(bundle.model_hash, TARGETS["host"], options, ssh_spec)
+    assert work_dir.name.endswith("-on-" + ssh_spec.removeprefix("ssh://").replace(":", "_"))
+    done = json.loads((work_dir / COMPLETE).read_text())
+    assert done["device"] == ssh_spec and done["measured_on"].startswith("TVM RPC server (")
+    sessions = int(done["measured_on"].rsplit("(", 1)[1].split()[0])
+    assert sessions >= 4  # one RPC session per measured candidate
+    records = [json.loads(line) for line in (work_dir / RECORDS).read_text().splitlines()]
+    assert len(records) >= 4 and all(r[1][0] for r in records)  # each with its run times
+    assert any("candidates timed on TVM RPC server" in n for n in artifact.notes), artifact.notes
+    assert "3 of 3 kernels took a tuned schedule from the database" in artifact.notes
+    assert _rpc_servers() == before  # the server was stopped
