@@ -325,7 +325,9 @@ class SshConnection:
 class Forward:
     """`ssh -L 127.0.0.1:<port>:remote_host:remote_port` on an open SshConnection: one
     thread accepts, each connection gets a direct-tcpip channel and a thread copying both
-    ways. close() stops accepting and ends every carried connection."""
+    ways. close() stops accepting and ends every carried connection. Its clients belong in
+    other processes when they may block holding the GIL (TVM's RPC session destructor does,
+    and would starve the copying threads): MetaSchedule's runner connects from its workers."""
 
     def __init__(self, connection: SshConnection, remote_host: str, remote_port: int) -> None:
         self.connection = connection
