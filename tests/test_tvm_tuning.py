@@ -1,5 +1,8 @@
-"""The MetaSchedule database's cache key and resume bookkeeping (no tuning runs here: even 8
-trials take ~75 s; tests/test_tvm_relax.py has that test behind AUDITOR_TVM_TUNE_TEST=1)."""
+"""The MetaSchedule database's cache key and resume bookkeeping, where tuning may time its
+candidates (refused under qemu, the board over TVM's RPC), and the RPC server on the loopback
+ssh device. No tuning runs by default: even 8 trials take ~75 s unloaded (tests/test_tvm_relax.py
+has that test behind AUDITOR_TVM_TUNE_TEST=1); tuning over RPC on the loopback ssh device is
+behind AUDITOR_TVM_RPC_TEST=1."""
 
 import os
 from pathlib import Path
