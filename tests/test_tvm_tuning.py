@@ -108,10 +108,18 @@ def test_rpc_server_on_a_device_without_tvm_is_one_line(ssh_spec, monkeypatch):
 
 
 def _rpc_servers() -> list[str]:
-    import subprocess
+    """Live TVM RPC servers on this machine (the loopback device), by their command lines."""
+    from tests.conftest import process_running
 
-    out = subprocess.run(["ps", "-eo", "pid,args"], capture_output=True, text=True).stdout
-    return [ln for ln in out.splitlines() if "tvm.exec.rpc_server" in ln and "--port 9090" in ln]
+    found = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            cmdline = open(f"/proc/{pid}/cmdline").read().replace("\0", " ")
+        except OSError:
+            continue
+        if "python" in cmdline.split(" ")[0] and "-m tvm.exec.rpc_server" in cmdline and process_running(pid):
+            found.append(f"{pid}: {cmdline}")
+    return sorted(found)
 
 
 CLIENT = ("import sys, numpy as np, tvm\nfrom tvm import rpc\n"
