@@ -50,16 +50,16 @@ def _phase(name: str) -> None:
     print(f"phase {name}", flush=True)
 
 
-def _compile(cls, bundle, target, options, workdir: Path, log: Path):
+def _compile(cls, bundle, target, options, workdir: Path, log: Path, device: str = "local"):
     with captured_output(log):
-        return cls().compile(bundle, target, options, workdir)
+        return cls(device=device).compile(bundle, target, options, workdir)
 
 
 class CompilerCrashed(RuntimeError):
     """The forked compile died (a signal or an exit) instead of returning or raising."""
 
 
-def compile_isolated(cls, bundle, target, options, workdir: Path, log: Path):
+def compile_isolated(cls, bundle, target, options, workdir: Path, log: Path, device: str = "local"):
     """Compile in a forked child, so the measuring process's memory (RSS, ru_maxrss) holds the
     runtime and not what the compiler allocated, and a compiler crash is an error here (the
     caller's process lives on). The parent has imported the compiler's package (available()),
@@ -67,7 +67,7 @@ def compile_isolated(cls, bundle, target, options, workdir: Path, log: Path):
     with ProcessPoolExecutor(max_workers=1, mp_context=get_context("fork"),
                              initializer=dies_with_me()) as pool:
         try:
-            return pool.submit(_compile, cls, bundle, target, options, workdir, log).result()
+            return pool.submit(_compile, cls, bundle, target, options, workdir, log, device).result()
         except BrokenProcessPool:
             raise CompilerCrashed("the compiler's process died (crash or kill)") from None
 
@@ -248,11 +248,14 @@ def _compiled(cls, version: str, bundle, target, job: WorkerJob, workdir: Path, 
     """(artifact, compile seconds, reused?): through the artifact cache when the job says so."""
     if not job.artifact_cache:
         t0 = time.perf_counter()
-        artifact = compile_isolated(cls, bundle, target, job.options, workdir, log)
+        artifact = compile_isolated(cls, bundle, target, job.options, workdir, log, job.device)
         return artifact, time.perf_counter() - t0, False
-    key = artifact_cache.cache_key(bundle.model_hash, cls.name, job.options, target.name, version)
+    # the device is part of the key: tuning on an ssh device makes a different artifact
+    key = artifact_cache.cache_key(bundle.model_hash, cls.name, {**job.options, "device": job.device},
+                                   target.name, version)
     return artifact_cache.get_or_compile(
-        job.results_dir, key, lambda directory: compile_isolated(cls, bundle, target, job.options, directory, log))
+        job.results_dir, key,
+        lambda directory: compile_isolated(cls, bundle, target, job.options, directory, log, job.device))
 
 
 def run_job(job: WorkerJob, served: int = 0) -> None:
@@ -269,10 +272,10 @@ def run_job(job: WorkerJob, served: int = 0) -> None:
         if not ok:
             store.set_status(run_id, "skipped", detail)
             return
-        compiler = cls()
+        compiler = cls(device=job.device)
         bundle = ModelBundle.load(job.bundle_dir)
         target = TARGETS[job.target]
-        why_not = compiler.can_compile(bundle, target)
+        why_not = compiler.can_compile(bundle, target, job.options)
         if why_not:
             store.set_status(run_id, "skipped", why_not)
             return

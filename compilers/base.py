@@ -122,6 +122,11 @@ class Compiler(ABC):
     # builds native code for a non-host target with the target's C++ cross compiler
     cross_cxx: ClassVar[bool] = True
 
+    def __init__(self, device: str = "local") -> None:
+        # the --device spec the artifact is measured on: a compiler that measures while it
+        # compiles (TVM's tuning) measures there, or says why it cannot
+        self.device = device
+
     @classmethod
     @abstractmethod
     def available(cls) -> tuple[bool, str]:
@@ -149,8 +154,9 @@ class Compiler(ABC):
         ]
         return f"{cls.name}[{','.join(changed)}]" if changed else cls.name
 
-    def can_compile(self, bundle: ModelBundle, target: Target) -> str | None:
-        """None when this compiler can take the bundle for the target, else why not."""
+    def can_compile(self, bundle: ModelBundle, target: Target, options: dict[str, Any] | None = None) -> str | None:
+        """None when this compiler can take the bundle for the target (with these option
+        overrides, on self.device), else why not."""
         if target.name not in self.targets:
             return f"{self.name} does not compile for target {target.name}"
         if not target.is_host and self.cross_cxx and shutil.which(target.cxx) is None:

@@ -140,6 +140,16 @@ class TvmRelax(Compiler):
             return False, f"tvm does not import: {type(e).__name__}: {e}"
         return True, str(tvm.__version__)
 
+    def can_compile(self, bundle, target, options=None):
+        why = super().can_compile(bundle, target, options)
+        if why is None and options:
+            from compilers.tvm_tuning import tuning_refusal
+
+            trials = self.resolve_options(options)["tune_trials"]
+            if isinstance(trials, int):  # a bad value is compile's one-line error
+                return tuning_refusal(trials, target, self.device)
+        return why
+
     # ------------------------------------------------------------------ compile
     def compile(self, bundle, target, options, workdir):
         import tvm
@@ -154,11 +164,9 @@ class TvmRelax(Compiler):
         notes: list[str] = []
         if options["tune_trials"] < 0:
             raise ValueError(f"tune_trials must be >= 0, got {options['tune_trials']}")
-        if options["tune_trials"] > 0 and not target.is_host:
-            raise ValueError(
-                f"tune_trials={options['tune_trials']} for {target.name}: MetaSchedule measures "
-                "candidates on the device it tunes for, so tuning needs the real board; tuning over "
-                "TVM RPC on an ssh device is not implemented, and qemu timings would tune for the emulator")
+        refusal = tuning.tuning_refusal(options["tune_trials"], target, self.device)
+        if refusal:
+            raise ValueError(refusal)
         tvm_target = tvm.target.Target(tvm_target_dict(target))
 
         if bundle.pick(self.accepts) == "torch-export":
@@ -188,7 +196,7 @@ class TvmRelax(Compiler):
                 mod = legalized
                 notes.append("unfused: TVM's default build pipeline only (one kernel per legalised op)")
             if options["tune_trials"] > 0:
-                mod = tuning.tune(mod, bundle.model_hash, target, tvm_target, options, notes)
+                mod = tuning.tune(mod, bundle.model_hash, target, tvm_target, options, notes, self.device)
             executable = tvm.compile(mod, target=tvm_target)
 
         library = workdir / LIBRARY

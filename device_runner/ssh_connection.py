@@ -25,6 +25,7 @@ import logging
 import os
 import select
 import socket
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -294,10 +295,104 @@ class SshConnection:
         why = str(error) if error is not None and str(error) else "the connection dropped"
         return DeviceError(f"lost the connection to {self.where}: {why}")
 
+    def start(self, command: str, keep_stdin: bool = False) -> paramiko.Channel:
+        """Start a shell command line on the device and return at once: its channel, for
+        the caller to read and close (keep_stdin: its stdin stays open until the caller
+        shuts it). What the command starts is the caller's to stop."""
+        self.open()
+        try:
+            channel = self.transport.open_session(timeout=self.connect_timeout_s)
+            channel.exec_command(command)
+        except (paramiko.SSHException, EOFError, OSError) as e:
+            raise self._lost(e) from None
+        if not keep_stdin:
+            channel.shutdown_write()
+        return channel
+
+    def forward(self, remote_host: str, remote_port: int) -> Forward:
+        """A listener on this machine's 127.0.0.1 (a free port) whose every connection is
+        carried to remote_host:remote_port as the device sees it, through this connection
+        (as `ssh -L`): nothing listens on the network on either side."""
+        self.open()
+        return Forward(self, remote_host, remote_port)
+
     def close(self) -> None:
         if self.transport is not None:
             self.transport.close()
             self.transport = None
+
+
+class Forward:
+    """`ssh -L 127.0.0.1:<port>:remote_host:remote_port` on an open SshConnection: one
+    thread accepts, each connection gets a direct-tcpip channel and a thread copying both
+    ways. close() stops accepting and ends every carried connection. Its clients belong in
+    other processes when they may block holding the GIL (TVM's RPC session destructor does,
+    and would starve the copying threads): MetaSchedule's runner connects from its workers."""
+
+    def __init__(self, connection: SshConnection, remote_host: str, remote_port: int) -> None:
+        self.connection = connection
+        self.remote = (remote_host, remote_port)
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port: int = self.listener.getsockname()[1]
+        self.errors: list[str] = []  # channels the device refused, one line each
+        self.carried = 0  # connections carried so far
+        self._open: list = []
+        self._closed = False
+        self._lock = threading.Lock()
+        threading.Thread(target=self._accept, name=f"ssh-forward-{self.port}", daemon=True).start()
+
+    def _accept(self) -> None:
+        while not self._closed:
+            try:
+                client, peer = self.listener.accept()
+            except OSError:
+                return  # closed
+            try:
+                channel = self.connection.transport.open_channel("direct-tcpip", self.remote, peer,
+                                                                 timeout=self.connection.connect_timeout_s)
+            except (paramiko.SSHException, EOFError, OSError, AttributeError) as e:
+                self.errors.append(f"{self.connection.where} refused to forward to "
+                                   f"{self.remote[0]}:{self.remote[1]}: {e or type(e).__name__}")
+                client.close()
+                continue
+            with self._lock:
+                self.carried += 1
+                self._open += [client, channel]
+            threading.Thread(target=self._pump, args=(client, channel), daemon=True).start()
+
+    @staticmethod
+    def _pump(client: socket.socket, channel) -> None:
+        try:
+            while True:
+                ready, _, _ = select.select([client, channel], [], [], 1.0)
+                if client in ready:
+                    data = client.recv(CHUNK)
+                    if not data:
+                        break
+                    channel.sendall(data)
+                if channel in ready:
+                    data = channel.recv(CHUNK)
+                    if not data:
+                        break
+                    client.sendall(data)
+                if channel.closed:
+                    break
+        except OSError:
+            pass  # either end went away: the carried connection ends
+        finally:
+            channel.close()
+            client.close()
+
+    def close(self) -> None:
+        self._closed = True
+        self.listener.close()
+        with self._lock:
+            for end in self._open:
+                try:
+                    end.close()
+                except OSError:
+                    pass
+            self._open.clear()
 
 
 def _text(parts: list[bytes]) -> str:

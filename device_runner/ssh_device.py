@@ -15,13 +15,16 @@ import os
 import platform
 import posixpath
 import re
+import select
 import shlex
+import time
 import weakref
 from pathlib import Path
 
 from device_runner.device import Completed, Device, DeviceError
 from device_runner.ssh_connection import CONNECT_TIMEOUT_S, DEFAULT_PORT, Output, SshConnection
 
+EXITED = "auditor: the command exited with status"
 KILL_AFTER_S = 2  # the device's `timeout` sends SIGTERM, then SIGKILL this much later
 LOCAL_GRACE_S = 5.0  # how long past the remote deadline the local side waits before killing
 TIMEOUT_EXIT_CODES = (124, 137, 143)  # GNU timeout (TERM/KILL), busybox timeout
@@ -73,6 +76,65 @@ def _free_kb(df_output: str) -> int | None:
     """Available KiB from `df -Pk <dir>` output (last line), None if unreadable."""
     m = re.search(r"\s(\d+)\s+(\d+)\s+(\d+)\s+\d+%\s", _last_line(df_output, "") + " ")
     return int(m[3]) if m else None
+
+
+class Background:
+    """A command SshDevice.start() left running on the device."""
+
+    def __init__(self, device: SshDevice, channel, pidfile: str, argv: list[str]) -> None:
+        self.device, self.channel, self.pidfile, self.argv = device, channel, pidfile, argv
+        self.output = ""  # stdout and stderr as read so far, interleaved
+
+    def wait_for(self, pattern: str, timeout_s: float) -> re.Match | None:
+        """Read the command's output until a line matches pattern (the match), it exits or
+        timeout_s passes (None)."""
+        deadline = time.monotonic() + timeout_s
+        regex = re.compile(pattern)
+        seen = 0
+        while True:
+            self.drain()
+            for line in self.output[seen:].splitlines(keepends=True):
+                if not line.endswith("\n"):
+                    break
+                seen += len(line)
+                m = regex.search(line)
+                if m:
+                    return m
+                if line.startswith(EXITED):
+                    return None
+            if self.channel.exit_status_ready() and not (self.channel.recv_ready()
+                                                         or self.channel.recv_stderr_ready()):
+                return None
+            if time.monotonic() > deadline:
+                return None
+            select.select([self.channel], [], [], 0.2)
+
+    def drain(self) -> None:
+        """Read what the command wrote since (a server's log must not fill the channel's window)."""
+        while self.channel.recv_ready():
+            self.output += self.channel.recv(65536).decode(errors="replace")
+        while self.channel.recv_stderr_ready():
+            self.output += self.channel.recv_stderr(65536).decode(errors="replace")
+
+    def running(self) -> bool:
+        self.drain()
+        return EXITED not in self.output and not self.channel.exit_status_ready()
+
+    def stop(self) -> None:
+        """Kill what the command started on the device (never raises for an unreachable one):
+        its stdin closes, on which the device's shell kills it; the pid file is the fallback."""
+        try:
+            self.channel.shutdown_write()
+            deadline = time.monotonic() + 10
+            while not self.channel.exit_status_ready() and time.monotonic() < deadline:
+                select.select([self.channel], [], [], 0.2)
+                self.drain()
+            if not self.channel.exit_status_ready():
+                self.device._kill_remote(self.pidfile, self.argv[0], 0)
+        except (DeviceError, OSError) as e:
+            self.device.notes.append(f"could not stop {self.argv[0]} on the device: {e}")
+        finally:
+            self.channel.close()
 
 
 class SshDevice(Device):
@@ -253,6 +315,30 @@ class SshDevice(Device):
         if done.status in TIMEOUT_EXIT_CODES and self._timeout_mode != "none" and done.wall_s >= timeout_s:
             return Completed(argv, None, done.stdout, done.stderr, done.wall_s, timed_out=True)
         return Completed(argv, done.status, done.stdout, done.stderr, done.wall_s)
+
+    def start(self, argv: list[str], timeout_s: float, cwd: str | None = None) -> Background:
+        """Start argv on the device and return at once (a server the caller talks to while
+        it runs): under the device's `timeout` like run(), its output readable line by
+        line; Background.stop() kills what it started (its process group and session)."""
+        if not argv:
+            raise ValueError("start() needs a command")
+        argv = [str(a) for a in argv]
+        wd = self.workdir()
+        self._runs += 1
+        pidfile = shlex.quote(f"{wd}/.run-{self._runs}.pid")
+        secs = max(1, math.ceil(timeout_s))
+        # The command runs in the background of a shell that reads its stdin, the channel:
+        # when the channel closes (stop(), or this process dying with its connection) `cat`
+        # ends and the shell kills the command's process group (GNU timeout makes one of
+        # its own, whose id is the command's pid) and its own. The command's exit is said
+        # on stderr as EXITED.
+        jobfile = shlex.quote(f"{wd}/.run-{self._runs}.job")
+        script = (f"echo $$ > {pidfile}; cd {shlex.quote(cwd or wd)} || exit 126; "
+                  f"{{ {self._timeout_prefix(secs)}{shlex.join(argv)} </dev/null & echo $! > {jobfile}; "
+                  f"wait $!; echo \"{EXITED} $?\" >&2; }} & "
+                  f"cat >/dev/null; kill -KILL -$(cat {jobfile}) 2>/dev/null; rm -f {pidfile} {jobfile}; kill -KILL 0")
+        channel = self.connection.start(f"exec sh -c {shlex.quote(script)}", keep_stdin=True)
+        return Background(self, channel, pidfile, argv)
 
     def _kill_remote(self, pidfile: str, program: str, timeout_s: float) -> None:
         """Kill what a run left on the device: its shell's process group and session."""

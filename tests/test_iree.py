@@ -117,3 +117,36 @@ def test_variants_and_coverage_presets():
     assert [v.label for v in registry.coverage_variants(["iree"])] == ["iree[frontend=onnx]"]
     ok, version = Iree.available()
     assert ok and "iree-base-compiler 3." in version and "iree-base-runtime" in version
+
+
+def test_a_sweep_naming_iree_variants_builds_them_into_the_dataset(tmp_path, cli):
+    """The dataset builder measures IREE's variants like any other (2 points x 2 variants),
+    and the shipped host-v2 spec names both frontends."""
+    import sqlite3
+
+    from auditor.sweeps import load_sweep
+
+    root = Path(__file__).resolve().parent.parent
+    v2 = load_sweep(root / "datasets" / "sweeps" / "host-v2.json")
+    assert v2.compilers[-2:] == ["iree", "iree:frontend=onnx"]
+    assert [registry.parse_variant(c).label for c in v2.compilers[-2:]] == ["iree", "iree[frontend=onnx]"]
+
+    spec = tmp_path / "iree2.json"
+    spec.write_text(json.dumps({
+        "name": "iree2", "compilers": ["iree", "iree:frontend=onnx"],
+        "timing": {"runs": 30, "warmup": 3, "max_seconds": 0.5, "profile_runs": 5},
+        "families": [{"family": "mlp", "grid": {"width": [8, 16]}, "fixed": {"depth": 1}}]}))
+    results = tmp_path / "build"
+    cli("dataset", "build", "--spec", spec, "--results-dir", results, check=True, timeout=600)
+    db = sqlite3.connect(results / "results.sqlite")
+    rows = db.execute("SELECT p.spec, r.variant, r.status, r.p50_us, (SELECT COUNT(*) FROM op_timings o "
+                      "WHERE o.run_id = r.run_id) FROM dataset_points p JOIN runs r "
+                      "ON r.model_hash = p.model_hash").fetchall()
+    db.close()
+    specs = sorted({s for s, *_ in rows})
+    assert len(specs) == 2 and all("depth=1" in s for s in specs), specs
+    assert {"width=8" in s for s in specs} == {True, False} and any("width=16" in s for s in specs), specs
+    assert sorted((s, v) for s, v, *_ in rows) == sorted((s, v) for s in specs
+                                                          for v in ("iree", "iree[frontend=onnx]")), rows
+    # measured, within tolerance, with IREE's per-dispatch rows (what the cost model learns from)
+    assert all(status == "ok" and p50 > 0 and ops > 0 for _, _, status, p50, ops in rows), rows

@@ -65,8 +65,8 @@ def profile(
         prepared = prepare(ModelRequest(model, input_shape, trust_pickle=trust_pickle, args=arg), store)
         bundle = prepared.bundle
         target = TARGETS[target_name]
-        comp = cls()
-        reason = comp.can_compile(bundle, target)
+        comp = cls(device=dev.spec)
+        reason = comp.can_compile(bundle, target, variant.options)
         if reason:
             raise AuditorError(reason)
         stamp = time.strftime("%Y%m%d-%H%M%S")
@@ -74,7 +74,7 @@ def profile(
         workdir.mkdir(parents=True, exist_ok=True)
         log = workdir / "compile.log"
         try:
-            artifact = compile_isolated(cls, bundle, target, variant.options, workdir, log)
+            artifact = compile_isolated(cls, bundle, target, variant.options, workdir, log, dev.spec)
             with captured_output(log):
                 program = comp.native_program(artifact)
         except CompilerCrashed:
