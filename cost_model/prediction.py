@@ -69,10 +69,15 @@ def predict_graph(model: onnx.ModelProto, cost: CostModel, deadline_us: float | 
             flags.append(f"outside the training range in {', '.join(outside)}")
         if name in version_flags:
             flags.append(version_flags[name])
-        times = sorted(((unit_time(vm.p50, u), u) for u in units), key=lambda t: -t[0])
         node_op = {n.name: n.op_type for n in features.nodes}
-        top_units = [{"nodes": u.nodes, "ops": "+".join(node_op[n] for n in u.nodes), "kind": u.kind,
-                      "p50_us": t, "share": t / p50 if p50 else 0.0} for t, u in times[:top]]
+        by_ops: dict[str, dict[str, Any]] = {}
+        for u in units:  # units running the same op chain add up (an MLP's 30 Gemm+Relu)
+            entry = by_ops.setdefault("+".join(node_op[n] for n in u.nodes), {"count": 0, "p50_us": 0.0})
+            entry["count"] += 1
+            entry["p50_us"] += unit_time(vm.p50, u)
+        top_units = [{"ops": ops, "count": e["count"], "p50_us": e["p50_us"],
+                      "share": e["p50_us"] / p50 if p50 else 0.0}
+                     for ops, e in sorted(by_ops.items(), key=lambda kv: -kv[1]["p50_us"])[:top]]
         memory = vm.memory.predict(memory_aggregate(features)) if vm.memory.terms else None
         prob = fitted.p99_calibration.probability_within(p99, deadline_us) if deadline_us else None
         out.append(VariantPrediction(name, p50, p99, fitted.p50_calibration.interval(p50),

@@ -111,7 +111,8 @@ def predict(
           f"({cost.cpu}), cost model {path.name}")
     rows = []
     for p in preds:
-        top = ", ".join(f"{u['ops']} {100 * u['share']:.0f}%" for u in p.top_units)
+        top = ", ".join(u["ops"] + (f" x{u['count']}" if u["count"] > 1 else "") + f" {100 * u['share']:.0f}%"
+                        for u in p.top_units)
         mem = "-" if p.memory_bytes is None else f"{p.memory_bytes / 2**20:.0f} MiB"
         rows.append([p.variant, f"{p.p50_us:.1f} [{p.p50_interval[0]:.1f}-{p.p50_interval[1]:.1f}]",
                      f"{p.p99_us:.1f} [{p.p99_interval[0]:.1f}-{p.p99_interval[1]:.1f}]",
