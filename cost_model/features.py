@@ -165,19 +165,6 @@ def _onnx_tool_macs(model: onnx.ModelProto) -> dict[str, float]:
                 continue
             counted[name] = float(macs[0] if isinstance(macs, (list, tuple)) else macs)
     return counted
-    for name, node in graph.nodemap.items():
-        # an op it has no counter for raises, or warns and answers 0: neither is a count
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            try:
-                ins = [graph.tensormap[i] for i in node.input if i]
-                outs = [graph.tensormap[o] for o in node.output if o]
-                macs = node.profile(ins, outs)
-            except Exception:  # noqa: BLE001
-                continue
-        if not any("not registed" in str(w.message) or "not registered" in str(w.message) for w in caught):
-            counted[name] = float(macs[0] if isinstance(macs, (list, tuple)) else macs)
-    return counted
 
 
 def _attrs(node) -> dict[str, Any]:
