@@ -46,6 +46,9 @@ KINDS = {
     "pool": "MaxPool AveragePool GlobalAveragePool GlobalMaxPool LpPool",
 }
 KIND_OF = {op: kind for kind, ops in KINDS.items() for op in ops.split()}
+# elementwise ops that cost a function evaluation per element, not one instruction
+TRANSCENDENTAL = frozenset("Cos Elu Erf Exp Gelu HardSwish Log Mish Pow Selu Sigmoid Sin Softplus Sqrt Tan Tanh "
+                           "Celu Reciprocal Div".split())
 
 
 def kind_of(op_type: str) -> str:
@@ -55,6 +58,8 @@ def kind_of(op_type: str) -> str:
 
     if op_type in KIND_OF:
         return KIND_OF[op_type]
+    if op_type in TRANSCENDENTAL:
+        return "transcendental"
     if op_type in ELEMENTWISE:
         return "elementwise"
     if op_type in DATA_MOVEMENT:
@@ -69,6 +74,7 @@ class Unit:
     macs: float
     bytes: float
     unknown: bool  # a node of this unit has no MAC counter
+    steps: float = 0.0  # recurrent time steps (per direction and layer): each costs a loop iteration
 
 
 def units_of(features: GraphFeatures, table: list[dict[str, Any]], rules: FusionRules | None) -> list[Unit]:
@@ -83,8 +89,17 @@ def units_of(features: GraphFeatures, table: list[dict[str, Any]], rules: Fusion
         heaviest = max(feats, key=lambda f: (f.macs or 0.0, -f.index))
         units.append(Unit(names, kind_of(heaviest.op_type), float(sum(f.macs or 0.0 for f in feats)),
                           float(sum(f.bytes_in + f.bytes_out + f.weight_bytes for f in feats)),
-                          any(f.macs is None for f in feats)))
+                          any(f.macs is None for f in feats), float(sum(_steps(f) for f in feats))))
     return units
+
+
+def _steps(f) -> float:
+    """Time steps of an ONNX LSTM/GRU/RNN node (layout 0: X is [seq, batch, input]) times
+    its directions; 0 for any other node."""
+    if f.op_type not in ("LSTM", "GRU", "RNN") or not f.input_shapes or not f.input_shapes[0]:
+        return 0.0
+    directions = 2 if f.attrs.get("direction") == "bidirectional" else 1
+    return float(f.input_shapes[0][0] * directions)
 
 
 def aggregate(units: list[Unit]) -> dict[str, float]:
@@ -93,7 +108,10 @@ def aggregate(units: list[Unit]) -> dict[str, float]:
     for u in units:
         agg["macs"] += u.macs
         agg["bytes"] += u.bytes
-        for key, value in ((f"n:{u.kind}", 1.0), (f"macs:{u.kind}", u.macs), (f"bytes:{u.kind}", u.bytes)):
+        for key, value in ((f"n:{u.kind}", 1.0), (f"macs:{u.kind}", u.macs), (f"bytes:{u.kind}", u.bytes),
+                           (f"steps:{u.kind}", u.steps)):
+            if not value and key.startswith("steps:"):
+                continue
             agg[key] = agg.get(key, 0.0) + value
     return agg
 
