@@ -15,6 +15,7 @@ from auditor import deadline
 from auditor.commands.variants import parse_compiler_specs
 from auditor.pipeline import AuditSettings, ModelRequest, audit_variants, prepare, resolve_device
 from auditor.store import Store
+from auditor.commands.predict import beside_measurement
 from auditor.summary import run_summary, table
 from auditor.timing import TimingSettings
 from ground.errors import AuditorError
@@ -114,6 +115,8 @@ def compile_all(
               f"{'; ' + held + ', outputs checked over a sequence of calls from a fresh load' if held else ''}); "
               f"deadline {settings.budget_us:.1f} µs; device {device}")
         print(table(summaries))
+        for line in beside_measurement(prepared.bundle, summaries, device, settings.budget_us, results_dir):
+            print(line)
         print(f"results: {store.path}; pages: {pages[0].parent if pages else '-'}")
     store.close()
     if not any(s["status"] in ("ok", "mismatch", "compiled") for s in summaries):

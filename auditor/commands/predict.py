@@ -123,3 +123,34 @@ def predict(
         for flag in p.flags:
             print(f"  {p.variant}: {flag}")
     print(advice)
+
+
+def beside_measurement(bundle, summaries: list[dict], device: str, budget_us: float, results_dir: Path) -> list[str]:
+    """compile-all's check of the cost model: predicted vs measured p50/p99 per variant that
+    both have (lines to print; none when no cost model describes this device)."""
+    from cost_model import locate, modelfile
+    from cost_model.prediction import predict_graph
+
+    path = locate.find(results_dir, device)
+    if path is None or "onnx" not in bundle.files:
+        return []
+    try:
+        cost = modelfile.load(path)
+        import onnx
+
+        graph = onnx.load(str(bundle.path("onnx")))
+        wanted = [s["variant"] for s in summaries if s["variant"] in cost.variants and s["status"] == "ok"
+                  and not s["emulated"]]
+        preds = {p.variant: p for p in predict_graph(graph, cost, budget_us, wanted)} if wanted else {}
+    except AuditorError as e:
+        return [f"cost model {path.name} not used: {e}"]
+    lines = []
+    for s in summaries:
+        p = preds.get(s["variant"])
+        if p is None:
+            continue
+        lines.append(f"{s['variant']}: predicted p50 {p.p50_us:.1f} µs vs measured {s['p50_us']:.1f} "
+                     f"({100 * (p.p50_us / s['p50_us'] - 1):+.0f}%), predicted p99 {p.p99_us:.1f} vs measured "
+                     f"{s['p99_us']:.1f} ({100 * (p.p99_us / s['p99_us'] - 1):+.0f}%)"
+                     f"{' [low confidence]' if p.low_confidence else ''}")
+    return [f"cost model {path.name} ({cost.cpu}), PREDICTED beside MEASURED:"] + lines if lines else []
