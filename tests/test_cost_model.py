@@ -85,6 +85,16 @@ def test_fit_writes_a_json_model_that_records_its_provenance(fitted):
     assert ["Gemm", "Relu"] in [c[0] for c in ort["rules"]["counts"]]  # ORT's FusedGemm, learned
 
 
+def test_fit_with_a_prior_adapts_it_and_says_so(fitted, tmp_path):
+    out = tmp_path / "adapted.json"
+    assert main(["fit", "--dataset", str(SLICE), "--prior", str(fitted), "--output", str(out), "-c", "onnxruntime"]) == 0
+    d = json.loads(out.read_text())
+    assert d["prior"] == "slice.json" and d["notes"][0].startswith("adapted from slice.json (local, Intel")
+    assert set(d["variants"]) == {"onnxruntime"} and len(d["variants"]["onnxruntime"]["p50_calibration"]) == 24
+    prior_terms = set(json.loads(fitted.read_text())["variants"]["onnxruntime"]["p50"]["terms"])
+    assert prior_terms <= set(d["variants"]["onnxruntime"]["p50"]["terms"])  # keeps what the prior knew
+
+
 def test_evaluate_reports_leave_one_family_out_figures(tmp_path, capsys):
     assert main(["evaluate", "--dataset", str(SLICE), "--export", str(tmp_path / "ev"), "-o", str(tmp_path)]) == 0
     report = json.loads((tmp_path / "ev.json").read_text())
