@@ -14,9 +14,10 @@ own times are not needed, and they are 1.1-3.4x inflated on small blocks (APIS.m
 Fitted separately for p50 and for p99.
 
 Measured against alternatives on host-v1, leave one family out (ORT p50 within +-10%):
-this additive model 0.34; a whole-graph gradient-boosted model (sklearn HistGradientBoosting
-on log aggregated features) 0.21; the additive model with a boosted log-residual stage
-0.21-0.24 (worse on every variant). The additive model is kept. Its coefficients are plain
+this additive model 0.34 (0.35 with the transcendental and recurrent-step kinds below, MAPE
+36% -> 24%); a whole-graph gradient-boosted model (sklearn HistGradientBoosting on log
+aggregated features) 0.21; the additive model with a boosted log-residual stage 0.21-0.24
+(worse on every variant). The additive model is kept. Its coefficients are plain
 numbers: the model file is JSON (cost_model/modelfile.py).
 """
 
