@@ -195,6 +195,33 @@ def prepare_bundle(model: LoadedModel, inputs: InputSet, results_dir: Path) -> M
     return bundle
 
 
+def canonical_graph(model: LoadedModel, inputs: InputSet, results_dir: Path):
+    """The canonical ONNX graph of any model form, without running the model: the export half
+    of prepare_bundle (no reference outputs). What `auditor predict` features."""
+    import tempfile
+
+    directory = Path(tempfile.mkdtemp(prefix="predict-", dir=results_dir if results_dir.is_dir() else None))
+    log = directory / "export.log"
+    bundle = ModelBundle(model_hash(model, inputs), directory, list(inputs.specs), [])
+    if model.is_torch:
+        from compilers.torch_eager import torch_args
+
+        graph, pt2_names = _export_torch(model, torch_args(inputs.specs, inputs.timing_inputs), directory, log,
+                                         bundle)
+    elif model.format == "tflite":
+        graph, pt2_names = _tflite_onnx(model, directory, log, bundle), {}
+    else:
+        graph, pt2_names = model.onnx_model, {}
+    if graph is None:
+        raise AuditorError(f"{model.source}: no ONNX graph to predict from ({bundle.problems.get('onnx', 'export failed')})")
+    real = [i.name for i in graph.graph.input if i.name not in {t.name for t in graph.graph.initializer}]
+    shapes = {s.name: list(s.shape) for s in _renamed(inputs.specs, real) if s.name in real}
+    try:
+        return _canonical_onnx(graph, shapes, log, pt2_names)
+    except Exception as e:  # noqa: BLE001 - onnx checker / shape inference
+        raise AuditorError(f"{model.source}: the exported ONNX graph is not usable: {first_line(e)}")
+
+
 def _renamed(specs: list[TensorSpec], real: list[str]) -> list[TensorSpec]:
     """Our specs under the exported graph's input names. A number argument the exporter made
     a constant is not a graph input: it keeps its own name (and only torch runtimes take it)."""

@@ -5,7 +5,7 @@ Nothing runs: shapes come from the graph's own shape inference (the canonical gr
 counters where it covers the op, and from one rule of our own where it does not
 (elementwise ops: one operation per output element). An op neither covers is flagged
 `unknown-op` with no count, never dropped or given a made-up zero. Graph position
-(depth from the inputs, fan-in and fan-out) comes from a networkx DAG of the nodes.
+(depth from the inputs, fan-in and fan-out) comes from a topological pass over the nodes.
 
 FEATURE_VERSION changes whenever a feature's meaning changes: a cost model fitted on
 features of another version must not be used with these.
@@ -165,19 +165,6 @@ def _onnx_tool_macs(model: onnx.ModelProto) -> dict[str, float]:
                 continue
             counted[name] = float(macs[0] if isinstance(macs, (list, tuple)) else macs)
     return counted
-    for name, node in graph.nodemap.items():
-        # an op it has no counter for raises, or warns and answers 0: neither is a count
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            try:
-                ins = [graph.tensormap[i] for i in node.input if i]
-                outs = [graph.tensormap[o] for o in node.output if o]
-                macs = node.profile(ins, outs)
-            except Exception:  # noqa: BLE001
-                continue
-        if not any("not registed" in str(w.message) or "not registered" in str(w.message) for w in caught):
-            counted[name] = float(macs[0] if isinstance(macs, (list, tuple)) else macs)
-    return counted
 
 
 def _attrs(node) -> dict[str, Any]:
@@ -191,23 +178,32 @@ def _attrs(node) -> dict[str, Any]:
 
 
 def _positions(model: onnx.ModelProto) -> dict[str, tuple[int, int, int]]:
-    """Node name -> (depth from the inputs, fan-in, fan-out) over the producer->consumer DAG."""
-    import networkx as nx
+    """Node name -> (depth from the inputs, fan-in, fan-out) over the producer->consumer DAG.
 
-    dag = nx.DiGraph()
+    A plain Kahn pass over the edges (networkx did this before; importing it cost more than
+    `auditor predict`'s whole budget for a small graph)."""
     producer = {}
     for node in model.graph.node:
-        dag.add_node(node.name)
         for out in node.output:
             producer[out] = node.name
+    preds: dict[str, set[str]] = {node.name: set() for node in model.graph.node}
+    succs: dict[str, set[str]] = {node.name: set() for node in model.graph.node}
     for node in model.graph.node:
         for tensor in node.input:
             if tensor in producer and producer[tensor] != node.name:
-                dag.add_edge(producer[tensor], node.name)
+                preds[node.name].add(producer[tensor])
+                succs[producer[tensor]].add(node.name)
+    waiting = {name: len(p) for name, p in preds.items()}
+    ready = [name for name, count in waiting.items() if count == 0]
     depth: dict[str, int] = {}
-    for name in nx.topological_sort(dag):
-        depth[name] = 1 + max((depth[p] for p in dag.predecessors(name)), default=-1)
-    return {name: (depth[name], dag.in_degree(name), dag.out_degree(name)) for name in dag.nodes}
+    while ready:
+        name = ready.pop()
+        depth[name] = 1 + max((depth[p] for p in preds[name]), default=-1)
+        for nxt in succs[name]:
+            waiting[nxt] -= 1
+            if waiting[nxt] == 0:
+                ready.append(nxt)
+    return {name: (depth.get(name, 0), len(preds[name]), len(succs[name])) for name in preds}
 
 
 def graph_features(model: onnx.ModelProto) -> GraphFeatures:

@@ -46,7 +46,8 @@ def test_the_wheel_holds_every_file_the_code_reads_at_run_time(wheel):
     # and by name, what the code opens from its own directory
     read_at_run_time = [sofie_cpp.GLUE, sofie_cpp.OP_CLOCK_DIR / "op_clock.h",
                         *(p for p in build.RUNNER_SOURCE.rglob("*") if p.is_file()),
-                        ROOT / "reports/templates/run.html.j2", ROOT / "reports/templates/coverage.html.j2"]
+                        ROOT / "reports/templates/run.html.j2", ROOT / "reports/templates/coverage.html.j2",
+                        ROOT / "cost_model/models/local.json"]
     assert len(read_at_run_time) > 20
     assert {str(p.relative_to(ROOT)) for p in read_at_run_time} <= names
 

@@ -177,7 +177,7 @@ def test_tuning_over_rpc_on_the_loopback_ssh_device(ssh_spec, monkeypatch, tmp_p
     import sys
 
     from auditor.pipeline import ModelRequest, prepare
-    from auditor.store import Store
+    from store import Store
     from compilers.tvm_tuning import COMPLETE, RECORDS
 
     monkeypatch.setenv("AUDITOR_CACHE", str(tmp_path / "cache"))

@@ -15,6 +15,7 @@ from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeEl
 from auditor import deadline
 from auditor.commands.variants import parse_compiler_specs
 from auditor.pipeline import AuditSettings, ModelRequest, audit_variants, prepare, resolve_device
+from auditor.commands.predict import beside_measurement
 from store import Store
 from auditor.summary import run_summary, table
 from auditor.timing import TimingSettings
@@ -125,6 +126,8 @@ def compile_all(
         for variant, why in verdict.why.items():
             if not why.startswith(("chosen", "slower")):
                 print(f"{variant}: {why}" if wide else textwrap.shorten(f"{variant}: {why}", 100, placeholder="…"))
+        for line in beside_measurement(prepared.bundle, summaries, device, settings.budget_us, results_dir):
+            print(line)
         print(f"results: {store.path}; pages: {pages[0].parent if pages else '-'}")
     store.close()
     if not any(s["status"] in ("ok", "mismatch", "compiled") for s in summaries):

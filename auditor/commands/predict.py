@@ -1,0 +1,156 @@
+"""`auditor predict`: per compiler variant, how fast and how safe a model would be on a
+device, from the cost model alone. Nothing is compiled or run.
+
+Kept light on purpose: for an .onnx input neither torch nor any runtime is imported (the
+whole command must start and answer in well under a second).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import typer
+
+from ground.errors import AuditorError, first_line
+
+DEFAULT_RESULTS = Path("auditor-results")
+
+
+def _absolute(path: Path | None) -> Path | None:
+    return None if path is None else Path(path).expanduser().absolute()
+
+
+def _onnx_graph(path: Path):
+    """A user's ONNX file, checked, shape-inferred and uniquely named; never run."""
+    import onnx
+
+    from cost_model.graph import ensure_unique_node_names
+
+    try:
+        model = onnx.load(str(path))
+        onnx.checker.check_model(model)
+    except Exception as e:  # noqa: BLE001 - protobuf and checker raise many kinds
+        raise AuditorError(f"{path}: not a valid ONNX model ({first_line(e)})")
+    model = onnx.shape_inference.infer_shapes(model, strict_mode=False)
+    ensure_unique_node_names(model)
+    return model
+
+
+def _graph(spec: str, input_shapes: list[str], results_dir: Path, trust_pickle: bool):
+    path = Path(spec)
+    if path.suffix.lower() == ".onnx" and not spec.startswith("zoo:"):
+        if not path.is_file():
+            raise AuditorError(f"{path}: no such file")
+        return _onnx_graph(path)
+    # other forms: load and export to the canonical ONNX graph exactly as compile-all does
+    # (torch.export traces the module; no compiler runtime runs it)
+    from auditor.export import canonical_graph
+    from auditor.inputs import build_inputs
+    from auditor.loaders import load_model
+
+    model = load_model(spec, trust_pickle=trust_pickle)
+    inputs = build_inputs(model, input_shapes, None, None, [])
+    return canonical_graph(model, inputs, results_dir)
+
+
+def predict(
+    model: str = typer.Argument(..., help="the model: .onnx, .pt2, TorchScript .pt, file.py:factory, .tflite "
+                                "or zoo:FAMILY[:k=v,...]"),
+    compilers: list[str] = typer.Option([], "--compilers", "-c", help="compiler variant, repeatable "
+                                        "(default: every variant the cost model knows)"),
+    device: str = typer.Option("local", "--device", help="the device whose fitted cost model to use"),
+    cost_model: Path = typer.Option(None, "--cost-model", callback=_absolute,
+                                    help="a cost-model file (default: the one fitted or shipped for --device)"),
+    block_size: int = typer.Option(16, "--block-size", min=1, help="audio block size (frames)"),
+    sample_rate: float = typer.Option(44100.0, "--sample-rate", min=1.0, help="sample rate (Hz)"),
+    deadline_us: float = typer.Option(None, "--deadline-us", min=0.0,
+                                      help="the deadline in µs (instead of block size / sample rate)"),
+    input_shapes: list[str] = typer.Option([], "--input-shape", help="[name=]d0,d1,... for inputs of "
+                                           "unknown shape (non-ONNX models)"),
+    trust_pickle: bool = typer.Option(False, "--trust-pickle", help="allow unpickling a plain torch.save'd module"),
+    as_json: bool = typer.Option(False, "--json", help="print the result as JSON"),
+    results_dir: Path = typer.Option(DEFAULT_RESULTS, "--results-dir", "-o", callback=_absolute,
+                                     help="results directory (fitted cost models live in cost-models/)"),
+) -> None:
+    """Predict each compiler's latency (p50, p99), deadline risk and memory without running the model."""
+    from cost_model import locate, modelfile
+    from cost_model.prediction import predict_graph, recommend
+
+    path = cost_model or locate.find(results_dir, device)
+    if path is None:
+        raise AuditorError(
+            f"no cost model fitted for device {device!r}: measure the adaptation sweep there "
+            f"(auditor dataset build --spec datasets/sweeps/adapt.json --device {device}) and run "
+            f"`auditor fit --device {device}`")
+    cost = modelfile.load(path)
+    if cost_model is None and cost.device != device:
+        raise AuditorError(f"{path}: describes device {cost.device!r}, not {device!r}")
+    variants = None
+    if compilers:
+        variants = []
+        for c in compilers:
+            label = locate.variant_label(c)
+            if label not in cost.variants:
+                raise AuditorError(f"the cost model for {cost.device} has no variant {label!r} "
+                                   f"(it has: {', '.join(sorted(cost.variants))})")
+            variants.append(label)
+    deadline = deadline_us if deadline_us is not None else block_size / sample_rate * 1e6
+    graph = _graph(model, input_shapes, results_dir, trust_pickle)
+    preds = predict_graph(graph, cost, deadline, variants)
+    advice = recommend(preds, deadline)
+    about = {"device": cost.device, "cpu": cost.cpu, "cost_model": str(path), "trained_on": cost.sources,
+             "prior": cost.prior, "deadline_us": deadline, "nodes": len(graph.graph.node)}
+    if as_json:
+        print(json.dumps({"model": model, **about, "label": "predicted, not measured",
+                          "variants": [p.to_dict() for p in preds], "recommendation": advice}, indent=1))
+        return
+    from tabulate import tabulate
+
+    print(f"{model}: {len(graph.graph.node)} ONNX nodes — PREDICTED (not measured) for device {cost.device} "
+          f"({cost.cpu}), cost model {path.name}")
+    rows = []
+    for p in preds:
+        top = ", ".join(u["ops"] + (f" x{u['count']}" if u["count"] > 1 else "") + f" {100 * u['share']:.0f}%"
+                        for u in p.top_units)
+        mem = "-" if p.memory_bytes is None else f"{p.memory_bytes / 2**20:.0f} MiB"
+        rows.append([p.variant, f"{p.p50_us:.1f} [{p.p50_interval[0]:.1f}-{p.p50_interval[1]:.1f}]",
+                     f"{p.p99_us:.1f} [{p.p99_interval[0]:.1f}-{p.p99_interval[1]:.1f}]",
+                     f"{100 * p.deadline_probability:.0f}%", mem, top, "low" if p.low_confidence else "ok"])
+    print(tabulate(rows, headers=["variant", "p50 µs [90%]", "p99 µs [90%]", f"P(p99<={deadline:.0f}µs)",
+                                  "memory", "top operators (p50 share)", "confidence"]))
+    for p in preds:
+        for flag in p.flags:
+            print(f"  {p.variant}: {flag}")
+    print(advice)
+
+
+def beside_measurement(bundle, summaries: list[dict], device: str, budget_us: float, results_dir: Path) -> list[str]:
+    """compile-all's check of the cost model: predicted vs measured p50/p99 per variant that
+    both have (lines to print; none when no cost model describes this device)."""
+    from cost_model import locate, modelfile
+    from cost_model.prediction import predict_graph
+
+    path = locate.find(results_dir, device)
+    if path is None or "onnx" not in bundle.files:
+        return []
+    try:
+        cost = modelfile.load(path)
+        import onnx
+
+        graph = onnx.load(str(bundle.path("onnx")))
+        wanted = [s["variant"] for s in summaries if s["variant"] in cost.variants and s["status"] == "ok"
+                  and not s["emulated"]]
+        preds = {p.variant: p for p in predict_graph(graph, cost, budget_us, wanted)} if wanted else {}
+    except AuditorError as e:
+        return [f"cost model {path.name} not used: {e}"]
+    lines = []
+    for s in summaries:
+        p = preds.get(s["variant"])
+        if p is None:
+            continue
+        lines.append(f"{s['variant']}: predicted p50 {p.p50_us:.1f} µs vs measured {s['p50_us']:.1f} "
+                     f"({100 * (p.p50_us / s['p50_us'] - 1):+.0f}%), predicted p99 {p.p99_us:.1f} vs measured "
+                     f"{s['p99_us']:.1f} ({100 * (p.p99_us / s['p99_us'] - 1):+.0f}%)"
+                     f"{' [low confidence]' if p.low_confidence else ''}")
+    return [f"cost model {path.name} ({cost.cpu}), PREDICTED beside MEASURED:"] + lines if lines else []

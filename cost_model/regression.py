@@ -1,0 +1,190 @@
+"""Regression: whole-graph time as the sum of its kernels' times plus a per-inference overhead.
+
+For one (device, compiler variant) the graph is cut into the units the compiler runs
+(`grouping.group` with the variant's learned fusion rules); each unit has a kind (the op
+type of its heaviest node) and is costed as
+
+    t(unit) = c[kind] + m[kind] * MACs + b[kind] * bytes moved
+
+on top of generic per-unit, per-MAC and per-byte terms that every kind shares (what an op
+kind never seen in training falls back on), and one per-inference overhead term. Summed
+over a graph this is linear in per-kind sums, so the coefficients are fitted on measured
+whole-graph times (non-negative least squares on relative error): the per-op profilers'
+own times are not needed, and they are 1.1-3.4x inflated on small blocks (APIS.md).
+Fitted separately for p50 and for p99.
+
+Measured against alternatives on host-v1, leave one family out (ORT p50 within +-10%):
+this additive model 0.34 (0.35 with the transcendental and recurrent-step kinds below, MAPE
+36% -> 24%); a whole-graph gradient-boosted model (sklearn HistGradientBoosting on log
+aggregated features) 0.21; the additive model with a boosted log-residual stage 0.21-0.24
+(worse on every variant). The additive model is kept. Its coefficients are plain
+numbers: the model file is JSON (cost_model/modelfile.py).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from cost_model.features import GraphFeatures
+from cost_model.grouping import FusionRules, group
+
+GENERIC = ("overhead", "units", "macs", "bytes")
+PRIOR_RIDGE = 0.1  # pull toward a prior's coefficients when adapting (per graph, relative units)
+
+# Unit kinds: op types grouped by the kernel family that runs them. Coarse kinds carry over
+# to graphs of families never seen in training far better than one kind per op type.
+KINDS = {
+    "matmul": "Gemm MatMul MatMulInteger QLinearMatMul Einsum",
+    "conv": "Conv ConvTranspose ConvInteger QLinearConv",
+    "recurrent": "GRU LSTM RNN",
+    "normalize": "BatchNormalization LayerNormalization InstanceNormalization GroupNormalization "
+                 "Softmax LogSoftmax ReduceSum ReduceMean ReduceMax ReduceMin ReduceProd ReduceL2 "
+                 "ReduceLogSumExp CumSum TopK ArgMax ArgMin",
+    "pool": "MaxPool AveragePool GlobalAveragePool GlobalMaxPool LpPool",
+}
+KIND_OF = {op: kind for kind, ops in KINDS.items() for op in ops.split()}
+# elementwise ops that cost a function evaluation per element, not one instruction
+TRANSCENDENTAL = frozenset("Cos Elu Erf Exp Gelu HardSwish Log Mish Pow Selu Sigmoid Sin Softplus Sqrt Tan Tanh "
+                           "Celu Reciprocal Div".split())
+
+
+def kind_of(op_type: str) -> str:
+    """A unit's kind from its heaviest op: the kernel families above, else elementwise
+    (counted per element) or data movement (no arithmetic) or other."""
+    from cost_model.features import DATA_MOVEMENT, ELEMENTWISE
+
+    if op_type in KIND_OF:
+        return KIND_OF[op_type]
+    if op_type in TRANSCENDENTAL:
+        return "transcendental"
+    if op_type in ELEMENTWISE:
+        return "elementwise"
+    if op_type in DATA_MOVEMENT:
+        return "data"
+    return "other"
+
+
+@dataclass
+class Unit:
+    nodes: list[str]
+    kind: str
+    macs: float
+    bytes: float
+    unknown: bool  # a node of this unit has no MAC counter
+    steps: float = 0.0  # recurrent time steps (per direction and layer): each costs a loop iteration
+
+
+def units_of(features: GraphFeatures, table: list[dict[str, Any]], rules: FusionRules | None) -> list[Unit]:
+    """The units the variant runs, with summed features (rules None: every node alone)."""
+    by_name = {n.name: n for n in features.nodes}
+    groups = group(table, rules) if rules is not None else [[n["name"]] for n in table]
+    units = []
+    for names in groups:
+        feats = [by_name[n] for n in names if n in by_name]
+        if not feats:
+            continue
+        heaviest = max(feats, key=lambda f: (f.macs or 0.0, -f.index))
+        units.append(Unit(names, kind_of(heaviest.op_type), float(sum(f.macs or 0.0 for f in feats)),
+                          float(sum(f.bytes_in + f.bytes_out + f.weight_bytes for f in feats)),
+                          any(f.macs is None for f in feats), float(sum(_steps(f) for f in feats))))
+    return units
+
+
+def _steps(f) -> float:
+    """Time steps of an ONNX LSTM/GRU/RNN node (layout 0: X is [seq, batch, input]) times
+    its directions; 0 for any other node."""
+    if f.op_type not in ("LSTM", "GRU", "RNN") or not f.input_shapes or not f.input_shapes[0]:
+        return 0.0
+    directions = 2 if f.attrs.get("direction") == "bidirectional" else 1
+    return float(f.input_shapes[0][0] * directions)
+
+
+def aggregate(units: list[Unit]) -> dict[str, float]:
+    """Named whole-graph sums: the generic terms and per kind (n:K, macs:K, bytes:K)."""
+    agg = {"overhead": 1.0, "units": float(len(units)), "macs": 0.0, "bytes": 0.0}
+    for u in units:
+        agg["macs"] += u.macs
+        agg["bytes"] += u.bytes
+        for key, value in ((f"n:{u.kind}", 1.0), (f"macs:{u.kind}", u.macs), (f"bytes:{u.kind}", u.bytes),
+                           (f"steps:{u.kind}", u.steps)):
+            if not value and key.startswith("steps:"):
+                continue
+            agg[key] = agg.get(key, 0.0) + value
+    return agg
+
+
+@dataclass
+class Additive:
+    """t = sum_k coef[k] * agg[k]; terms are the aggregate names seen in training."""
+
+    terms: list[str]
+    coef: list[float]
+
+    def predict(self, agg: dict[str, float]) -> float:
+        return float(sum(c * agg.get(t, 0.0) for t, c in zip(self.terms, self.coef)))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"terms": self.terms, "coef": self.coef}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Additive:
+        return cls(list(d["terms"]), [float(c) for c in d["coef"]])
+
+
+def fit_additive(aggs: list[dict[str, float]], y: np.ndarray, ridge: float = 1e-3,
+                 prior: Additive | None = None) -> Additive:
+    """Non-negative least squares on relative error. With a prior, the fit is pulled toward
+    the prior's coefficients (what adapting to a new device from a few graphs does)."""
+    from scipy.optimize import nnls
+
+    seen = {k for a in aggs for k in a if a[k]}
+    if prior is not None:  # a term the few new graphs lack keeps the prior's coefficient
+        seen |= {t for t, c in zip(prior.terms, prior.coef) if c}
+        ridge = PRIOR_RIDGE
+    terms = sorted(seen, key=lambda k: (k not in GENERIC, k))
+    X = np.array([[a.get(t, 0.0) for t in terms] for a in aggs], dtype=np.float64)
+    y = np.asarray(y, dtype=np.float64)
+    scale = np.abs(X / y[:, None]).max(axis=0)
+    scale[scale == 0] = 1.0
+    A = X / y[:, None] / scale  # each row: relative error of that graph
+    b = np.ones(len(y))
+    k = len(terms)
+    reg = math.sqrt(ridge * len(y))
+    if prior is not None:
+        # rows pulling each coefficient toward the prior's (0 where the prior lacks the term)
+        p = dict(zip(prior.terms, prior.coef))
+        target = np.array([p.get(t, 0.0) for t in terms]) * scale
+        A = np.vstack([A, reg * np.eye(k)])
+        b = np.concatenate([b, reg * target])
+    else:
+        A = np.vstack([A, reg * np.eye(k)])
+        b = np.concatenate([b, np.zeros(k)])
+    coef, _ = nnls(A, b, maxiter=50 * k)
+    return Additive(terms, list(coef / scale))
+
+
+@dataclass
+class VariantModel:
+    """One (device, variant): additive p50 and p99, memory, training ranges, fusion rules."""
+
+    variant: str
+    p50: Additive
+    p99: Additive
+    memory: Additive  # peak RSS bytes = runtime base + per weight byte + per activation byte
+    kinds: list[str]  # unit kinds seen in training
+    ranges: dict[str, list[float]]  # generic aggregate -> [min, max] over training graphs
+    rules: FusionRules | None
+
+    def predict(self, agg: dict[str, float]) -> tuple[float, float]:
+        p50 = max(self.p50.predict(agg), 1e-3)
+        p99 = max(self.p99.predict(agg), 1e-3)
+        return p50, max(p99, p50)
+
+
+def unit_time(model: Additive, unit: Unit) -> float:
+    """One unit's share of the additive prediction (the overhead term is not in any unit)."""
+    return model.predict(aggregate([unit])) - model.predict({"overhead": 1.0})

@@ -1,0 +1,94 @@
+"""Fitting: from records (cost_model/records.py) to one VariantModel per compiler variant.
+
+Static features are computed once per distinct graph (`Prepared`); fusion rules, unit
+aggregates and the regressions are per variant and use only the graphs they are given, so
+leave-one-family-out evaluation fits on the other families alone (rules included).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from cost_model import grouping
+from cost_model.features import GraphFeatures, graph_features
+from cost_model.records import Graph, Measured
+from cost_model.regression import (
+    GENERIC, Additive, VariantModel, aggregate, fit_additive, units_of)
+from cost_model.table import model_from_table
+
+
+@dataclass
+class Prepared:
+    graphs: dict[str, Graph]
+    features: dict[str, GraphFeatures]
+    by_variant: dict[str, dict[str, Measured]]  # variant -> model hash -> measurement
+
+    @property
+    def variants(self) -> list[str]:
+        return sorted(self.by_variant)
+
+
+def prepare(graphs: dict[str, Graph], measured: list[Measured]) -> Prepared:
+    features = {h: graph_features(model_from_table(g.nodes, g.inputs)) for h, g in graphs.items()}
+    by_variant: dict[str, dict[str, Measured]] = {}
+    for m in measured:
+        by_variant.setdefault(m.variant, {})[m.model_hash] = m
+    return Prepared(graphs, features, by_variant)
+
+
+def memory_aggregate(features: GraphFeatures) -> dict[str, float]:
+    return {"overhead": 1.0, "weights": float(features.weight_bytes), "activations": float(features.activation_bytes)}
+
+
+def learn_rules(prep: Prepared, variant: str, hashes: list[str]) -> grouping.FusionRules | None:
+    runs = prep.by_variant[variant]
+    examples = [(prep.graphs[h].nodes, runs[h].kernel_map) for h in hashes if runs[h].kernel_map]
+    return grouping.learn(variant, examples) if examples else None
+
+
+def aggregates(prep: Prepared, hashes: list[str], rules) -> list[dict[str, float]]:
+    return [aggregate(units_of(prep.features[h], prep.graphs[h].nodes, rules)) for h in hashes]
+
+
+def fit_variant(prep: Prepared, variant: str, hashes: list[str],
+                prior: VariantModel | None = None) -> VariantModel:
+    runs = prep.by_variant[variant]
+    hashes = [h for h in hashes if h in runs]
+    rules = prior.rules if prior is not None else learn_rules(prep, variant, hashes)
+    aggs = aggregates(prep, hashes, rules)
+    y50 = np.array([runs[h].p50_us for h in hashes])
+    y99 = np.array([runs[h].p99_us for h in hashes])
+    p50 = fit_additive(aggs, y50, prior=prior.p50 if prior else None)
+    p99 = fit_additive(aggs, y99, prior=prior.p99 if prior else None)
+    mem_rows = [(memory_aggregate(prep.features[h]), runs[h].rss_peak_bytes) for h in hashes
+                if runs[h].rss_peak_bytes]
+    if mem_rows:
+        memory = fit_additive([a for a, _ in mem_rows], np.array([r for _, r in mem_rows]),
+                              prior=prior.memory if prior and prior.memory.terms else None)
+    else:
+        memory = prior.memory if prior else Additive([], [])
+    kinds = sorted({k[2:] for a in aggs for k in a if k.startswith("n:")})
+    ranges = {k: [float(min(a[k] for a in aggs)), float(max(a[k] for a in aggs))] for k in GENERIC[1:]}
+    if prior is not None:  # an adapted model knows what its prior knew
+        kinds = sorted(set(kinds) | set(prior.kinds))
+        ranges = {k: [min(lo, prior.ranges.get(k, [lo, hi])[0]), max(hi, prior.ranges.get(k, [lo, hi])[1])]
+                  for k, (lo, hi) in ranges.items()}
+    return VariantModel(variant, p50, p99, memory, kinds, ranges, rules)
+
+
+def predict_hashes(prep: Prepared, model: VariantModel, hashes: list[str]) -> list[tuple[float, float]]:
+    return [model.predict(a) for a in aggregates(prep, hashes, model.rules)]
+
+
+def graph_families(prep: Prepared) -> dict[str, list[str]]:
+    fams: dict[str, list[str]] = {}
+    for h, g in prep.graphs.items():
+        fams.setdefault(g.family, []).append(h)
+    return fams
+
+
+def describe(prep: Prepared) -> dict[str, Any]:
+    return {v: len(r) for v, r in prep.by_variant.items()}

@@ -1,0 +1,171 @@
+"""The cost model: features from stored node tables, fit / evaluate / predict, the model
+file's refusals, and that predict never runs the model (nor imports torch for ONNX)."""
+
+from __future__ import annotations
+
+import json
+import pickle
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+from auditor.cli import main
+from cost_model.features import graph_features
+from cost_model.graph import node_table
+from cost_model.intervals import Calibration
+from cost_model.table import model_from_table
+from tests.conftest import ROOT
+
+SLICE = ROOT / "tests" / "data" / "costmodel-slice.parquet"  # host-v1: 3 families x 8 graphs x 2 variants
+CONSOLE_SCRIPT = Path(sys.executable).parent / "auditor"
+
+
+def _vi(name, shape):
+    return helper.make_tensor_value_info(name, TensorProto.FLOAT, shape)
+
+
+def small_graph(extra_op: str | None = None) -> onnx.ModelProto:
+    """x -> Gemm -> Relu -> Conv-free tail; extra_op adds a node of a domain no runtime has."""
+    rng = np.random.default_rng(0)
+    w = numpy_helper.from_array(rng.standard_normal((16, 8)).astype(np.float32), "w")
+    b = numpy_helper.from_array(np.zeros(16, np.float32), "b")
+    nodes = [helper.make_node("Gemm", ["x", "w", "b"], ["g"], name="gemm", transB=1),
+             helper.make_node("Relu", ["g"], ["r"], name="relu")]
+    opsets = [helper.make_opsetid("", 20)]
+    out = "r"
+    if extra_op:
+        nodes.append(helper.make_node(extra_op, ["r"], ["y"], name="custom", domain="com.example"))
+        opsets.append(helper.make_opsetid("com.example", 1))
+        out = "y"
+    graph = helper.make_graph(nodes, "g", [_vi("x", [1, 8])], [_vi(out, [1, 16])],
+                              initializer=[w, b])
+    return onnx.shape_inference.infer_shapes(helper.make_model(graph, opset_imports=opsets))
+
+
+def test_features_of_a_stored_node_table_equal_the_original_graphs():
+    model = small_graph()
+    rows = [{**r, "inputs": json.dumps(r["inputs"]), "outputs": json.dumps(r["outputs"]),
+             "input_shapes": json.dumps(r["input_shapes"]), "output_shapes": json.dumps(r["output_shapes"]),
+             "attrs": json.dumps(r["attrs"])} for r in node_table(model)]
+    rebuilt = model_from_table(rows, ["x"])
+    a, b = graph_features(model).nodes, graph_features(rebuilt).nodes
+    assert [(n.op_type, n.macs, n.bytes_in, n.bytes_out, n.weight_bytes, n.depth) for n in a] == \
+           [(n.op_type, n.macs, n.bytes_in, n.bytes_out, n.weight_bytes, n.depth) for n in b]
+    assert a[0].macs == 8 * 16 + 16 and a[0].weight_bytes == (16 * 8 + 16) * 4
+
+
+def test_conformal_interval_and_deadline_probability():
+    cal = Calibration.of(np.log(np.linspace(0.8, 1.2, 99)))  # measured/predicted spread evenly ±20%
+    lo, hi = cal.interval(100.0)
+    assert lo == pytest.approx(80.0 + 0.4 * 4, rel=0.02) and hi == pytest.approx(120.0 - 0.4 * 4, rel=0.02)
+    assert cal.probability_within(100.0, 100.0) == pytest.approx(0.5, abs=0.02)
+    assert cal.probability_within(100.0, 130.0) == 1.0 and cal.probability_within(100.0, 70.0) == 0.0
+
+
+@pytest.fixture(scope="module")
+def fitted(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("fit") / "slice.json"
+    assert main(["fit", "--dataset", str(SLICE), "--output", str(out)]) == 0
+    return out
+
+
+def test_fit_writes_a_json_model_that_records_its_provenance(fitted):
+    d = json.loads(fitted.read_text())
+    assert d["format"] == "auditor-cost-model" and d["device"] == "local"
+    assert d["cpu"] == "Intel(R) Xeon(R) Processor" and d["sources"] == ["costmodel-slice.parquet"]
+    assert set(d["variants"]) == {"onnxruntime", "torchscript"}
+    ort = d["variants"]["onnxruntime"]
+    assert ort["compiler_version"] == "1.32.0" and ort["graphs"] == 24
+    assert len(ort["p50_calibration"]) == 24  # one out-of-family residual per graph
+    assert ["Gemm", "Relu"] in [c[0] for c in ort["rules"]["counts"]]  # ORT's FusedGemm, learned
+
+
+def test_fit_with_a_prior_adapts_it_and_says_so(fitted, tmp_path):
+    out = tmp_path / "adapted.json"
+    assert main(["fit", "--dataset", str(SLICE), "--prior", str(fitted), "--output", str(out), "-c", "onnxruntime"]) == 0
+    d = json.loads(out.read_text())
+    assert d["prior"] == "slice.json" and d["notes"][0].startswith("adapted from slice.json (local, Intel")
+    assert set(d["variants"]) == {"onnxruntime"} and len(d["variants"]["onnxruntime"]["p50_calibration"]) == 24
+    prior_terms = set(json.loads(fitted.read_text())["variants"]["onnxruntime"]["p50"]["terms"])
+    assert prior_terms <= set(d["variants"]["onnxruntime"]["p50"]["terms"])  # keeps what the prior knew
+
+
+def test_evaluate_reports_leave_one_family_out_figures(tmp_path, capsys):
+    assert main(["evaluate", "--dataset", str(SLICE), "--export", str(tmp_path / "ev"), "-o", str(tmp_path)]) == 0
+    report = json.loads((tmp_path / "ev.json").read_text())
+    ort = report["variants"]["onnxruntime"]
+    assert ort["all"]["graphs"] == 24 and set(ort["families"]) == {"mlp", "conv1d", "sensor_autoencoder"}
+    held = report["held"]["onnxruntime"]
+    errors = np.array([abs(h["p50"] / h["measured_p50"] - 1) for h in held])
+    assert ort["all"]["p50"]["within_10"] == pytest.approx(float(np.mean(errors <= 0.1)))
+    assert report["ranking"]["graphs"] == 24 and 0 <= report["ranking"]["best_hit"] <= 1
+    csv_lines = (tmp_path / "ev.csv").read_text().splitlines()
+    assert csv_lines[0].startswith("variant,family,graphs,p50_within_10") and len(csv_lines) == 1 + 2 * 4
+    assert "onnxruntime" in capsys.readouterr().out
+
+
+def test_predict_never_runs_the_model_and_flags_an_unknown_op(tmp_path, fitted, monkeypatch, capsys):
+    import onnxruntime
+    from onnx.reference import ReferenceEvaluator
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("predict reached a runtime")
+
+    monkeypatch.setattr(onnxruntime, "InferenceSession", refuse)
+    monkeypatch.setattr(ReferenceEvaluator, "run", refuse)
+    path = tmp_path / "custom.onnx"
+    onnx.save(small_graph(extra_op="Foo"), str(path))
+    assert main(["predict", str(path), "--cost-model", str(fitted), "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["label"] == "predicted, not measured" and len(out["variants"]) == 2
+    for v in out["variants"]:
+        assert v["low_confidence"] and any("Foo" in f for f in v["flags"])
+        assert v["p50_us"] > 0 and v["p50_interval90_us"][0] <= v["p50_us"] <= v["p50_interval90_us"][1]
+        assert 0 <= v["deadline_probability"] <= 1 and v["memory_bytes"] > 0
+
+
+def test_predict_with_the_shipped_model_from_the_console_script_without_torch(tmp_path):
+    """A user's folder, default options: the shipped model answers, and torch never loads."""
+    onnx.save(small_graph(), str(tmp_path / "block.onnx"))
+    proc = subprocess.run([str(CONSOLE_SCRIPT), "predict", "block.onnx", "--deadline-us", "100"],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert "PREDICTED (not measured) for device local (Intel(R) Xeon(R) Processor)" in proc.stdout
+    assert "onnxruntime" in proc.stdout and "torchscript" in proc.stdout and "P(p99<=100µs)" in proc.stdout
+    assert proc.stdout.strip().splitlines()[-1].startswith(("Use ", "Risky"))
+    probe = subprocess.run(
+        [sys.executable, "-c", "import sys; from auditor.cli import main; rc = main(['predict', 'block.onnx', "
+         "'--json']); print(rc, 'torch' in sys.modules, 'onnxruntime' in sys.modules)"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert probe.stdout.split()[-3:] == ["0", "False", "False"], probe.stderr
+
+
+def _bad(tmp_path: Path, *args) -> str:
+    proc = subprocess.run([str(CONSOLE_SCRIPT), *args], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2, (proc.stdout, proc.stderr)
+    assert len(proc.stderr.strip().splitlines()) == 1 and "Traceback" not in proc.stderr
+    return proc.stderr
+
+
+def test_bad_model_files_and_devices_get_one_line_and_exit_2(tmp_path, fitted):
+    onnx.save(small_graph(), str(tmp_path / "block.onnx"))
+    (tmp_path / "pickled.json").write_bytes(pickle.dumps({"format": "auditor-cost-model"}))
+    (tmp_path / "corrupt.json").write_text('{"format": "auditor-cost-model", "format_version": 1, "feature_ver')
+    old = json.loads(fitted.read_text())
+    old["feature_version"] = 0
+    (tmp_path / "old.json").write_text(json.dumps(old))
+    assert "never loads pickles" in _bad(tmp_path, "predict", "block.onnx", "--cost-model", "pickled.json")
+    assert "not JSON" in _bad(tmp_path, "predict", "block.onnx", "--cost-model", "corrupt.json")
+    assert "features version 0" in _bad(tmp_path, "predict", "block.onnx", "--cost-model", "old.json")
+    assert "no such cost-model file" in _bad(tmp_path, "predict", "block.onnx", "--cost-model", "absent.json")
+    assert "auditor fit --device ssh://pi@board" in _bad(tmp_path, "predict", "block.onnx", "--device", "ssh://pi@board")
+    assert "no such file" in _bad(tmp_path, "predict", "absent.onnx")
+    assert "never loads pickles" in _bad(tmp_path, "fit", "--dataset", str(SLICE), "--prior", "pickled.json",
+                                         "--output", "x.json")
+    assert "not a readable dataset file" in _bad(tmp_path, "fit", "--dataset", "corrupt.json")
+    assert "nothing to fit from" in _bad(tmp_path, "fit")
