@@ -40,8 +40,10 @@ demo: deps examples
 	$(AUDITOR) compile-all examples/conv1d.pt2 --block-size 16 --sample-rate 44100
 	$(AUDITOR) results list --limit 20
 
+# Two test processes (the machine has 2 cores and most tests wait on a child); a file's tests
+# stay in one process so its module fixtures (one audit shared by a file's tests) run once.
 test: deps
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n 2 --dist loadfile --durations=25
 
 deps: apt $(VENV)/.installed $(SPEEDSCOPE)
 
