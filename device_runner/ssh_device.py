@@ -288,17 +288,20 @@ class SshDevice(Device):
         return {"k": f"timeout -k {KILL_AFTER_S} {secs} ", "s": f"timeout -s KILL {secs} ",
                 "t": f"timeout -t {secs} -s KILL "}.get(self._timeout_mode or "none", "")
 
+    def _launch(self, verb: str, argv: list[str], timeout_s: float) -> tuple[list[str], str, str, int]:
+        """What run() and start() share: the argv as text, the work dir, a pid file of the
+        launch's own (quoted) and the device-side timeout in whole seconds."""
+        if not argv:
+            raise ValueError(f"{verb}() needs a command")
+        wd = self.workdir()
+        self._runs += 1
+        return [str(a) for a in argv], wd, shlex.quote(f"{wd}/.run-{self._runs}.pid"), max(1, math.ceil(timeout_s))
+
     def run(self, argv: list[str], timeout_s: float, cwd: str | None = None) -> Completed:
         """Run argv on the device under `timeout` (killed there at the deadline) and locally
         bounded too; cwd defaults to workdir(). Never raises for a non-zero exit or a
         timeout; DeviceError only when the device cannot be reached."""
-        if not argv:
-            raise ValueError("run() needs a command")
-        argv = [str(a) for a in argv]
-        wd = self.workdir()
-        self._runs += 1
-        pidfile = shlex.quote(f"{wd}/.run-{self._runs}.pid")
-        secs = max(1, math.ceil(timeout_s))
+        argv, wd, pidfile, secs = self._launch("run", argv, timeout_s)
         # A shell stays the parent (no exec) so a runner killed by a signal comes back as
         # exit 128+N. Its pid (sshd made it a session leader) lets the local side kill
         # everything it started if the remote timeout never fires.
@@ -320,13 +323,7 @@ class SshDevice(Device):
         """Start argv on the device and return at once (a server the caller talks to while
         it runs): under the device's `timeout` like run(), its output readable line by
         line; Background.stop() kills what it started (its process group and session)."""
-        if not argv:
-            raise ValueError("start() needs a command")
-        argv = [str(a) for a in argv]
-        wd = self.workdir()
-        self._runs += 1
-        pidfile = shlex.quote(f"{wd}/.run-{self._runs}.pid")
-        secs = max(1, math.ceil(timeout_s))
+        argv, wd, pidfile, secs = self._launch("start", argv, timeout_s)
         # The command runs in the background of a shell that reads its stdin, the channel:
         # when the channel closes (stop(), or this process dying with its connection) `cat`
         # ends and the shell kills the command's process group (GNU timeout makes one of

@@ -43,6 +43,19 @@ def process_running(pid) -> bool:
         return False
 
 
+def processes_where(matches) -> list[str]:
+    """Live processes (not zombies) whose command line satisfies matches(cmdline), as 'pid: cmdline'."""
+    found = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            cmdline = open(f"/proc/{pid}/cmdline").read().replace("\0", " ")
+        except OSError:
+            continue
+        if matches(cmdline) and process_running(pid):
+            found.append(f"{pid}: {cmdline[:150]}")
+    return found
+
+
 def write_factory(path: Path, body: str, name: str = "make") -> str:
     """A python factory file for tests; returns the 'file.py:make' spec."""
     path.write_text("import torch\nfrom torch import nn\n\n" + body)

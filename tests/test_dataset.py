@@ -12,7 +12,7 @@ import pytest
 
 from auditor.sweeps import load_sweep
 from ground.errors import AuditorError
-from tests.conftest import ROOT, process_running
+from tests.conftest import ROOT, process_running, processes_where
 
 SPEC = {
     "name": "tiny", "compilers": ["onnxruntime", "onnxruntime:graph_opt=disable"],
@@ -33,15 +33,7 @@ def _build(results, spec_path, *extra):
 
 def _processes_mentioning(path) -> list[str]:
     """Live processes whose command line names path (the measuring worker's job file is under it)."""
-    found = []
-    for pid in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            cmdline = open(f"/proc/{pid}/cmdline").read().replace("\0", " ")
-        except OSError:
-            continue
-        if str(path) in cmdline and process_running(pid):
-            found.append(f"{pid}: {cmdline[:150]}")
-    return found
+    return processes_where(lambda cmdline: str(path) in cmdline)
 
 
 def _measured(results):

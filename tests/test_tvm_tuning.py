@@ -109,17 +109,9 @@ def test_rpc_server_on_a_device_without_tvm_is_one_line(ssh_spec, monkeypatch):
 
 def _rpc_servers() -> list[str]:
     """Live TVM RPC servers on this machine (the loopback device), by their command lines."""
-    from tests.conftest import process_running
+    from tests.conftest import processes_where
 
-    found = []
-    for pid in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            cmdline = open(f"/proc/{pid}/cmdline").read().replace("\0", " ")
-        except OSError:
-            continue
-        if "python" in cmdline.split(" ")[0] and "-m tvm.exec.rpc_server" in cmdline and process_running(pid):
-            found.append(f"{pid}: {cmdline}")
-    return sorted(found)
+    return sorted(processes_where(lambda c: "python" in c.split(" ")[0] and "-m tvm.exec.rpc_server" in c))
 
 
 CLIENT = ("import sys, numpy as np, tvm\nfrom tvm import rpc\n"
