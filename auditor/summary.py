@@ -56,6 +56,7 @@ def run_summary(store: Store, run: RunRecord) -> dict:
     summary["rt_verdict"] = rt.verdict if rt is not None else (f"no audit: {rt_failure}" if rt_failure else None)
     summary["rt_short"] = rt.short if rt is not None else ("audit failed" if rt_failure else None)
     summary["rt_safety"] = rt.to_dict() if rt is not None else None  # quoted by the verdict
+    summary["predicted"] = store.prediction(run.run_id)  # the cost model's forecast, when one was made
     return summary
 
 

@@ -474,6 +474,27 @@ class Store:
         row = self.db.execute("SELECT state FROM models WHERE model_hash=?", (model_hash,)).fetchone()
         return json.loads(row[0]) if row and row[0] else {}
 
+    # -- the cost model's forecast of a measured run (compile-all checks the model on every audit)
+
+    PREDICTION_FIELDS = ("model_file", "cpu", "p50_us", "p50_lo", "p50_hi", "p99_us", "p99_lo", "p99_hi",
+                         "low_confidence", "flags")
+
+    def record_prediction(self, run_id: str, prediction: dict) -> None:
+        """What the cost model predicted for a run, kept beside what was measured."""
+        values = [prediction.get(k) for k in self.PREDICTION_FIELDS]
+        values[-2] = int(bool(values[-2]))
+        values[-1] = encode(values[-1] or [])
+        self.db.execute("INSERT OR REPLACE INTO predictions VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+                        (run_id, *values, time.time()))
+
+    def prediction(self, run_id: str) -> dict | None:
+        row = self.db.execute("SELECT * FROM predictions WHERE run_id=?", (run_id,)).fetchone()
+        if row is None:
+            return None
+        out = {k: row[k] for k in self.PREDICTION_FIELDS}
+        out["low_confidence"], out["flags"] = bool(out["low_confidence"]), json.loads(out["flags"] or "[]")
+        return out
+
     # -- reads for reports and serve ----------------------------------------------------
 
     @classmethod

@@ -2,7 +2,8 @@
 
 # 2: the coverage and dataset_points tables (created on first use by auditor/coverage.py and
 # auditor/dataset.py in 1) and runs.converted, models.state (added by ALTER TABLE on open in 1)
-# are part of the schema, and runs.rt_safety (the real-time audit, JSON) is new; store/migrate.py brings a version-1 store here.
+# are part of the schema, and runs.rt_safety (the real-time audit, JSON) and the predictions table (the cost model's
+# forecast of a measured run) are new; store/migrate.py brings a version-1 store here.
 SCHEMA_VERSION = 2
 
 # Terminal states a --resume does not redo (a failed or interrupted run is tried again).
@@ -61,6 +62,9 @@ CREATE TABLE IF NOT EXISTS profile_kernels (profile_id TEXT, idx INTEGER, name T
 CREATE TABLE IF NOT EXISTS coverage (
     compiler TEXT, variant TEXT, suite TEXT, case_name TEXT, op_types TEXT, status TEXT, reason TEXT,
     seconds REAL, compiler_version TEXT, updated_at REAL, PRIMARY KEY (variant, suite, case_name));
+CREATE TABLE IF NOT EXISTS predictions (
+    run_id TEXT PRIMARY KEY, model_file TEXT, cpu TEXT, p50_us REAL, p50_lo REAL, p50_hi REAL,
+    p99_us REAL, p99_lo REAL, p99_hi REAL, low_confidence INTEGER, flags TEXT, created_at REAL);
 CREATE TABLE IF NOT EXISTS dataset_points (
     dataset TEXT, spec TEXT, family TEXT, params TEXT, model_hash TEXT, status TEXT, reason TEXT,
     updated_at REAL, PRIMARY KEY (dataset, spec));

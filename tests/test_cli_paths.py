@@ -101,7 +101,7 @@ def test_results_export_csv_to_a_file(labelled, cli, tmp_path):
 
     assert reader.fieldnames == [*SUMMARY_KEYS, "model", "target", "options", "max_abs_err", "snr_db", "timing_loop",
                                  "timing", "per_op_method", "per_op_sum_to_whole", "state", "rt_safe",
-                                 "rt_verdict", "rt_short"]
+                                 "rt_verdict", "rt_short", "predicted_p50_us", "predicted_p99_us"]
     (row,) = rows
     assert row["rt_safe"] == row["rt_verdict"] == row["rt_short"] == ""  # no --rt-audit asked
     assert row["state"] == "" and row["converted"] == ""  # a stateless model's own graph

@@ -227,6 +227,11 @@ def test_report_page_in_a_browser(home, browser, tmp_path):
     page.click("#comparison th:nth-child(3)")
     assert page.inner_text("#comparison tbody tr:first-child td:first-child") == "onnxruntime"
     assert "Environment" in html and runs["torch-eager"]["compiler_version"] in html
+    # compile-all stored the cost model's forecast beside each matching measurement; the page
+    # shows it apart, labelled as predicted (a mismatching variant gets none)
+    assert runs["torch-eager"]["predicted"]["p50_us"] > 0 and runs["onnxruntime"]["predicted"] is None
+    assert page.inner_text("#prediction tbody tr:first-child td:first-child") == "torch-eager"
+    assert "PREDICTED by local.json" in page.inner_text("body")
     assert 0.9e6 < page_info["bytes"] < 3e6  # the vega bundle is most of it
     page.close()
 

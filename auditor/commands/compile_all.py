@@ -107,6 +107,8 @@ def compile_all(
             t = s["timing"] or {}
             console.print(f"{s['variant']}: stored run {s['run_id']} reused ({s['status']}; timed with "
                           f"runs={t.get('runs')} warmup={t.get('warmup')} max_seconds={t.get('max_seconds')})")
+    # the cost model's forecast beside each measurement, stored with the run (every audit checks it)
+    predicted = beside_measurement(prepared.bundle, summaries, device, settings.budget_us, results_dir, store)
     pages = [write_run_page(store, r) for r in run_ids]
     verdict = choose(summaries)
     if as_json:
@@ -126,7 +128,7 @@ def compile_all(
         for variant, why in verdict.why.items():
             if not why.startswith(("chosen", "slower")):
                 print(f"{variant}: {why}" if wide else textwrap.shorten(f"{variant}: {why}", 100, placeholder="…"))
-        for line in beside_measurement(prepared.bundle, summaries, device, settings.budget_us, results_dir):
+        for line in predicted:
             print(line)
         print(f"results: {store.path}; pages: {pages[0].parent if pages else '-'}")
     store.close()

@@ -125,9 +125,11 @@ def predict(
     print(advice)
 
 
-def beside_measurement(bundle, summaries: list[dict], device: str, budget_us: float, results_dir: Path) -> list[str]:
+def beside_measurement(bundle, summaries: list[dict], device: str, budget_us: float, results_dir: Path,
+                       store=None) -> list[str]:
     """compile-all's check of the cost model: predicted vs measured p50/p99 per variant that
-    both have (lines to print; none when no cost model describes this device)."""
+    both have (lines to print; none when no cost model describes this device); with a store,
+    each prediction is kept with its run (summaries, reports)."""
     from cost_model import locate, modelfile
     from cost_model.prediction import predict_graph
 
@@ -144,13 +146,25 @@ def beside_measurement(bundle, summaries: list[dict], device: str, budget_us: fl
         preds = {p.variant: p for p in predict_graph(graph, cost, budget_us, wanted)} if wanted else {}
     except AuditorError as e:
         return [f"cost model {path.name} not used: {e}"]
-    lines = []
+    rows = []
     for s in summaries:
         p = preds.get(s["variant"])
         if p is None:
             continue
-        lines.append(f"{s['variant']}: predicted p50 {p.p50_us:.1f} µs vs measured {s['p50_us']:.1f} "
-                     f"({100 * (p.p50_us / s['p50_us'] - 1):+.0f}%), predicted p99 {p.p99_us:.1f} vs measured "
-                     f"{s['p99_us']:.1f} ({100 * (p.p99_us / s['p99_us'] - 1):+.0f}%)"
-                     f"{' [low confidence]' if p.low_confidence else ''}")
-    return [f"cost model {path.name} ({cost.cpu}), PREDICTED beside MEASURED:"] + lines if lines else []
+        if store is not None:
+            store.record_prediction(s["run_id"], {
+                "model_file": str(path), "cpu": cost.cpu, "p50_us": p.p50_us, "p50_lo": p.p50_interval[0],
+                "p50_hi": p.p50_interval[1], "p99_us": p.p99_us, "p99_lo": p.p99_interval[0],
+                "p99_hi": p.p99_interval[1], "low_confidence": p.low_confidence, "flags": p.flags})
+            s["predicted"] = store.prediction(s["run_id"])
+        rows.append([s["variant"] + (" [low confidence]" if p.low_confidence else ""),
+                     f"{p.p50_us:.1f}", f"{s['p50_us']:.1f}", f"{100 * (p.p50_us / s['p50_us'] - 1):+.0f}%",
+                     f"{p.p99_us:.1f}", f"{s['p99_us']:.1f}", f"{100 * (p.p99_us / s['p99_us'] - 1):+.0f}%"])
+    if not rows:
+        return []
+    from tabulate import tabulate
+
+    # a table of its own, so it fits the 100-column terminal like the measurement table
+    return [f"cost model {path.name} ({cost.cpu[:60]}), PREDICTED beside MEASURED:",
+            *tabulate(rows, headers=["variant", "pred p50 µs", "p50 µs", "err", "pred p99 µs", "p99 µs", "err"],
+                      tablefmt="simple", disable_numparse=True).splitlines()]

@@ -111,12 +111,14 @@ def export(results_dir: Path = RESULTS_DIR,
         writer = csv.DictWriter(buf, fieldnames=[*SUMMARY_KEYS, "model", "target", "options", "max_abs_err",
                                                  "snr_db", "timing_loop", "timing", "per_op_method",
                                                  "per_op_sum_to_whole", "state", "rt_safe", "rt_verdict",
-                                                 "rt_short"])
+                                                 "rt_short", "predicted_p50_us", "predicted_p99_us"])
         writer.writeheader()
         for run in store.run_records():
             s = run_summary(store, run)
             s.pop("model_state"), s.pop("stream_state")  # in the CSV as the one `state` phrase
             s.pop("rt_safety")  # in the CSV as rt_safe, rt_verdict, rt_short; whole in the JSON
+            predicted = s.pop("predicted") or {}  # the cost model's forecast, labelled as predicted
+            s["predicted_p50_us"], s["predicted_p99_us"] = predicted.get("p50_us"), predicted.get("p99_us")
             writer.writerow({**s, "options": json.dumps(s["options"], sort_keys=True),
                              "timing": json.dumps(s["timing"], sort_keys=True)})
         text = buf.getvalue()
