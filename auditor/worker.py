@@ -250,12 +250,16 @@ def _compiled(cls, version: str, bundle, target, job: WorkerJob, workdir: Path, 
         t0 = time.perf_counter()
         artifact = compile_isolated(cls, bundle, target, job.options, workdir, log, job.device)
         return artifact, time.perf_counter() - t0, False
-    # the device is part of the key: tuning on an ssh device makes a different artifact
-    key = artifact_cache.cache_key(bundle.model_hash, cls.name, {**job.options, "device": job.device},
-                                   target.name, version)
-    return artifact_cache.get_or_compile(
+    # the device is part of the key: tuning on an ssh device makes a different artifact;
+    # runtime-only options are not (LiteRT with XNNPACK on and off loads one conversion)
+    key = artifact_cache.cache_key(bundle.model_hash, cls.name, {**cls.compile_options(job.options),
+                                                                 "device": job.device}, target.name, version)
+    artifact, seconds, reused = artifact_cache.get_or_compile(
         job.results_dir, key,
         lambda directory: compile_isolated(cls, bundle, target, job.options, directory, log, job.device))
+    # a cached artifact carries the options it was compiled with: this run's runtime ones apply
+    artifact.options = {**artifact.options, **job.options}
+    return artifact, seconds, reused
 
 
 def run_job(job: WorkerJob, served: int = 0) -> None:

@@ -77,6 +77,9 @@ class OptionSpec:
     default: Any
     help: str
     choices: tuple[Any, ...] | None = None
+    # chosen when the artifact is loaded, not when it is compiled: one compiled artifact
+    # serves every value (the artifact cache keys on the other options only)
+    runtime: bool = False
 
     def parse(self, name: str, text: str) -> Any:
         kind = type(self.default)
@@ -146,6 +149,11 @@ class Compiler(ABC):
         resolved = {k: spec.default for k, spec in cls.options.items()}
         resolved.update(overrides)
         return resolved
+
+    @classmethod
+    def compile_options(cls, options: dict[str, Any]) -> dict[str, Any]:
+        """The options that change what compile() writes (runtime-only ones left out)."""
+        return {k: v for k, v in options.items() if not (k in cls.options and cls.options[k].runtime)}
 
     @classmethod
     def variant_label(cls, options: dict[str, Any]) -> str:

@@ -432,11 +432,11 @@ class LiteRT(Compiler):
     description = "LiteRT (TFLite) interpreter from litert-torch, XNNPACK delegate or builtin kernels"
     accepts = ("tflite", "torch-export")
     options = {
-        "xnnpack": OptionSpec(True, "XNNPACK delegate (off: builtin kernels only)"),
-        "threads": OptionSpec(1, "interpreter threads (the board has one core)"),
+        "xnnpack": OptionSpec(True, "XNNPACK delegate (off: builtin kernels only)", runtime=True),
+        "threads": OptionSpec(1, "interpreter threads (the board has one core)", runtime=True),
         "quantize": OptionSpec("none", "dynamic-int8: int8 weights, activations quantised at "
                                "run time (ai-edge-quantizer)", QUANTIZE),
-        "profile_max_ops": OptionSpec(400, "per-op profile: slice and time at most this many ops"),
+        "profile_max_ops": OptionSpec(400, "per-op profile: slice and time at most this many ops", runtime=True),
     }
     default_variants = ({}, {"xnnpack": False}, {"quantize": "dynamic-int8"})
     per_op_method = PER_OP_METHOD

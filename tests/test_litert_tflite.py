@@ -192,3 +192,28 @@ def test_conversion_failure_is_reported(tmp_path):
     workdir.mkdir()
     with pytest.raises(RuntimeError, match="litert-torch conversion failed"):
         LiteRT().compile(bundle, TARGETS["host"], LiteRT.resolve_options({}), workdir)
+
+
+def test_xnnpack_on_and_off_load_one_cached_conversion(tmp_path):
+    """XNNPACK is chosen when the interpreter loads (a runtime-only option): a dataset build's
+    two LiteRT variants convert the model once, and each run still uses its own setting."""
+    import sqlite3
+    import subprocess
+    import sys
+
+    (tmp_path / "s.json").write_text(json.dumps({
+        "name": "lt", "compilers": ["litert", "litert:xnnpack=false"],
+        "timing": {"runs": 30, "warmup": 3, "max_seconds": 0.2, "profile_runs": 2},
+        "families": [{"family": "mlp", "grid": {"depth": [1], "width": [16]}}]}))
+    auditor = Path(sys.executable).parent / "auditor"
+    done = subprocess.run([str(auditor), "dataset", "build", "--spec", "s.json"], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    results = tmp_path / "auditor-results"
+    assert len([p for p in (results / "artifacts").iterdir() if p.is_dir()]) == 1
+    db = sqlite3.connect(results / "results.sqlite")
+    runs = dict(db.execute("SELECT variant, status FROM runs").fetchall())
+    assert runs == {"litert": "ok", "litert[xnnpack=False]": "ok"}
+    providers = dict(db.execute("SELECT r.variant, group_concat(DISTINCT o.provider) FROM op_timings o "
+                                "JOIN runs r USING (run_id) GROUP BY r.variant").fetchall())
+    assert providers == {"litert": "xnnpack", "litert[xnnpack=False]": "builtin"}
