@@ -16,8 +16,8 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
-import random
 import time
 
 from auditor.dataset import _record_point
@@ -31,11 +31,15 @@ from ground.quietness import MIN_WINDOW_S
 
 
 def repeat_subset(points: list[str], share: float, seed: int) -> list[str]:
-    """The seeded points whose spread is measured (at least one when share > 0)."""
+    """The seeded points whose spread is measured (at least one when share > 0). A point is in
+    or out by a hash of (seed, point), not by its place in the list: a partial build (--sample)
+    repeats the same points the whole build would."""
     if share <= 0 or not points:
         return []
-    count = max(1, round(share * len(points)))
-    return sorted(random.Random(seed).sample(sorted(points), min(count, len(points))))
+    rank = {p: int.from_bytes(hashlib.sha256(f"{seed}:{p}".encode()).digest()[:8], "big") / 2**64
+            for p in points}
+    chosen = sorted(p for p in points if rank[p] < share)
+    return chosen or [min(points, key=rank.__getitem__)]
 
 
 def _refuse_loaded(store: Store, run_ids: list[str], since: float, spec: str) -> None:

@@ -84,3 +84,22 @@ def load_sweep(path: Path) -> Sweep:
     return Sweep(name=spec.get("name", Path(path).stem), compilers=spec.get("compilers", []),
                  timing=timing, points=points, description=spec.get("description", ""),
                  source=str(path), rejected=rejected, spread=spread)
+
+
+def round_robin(points: list[str], count: int) -> list[str]:
+    """The first `count` points taken a family at a time in turn (each family's points in spec
+    order), so a partial build covers every family; a larger count keeps a smaller one's points,
+    so building 300 now and 634 later measures only the rest."""
+    by_family: dict[str, list[str]] = {}
+    for p in points:
+        by_family.setdefault(p.split(":")[1], []).append(p)
+    queues = list(by_family.values())
+    picked: list[str] = []
+    depth = 0
+    while len(picked) < min(count, len(points)):
+        for q in queues:
+            if depth < len(q) and len(picked) < count:
+                picked.append(q[depth])
+        depth += 1
+    return picked
+

@@ -182,3 +182,17 @@ def test_artifact_cache_reuses_finished_compiles_only(tmp_path):
     (again.directory / "model.bin").unlink()  # an entry missing a file is compiled again
     artifact_cache.get_or_compile(tmp_path, key, compile_into)
     assert len(calls) == 3
+
+
+def test_a_sampled_build_covers_every_family_and_repeats_what_the_whole_build_would():
+    from auditor.dataset_quiet import repeat_subset
+    from auditor.sweeps import load_sweep, round_robin
+
+    sweep = load_sweep(ROOT / "datasets" / "sweeps" / "host-v2.json")
+    families = {p.split(":")[1] for p in sweep.points}
+    part, whole = round_robin(sweep.points, 100), round_robin(sweep.points, 10_000)
+    assert {p.split(":")[1] for p in part} == families and len(part) == 100
+    assert sorted(whole) == sorted(sweep.points) and set(part) <= set(whole)
+    small, big = repeat_subset(part, 0.1, 2), repeat_subset(whole, 0.1, 2)
+    assert set(small) <= set(big) and set(small) == set(big) & set(part)
+    assert 0.05 < len(big) / len(whole) < 0.15

@@ -19,7 +19,7 @@ from auditor.commands.variants import parse_compiler_specs
 from auditor.dataset_quiet import build_quiet
 from auditor.pipeline import AuditSettings, resolve_device
 from store import Store
-from auditor.sweeps import load_sweep
+from auditor.sweeps import load_sweep, round_robin
 from auditor.timing import TimingSettings
 from ground.errors import AuditorError
 
@@ -34,6 +34,8 @@ def build(spec: Path = typer.Option(..., "--spec", help="sweep spec (JSON), e.g.
           jobs: int = typer.Option(1, min=1, help="processes; >1 exports points ahead in parallel "
                                                   "(measurements always run one at a time)"),
           limit: int = typer.Option(0, min=0, help="only the first N points (0: all)"),
+          sample: int = typer.Option(0, min=0, help="only N points, taken from each family in turn (0: all); "
+                                     "a larger N later measures only the points this one left out"),
           worker: str = typer.Option("long-lived", "--worker",
                                      help="long-lived: one measuring process per compiler serves every run "
                                           "(artifacts cached); per-run: a fresh process per run (the old path)"),
@@ -62,8 +64,12 @@ def build(spec: Path = typer.Option(..., "--spec", help="sweep spec (JSON), e.g.
         raise AuditorError(f"--cpu {cpu}: not a CPU this process may use ({sorted(os.sched_getaffinity(0))})")
     sweep = load_sweep(spec)
     variants = parse_compiler_specs(compilers or sweep.compilers)
+    if limit and sample:
+        raise AuditorError("give --limit or --sample, not both")
     if limit:
         sweep.points = sweep.points[:limit]
+    if sample:
+        sweep.points = round_robin(sweep.points, sample)
     timing = sweep.timing
     settings = AuditSettings(
         results_dir=results_dir, device=device, timeout_s=timeout, resume=True,
