@@ -63,7 +63,7 @@ def _refuse_loaded(store: Store, run_ids: list[str], since: float, spec: str) ->
 def build_quiet(sweep: Sweep, store: Store, variants: list[Variant], settings: AuditSettings, jobs: int = 1,
                 progress=None, command: str = "auditor dataset build --quiet", resolved=None,
                 allow_load: bool = False, repeat_share: float = 0.0, repeats: int = 3,
-                repeat_seed: int = 0) -> dict[str, int]:
+                repeat_seed: int = 0, compile_only: bool = False) -> dict[str, int]:
     resolved = resolved or resolve_device(settings)
     device, target_name, harness = resolved
     if device.spec != "local" or harness != "python":
@@ -98,6 +98,10 @@ def build_quiet(sweep: Sweep, store: Store, variants: list[Variant], settings: A
     in_parallel(store.dir, tasks, jobs, settings.timeout_s,
                 done=lambda task, result: say(task["spec"], task["compiler"],
                                               f"compile: {result.get('outcome') or result.get('failed')}"))
+
+    if compile_only:  # the slow, parallel half now; the timed half later, on a quiet machine
+        counts["compiled"] = len(tasks)
+        return counts
 
     # 3. measure one run at a time, pinned, nothing else of ours running
     measure = MeasurePool(store.dir, settings.cpu)

@@ -42,6 +42,9 @@ def build(spec: Path = typer.Option(..., "--spec", help="sweep spec (JSON), e.g.
           quiet: bool = typer.Option(False, "--quiet", help="export all, compile all (in parallel), then measure "
                                      "one run at a time pinned to one CPU, recording the load; a run measured "
                                      "under load stops the build (see --allow-load); the spec's spread repeats"),
+          compile_only: bool = typer.Option(False, "--compile-only", help="--quiet: export and compile every "
+                                            "point into the artifact cache and stop; the same command "
+                                            "without it measures them (later, on a quiet machine)"),
           allow_load: bool = typer.Option(False, "--allow-load", help="--quiet: keep runs measured under load "
                                           "(flagged) instead of stopping"),
           max_other_busy: float = typer.Option(0.25, "--max-other-busy",
@@ -64,6 +67,8 @@ def build(spec: Path = typer.Option(..., "--spec", help="sweep spec (JSON), e.g.
         raise AuditorError(f"--cpu {cpu}: not a CPU this process may use ({sorted(os.sched_getaffinity(0))})")
     sweep = load_sweep(spec)
     variants = parse_compiler_specs(compilers or sweep.compilers)
+    if compile_only and not quiet:
+        raise AuditorError("--compile-only is a step of --quiet builds; add --quiet")
     if limit and sample:
         raise AuditorError("give --limit or --sample, not both")
     if limit:
@@ -101,10 +106,14 @@ def build(spec: Path = typer.Option(..., "--spec", help="sweep spec (JSON), e.g.
                                  allow_load=allow_load,
                                  repeat_share=spread.get("share", 0.0) if repeat_share is None else repeat_share,
                                  repeats=spread.get("repeats", 3) if repeats is None else repeats,
-                                 repeat_seed=spread.get("seed", 0))
+                                 repeat_seed=spread.get("seed", 0), compile_only=compile_only)
         else:
             counts = ds.build(sweep, store, variants, settings, jobs, progress, command=command,
                               resolved=resolved, worker=worker)
+    if "compiled" in counts:
+        print(f"dataset {sweep.name}: {counts['compiled']} (point, variant) compiles done or cached, "
+              f"{counts['failed']} points failed to export; nothing measured (--compile-only); store {store.path}")
+        return
     repeated = f", {counts['repeated']} measured again for their spread" if counts.get("repeated") else ""
     print(f"dataset {sweep.name}: {counts['measured']} points measured{repeated}, {counts['failed']} failed "
           f"to build; store {store.path}")
