@@ -237,8 +237,8 @@ def info(store: Store, dataset: str | None = None) -> dict:
     return {
         "datasets": datasets,
         "points": [{"family": f, "status": s, "count": c} for f, s, c in counts["points"]],
-        "runs": [{"family": f, "variant": v, "device": d, "emulated": bool(e), "status": s, "count": c}
-                 for f, v, d, e, s, c in counts["runs"]],
+        "runs": [{"family": f, "variant": v, "device": d, "emulated": bool(e), "repeat": bool(rep), "status": s,
+                  "count": c} for f, v, d, e, rep, s, c in counts["runs"]],
         "run_problems": [{"variant": v, "status": s, "reason": r, "count": c} for v, s, r, c in counts["run_problems"]],
         "point_failures": [{"spec": s, "reason": r} for s, r in counts["point_failures"]],
     }

@@ -310,8 +310,9 @@ class Store:
 
     def dataset_counts(self, dataset: str | None = None) -> dict[str, list[tuple]]:
         """Counts over one dataset (None: all): 'points' (family, status, n), 'runs' (family,
-        variant, device, emulated, status, n), 'run_problems' (variant, status, reason, n;
-        most frequent first), 'point_failures' (spec, reason)."""
+        variant, device, emulated, repeat, status, n; repeat 1: a spread repeat, settings.repeat
+        > 0), 'run_problems' (variant, status, reason, n; most frequent first), 'point_failures'
+        (spec, reason)."""
         args = (dataset,) if dataset else ()
 
         def where(*conditions: str) -> str:
@@ -322,8 +323,9 @@ class Store:
         not_ok, failed = where("r.status != 'ok'"), where("p.status = 'failed'")
         queries = {
             "points": f"SELECT p.family, p.status, COUNT(*) FROM dataset_points p {where()} GROUP BY 1, 2",
-            "runs": f"SELECT p.family, r.variant, r.device, r.emulated, r.status, COUNT(*) {joined} {where()} "
-                    "GROUP BY 1, 2, 3, 4, 5",
+            "runs": f"SELECT p.family, r.variant, r.device, r.emulated, "
+                    f"COALESCE(json_extract(r.settings, '$.repeat'), 0) > 0, r.status, COUNT(*) {joined} {where()} "
+                    "GROUP BY 1, 2, 3, 4, 5, 6",
             "run_problems": f"SELECT r.variant, r.status, r.reason, COUNT(*) {joined} {not_ok} "
                             "GROUP BY 1, 2, 3 ORDER BY 4 DESC",
             "point_failures": f"SELECT p.spec, p.reason FROM dataset_points p {failed}",

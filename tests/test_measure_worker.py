@@ -106,10 +106,16 @@ def _auditor(home: Path, *args):
 def test_quiet_build_compiles_first_measures_pinned_and_repeats_in_fresh_workers(quiet_home):
     import pyarrow.parquet as pq
 
+    results = quiet_home / "auditor-results"
+    first = _auditor(quiet_home, "dataset", "build", "--spec", "quiet.json", "--quiet", "--compile-only",
+                     "--jobs", "2")
+    assert first.returncode == 0, first.stderr[-2000:]
+    assert "4 (point, variant) compiles done or cached" in first.stdout and "nothing measured" in first.stdout
+    assert _db_rows(results, "SELECT COUNT(*) FROM runs") == [(0,)]
+    assert len([p for p in (results / "artifacts").iterdir() if (p / "artifact.json").is_file()]) == 4
     done = _auditor(quiet_home, "dataset", "build", "--spec", "quiet.json", "--quiet", "--allow-load", "--jobs", "2")
     assert done.returncode == 0, done.stderr[-2000:]
     assert "2 points measured, 1 measured again for their spread" in done.stdout
-    results = quiet_home / "auditor-results"
     runs = _db_rows(results, "SELECT variant, status, settings, artifact_notes, n FROM runs")
     assert len(runs) == 2 * 2 + 1 * 2 and all(r[1] == "ok" for r in runs)
     for variant, _, settings, notes, n in runs:
@@ -135,6 +141,12 @@ def test_quiet_build_compiles_first_measures_pinned_and_repeats_in_fresh_workers
         assert len(p50s) == 2 and r["p50_us"] in p50s
         assert r["spread"] == pytest.approx((max(p50s) - min(p50s)) / (sum(p50s) / 2))
     assert all(json.loads(r["conditions"])["pinned"] and r["under_load"] is not None for r in rows)
+    info = _auditor(quiet_home, "dataset", "info", "quiet", "--json")
+    counted = json.loads(info.stdout)["runs"]
+    assert sum(r["count"] for r in counted if not r["repeat"]) == 4  # a point per variant, not 6
+    assert sum(r["count"] for r in counted if r["repeat"]) == 2
+    assert "spread repeats (runs measured again, not counted above): 2 ok" in \
+        _auditor(quiet_home, "dataset", "info", "quiet").stdout
 
 
 def test_quiet_build_refuses_a_run_measured_under_load(quiet_home):

@@ -151,13 +151,20 @@ def info(name: str = typer.Argument(None, help="dataset name (default: all)"), r
     print(tabulate([[p["family"], p["status"], p["count"]] for p in summary["points"]],
                    headers=["family", "point status", "points"]))
     pivot: dict[tuple, dict[str, int]] = {}
+    repeats: dict[str, int] = {}
     for r in summary["runs"]:
+        if r["repeat"]:  # spread repeats: counted apart, they are not more points
+            repeats[r["status"]] = repeats.get(r["status"], 0) + r["count"]
+            continue
         key = (r["family"], r["variant"], r["device"] + (" (emulated)" if r["emulated"] else ""))
         pivot.setdefault(key, {})[r["status"]] = r["count"]
     states = sorted({s for counts in pivot.values() for s in counts})
     print()
     print(tabulate([[*key, *[pivot[key].get(s, 0) for s in states]] for key in sorted(pivot)],
                    headers=["family", "variant", "device", *states]))
+    if repeats:
+        print(f"\nspread repeats (runs measured again, not counted above): "
+              f"{', '.join(f'{n} {s}' for s, n in sorted(repeats.items()))}")
     if summary["run_problems"]:
         print()
         print(tabulate([[p["variant"], p["status"], p["count"], (p["reason"] or "")[:100]]
