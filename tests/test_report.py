@@ -251,6 +251,49 @@ def test_overview_page_in_a_browser(home, browser, tmp_path, capsys):
     page.close()
 
 
+SLICE = Path(__file__).resolve().parent / "data" / "costmodel-slice.parquet"  # 3 families x 8 graphs x 2 variants
+
+
+def test_overview_shows_the_cost_model_evaluation_in_a_browser(home, browser, tmp_path, capsys):
+    """`auditor evaluate` exports into the results dir; `report --all` then draws its
+    predicted-vs-measured scatter and tables on the overview, from the export's own figures."""
+    folder, _, _ = home
+    results = folder / "auditor-results"
+    in_process(capsys, folder, "evaluate", "--dataset", SLICE)
+    report = json.loads((results / "cost-model-eval.json").read_text())
+    out = tmp_path / "pages"
+    pages = json.loads(in_process(capsys, folder, "report", "--all", "--output", out, "--json")[0])["pages"]
+    index = Path(pages[0]["path"])
+    assert os.path.getsize(index) < 0.3e6  # 48 points per chart; vega.js stays beside the pages
+    page, errors, requests = open_page(browser, index.as_uri(), tmp_path / "overview-evaluation.png")
+    assert errors == [] and requests == [index.as_uri(), (out / "vega.js").as_uri()]
+    held = {v: len(rows) for v, rows in report["held"].items()}
+    assert held == {"onnxruntime": 24, "torchscript": 24}
+    for which in ("p50", "p99"):
+        # one drawn symbol per held-out graph and variant; the y = x line and the band drawn too
+        assert page.locator(f"#chart-eval-{which} .mark-symbol.role-mark path").count() == 48
+        assert page.locator(f"#chart-eval-{which} .mark-line path").count() == 1
+        assert page.locator(f"#chart-eval-{which} .mark-area path").count() == 1
+        axes = page.inner_text(f"#chart-eval-{which}")
+        assert f"predicted {which} (leave-one-family-out)" in axes and f"measured {which}, µs (log scale)" in axes
+    rows = page.eval_on_selector_all("#eval-variants tbody tr", "rs => rs.map(r => r.innerText.split('\\t'))")
+    for row in rows:
+        m = report["variants"][row[0]]["all"]
+        assert row[1:4] == [str(m["graphs"]), f"{100 * m['p50']['within_10']:.0f}%", f"{100 * m['p50']['within_20']:.0f}%"]
+        assert row[-1] == f"{100 * m['p99']['interval90_coverage']:.0f}%"
+    assert sorted(r[0] for r in rows) == ["onnxruntime", "torchscript"]
+    assert page.locator("#eval-families tbody tr").count() == 6  # 3 held-out families x 2 variants
+    rk = report["ranking"]
+    assert f"Ranking over {rk['graphs']} graphs" in page.inner_text("#eval-ranking")
+    assert f"{100 * rk['best_hit']:.0f}%" in page.inner_text("#eval-ranking")
+    # the tooltip names the family and the graph of the point under the pointer
+    page.locator("#chart-eval-p50 .mark-symbol.role-mark path").first.hover(force=True)
+    page.wait_for_selector("#vg-tooltip-element.visible", timeout=5000)
+    tip = page.inner_text("#vg-tooltip-element")
+    assert "family" in tip and "graph" in tip and any(h["family"] in tip for h in report["held"]["onnxruntime"])
+    page.close()
+
+
 def test_report_bad_input_is_one_line(home, capsys):
     folder, _, _ = home
     for args, text in [(["report"], "give one of MODEL"), (["report", "nosuch.py"], "no model or run 'nosuch.py'"),
@@ -342,6 +385,26 @@ def test_serve_pages_and_json(served):
     folded = client.get(f"/profile/{profile_id}/folded").text
     assert sorted(folded.splitlines()) == sorted(f"{k} {v}" for k, v in FOLDED.items())
     assert "sgemm_kernel" in client.get(f"/profile/{profile_id}").text
+
+
+def test_serve_shows_the_cost_model_evaluation(served, capsys):
+    client, _, _, results = served
+    in_process(capsys, results.parent, "evaluate", "--dataset", SLICE)  # exports into the results dir
+    report = json.loads((results / "cost-model-eval.json").read_text())
+    page = client.get("/evaluation")
+    assert page.status_code == 200 and '<script src="/assets/vega.js">' in page.text
+    assert 'id="spec-eval-p50"' in page.text and 'id="spec-eval-p99"' in page.text
+    m = report["variants"]["onnxruntime"]["all"]["p50"]
+    assert f'<td data-v="{m["within_10"]}">{100 * m["within_10"]:.0f}%</td>' in page.text
+    assert 'href="/evaluation"' in client.get("/").text and 'id="eval-variants"' in client.get("/overview").text
+    moved = results / "cost-model-eval.json.moved"
+    (results / "cost-model-eval.json").rename(moved)
+    try:
+        gone = client.get("/evaluation")
+        assert gone.status_code == 404 and "run `auditor evaluate`" in gone.text
+        assert 'id="eval-variants"' not in client.get("/overview").text
+    finally:
+        moved.rename(results / "cost-model-eval.json")
 
 
 @pytest.mark.parametrize("url,status,text", [
