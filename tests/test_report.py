@@ -407,6 +407,67 @@ def test_serve_shows_the_cost_model_evaluation(served, capsys):
         moved.rename(results / "cost-model-eval.json")
 
 
+def test_serve_shows_a_running_compile_all_live(tmp_path):
+    """A real compile-all writes a fresh store while serve's app reads it: /api/progress shows
+    its audit with a run pending or running, then every run finished with its stored status."""
+    import time
+
+    from starlette.testclient import TestClient
+
+    from auditor.summary import run_summary
+    from ground.errors import AuditorError
+    from reports.server import create_app
+
+    if not CONSOLE_SCRIPT.exists():
+        pytest.skip(f"no installed console script at {CONSOLE_SCRIPT}")
+    results = tmp_path / "live-results"
+    model = Path(__file__).resolve().parent.parent / "examples" / "blocks.py"
+    args = ["compile-all", f"{model}:mlp", "-c", "onnxruntime", "-c", "torch-eager", "--runs", 10**9,
+            "--max-seconds", 2, "--warmup", 5, "--profile-runs", 5, "--results-dir", results, "--json"]
+    proc = subprocess.Popen([str(CONSOLE_SCRIPT), *map(str, args)], cwd=tmp_path, env=user_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    seen = []  # /api/progress answers that showed a run not yet finished
+    try:
+        deadline = time.monotonic() + 300
+        app = None
+        while app is None:  # the store appears once compile-all has opened it
+            assert proc.poll() is None, proc.communicate()[1][-3000:]
+            assert time.monotonic() < deadline, "compile-all made no store within 300 s"
+            try:
+                app = create_app(results, run_summary)
+            except AuditorError:
+                time.sleep(0.2)
+        with TestClient(app, raise_server_exceptions=False) as client:
+            while proc.poll() is None:
+                assert time.monotonic() < deadline, "compile-all did not finish within 300 s"
+                p = client.get("/api/progress").json()
+                if p["active"]:
+                    seen.append(p)
+                time.sleep(0.2)
+            out, err = proc.communicate()
+            assert proc.returncode == 0, err[-3000:]
+            final = client.get("/api/progress").json()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    runs = json.loads(out)["runs"]
+    (audit_id,) = {r["audit_id"] for r in runs}
+    assert sorted(r["variant"] for r in runs) == ["onnxruntime", "torch-eager"]
+    assert seen, "no /api/progress answer showed a run pending or running"
+    during = [r for p in seen for r in p["active"]]
+    assert {r["audit_id"] for r in during} == {audit_id}
+    assert {r["run_id"] for r in during} <= {r["run_id"] for r in runs}
+    assert {r["status"] for r in during} <= {"pending", "running"}
+    first = next(a for a in seen[0]["audits"] if a["audit_id"] == audit_id)
+    assert first["counts"].get("pending", 0) + first["counts"].get("running", 0) >= 1
+    assert final["active"] == []
+    (done,) = [a for a in final["audits"] if a["audit_id"] == audit_id]
+    counts: dict[str, int] = {}
+    for r in runs:
+        counts[r["status"]] = counts.get(r["status"], 0) + 1
+    assert done["counts"] == counts == {"ok": 2} and "compile-all" in done["command"]
+
+
 @pytest.mark.parametrize("url,status,text", [
     ("/run/ffffffffffff", 404, "no run 'ffffffffffff'"),
     ("/run/bad!id", 400, "malformed run_id"),
