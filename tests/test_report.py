@@ -468,6 +468,57 @@ def test_serve_shows_a_running_compile_all_live(tmp_path):
     assert done["counts"] == counts == {"ok": 2} and "compile-all" in done["command"]
 
 
+def test_serve_compares_two_audits_and_runs_of_different_audits(tmp_path, capsys):
+    """Two real audits of one model (the second with ONNX Runtime only): /compare?audits=A,B
+    shows every run of both, each labelled by its audit; /compare?runs=A,B two ONNX Runtime
+    runs of different audits, each labelled by its run. Values are the stored summaries'."""
+    import re
+
+    from starlette.testclient import TestClient
+
+    from auditor.summary import run_summary
+    from reports.comparison import _env
+    from reports.server import create_app
+
+    model = f"{Path(__file__).resolve().parent.parent / 'examples' / 'blocks.py'}:mlp"
+    common = ["--runs", 200, "--warmup", 5, "--profile-runs", 5, "--results-dir", tmp_path / "r", "--json"]
+    first = json.loads(in_process(capsys, tmp_path, "compile-all", model, "-c", "onnxruntime", "-c", "torch-eager",
+                                  *common)[0])["runs"]
+    second = json.loads(in_process(capsys, tmp_path, "compile-all", model, "-c", "onnxruntime", *common)[0])["runs"]
+    (a,), (b,) = {r["audit_id"] for r in first}, {r["audit_id"] for r in second}
+    assert a != b and [r["status"] for r in first + second] == ["ok"] * 3
+    us = _env.filters["us"]
+
+    def table(html: str) -> dict[str, list[str]]:
+        """The comparison table: variant label -> its cells' text (tags stripped)."""
+        body = html.split('id="comparison"', 1)[1].split("</table>", 1)[0].split("<tbody>", 1)[1]
+        rows = {}
+        for tr in re.findall(r"<tr[^>]*>(.*?)</tr>", body, re.S):
+            cells = [re.sub(r"<[^>]+>", "", c).strip() for c in re.findall(r"<td[^>]*>(.*?)</td>", tr, re.S)]
+            rows[cells[0].lstrip("★ ")] = cells
+        return rows
+
+    with TestClient(create_app(tmp_path / "r", run_summary), raise_server_exceptions=False) as client:
+        page = client.get("/compare", params={"audits": f"{a},{b}"})
+        assert page.status_code == 200
+        rows = table(page.text)
+        expect = {f"{r['variant']} ({audit[-6:]})": r for audit, runs in ((a, first), (b, second)) for r in runs}
+        assert set(rows) == set(expect) == {f"onnxruntime ({a[-6:]})", f"torch-eager ({a[-6:]})",
+                                             f"onnxruntime ({b[-6:]})"}
+        for label, r in expect.items():
+            assert rows[label][2] == us(r["p50_us"]) and rows[label][3] == us(r["p99_us"])
+            assert rows[label][-1] == r["run_id"][:8]
+        dist = json.loads(re.search(r'id="spec-dist">(.*?)</script>', page.text, re.S).group(1))
+        assert {s["variant"] for s in dist["datasets"]["samples"]} == set(expect)  # both audits' samples drawn
+        ort_a, ort_b = first[0] if first[0]["variant"] == "onnxruntime" else first[1], second[0]
+        page = client.get("/compare", params={"runs": f"{ort_a['run_id']},{ort_b['run_id'][:10]}"})
+        assert page.status_code == 200
+        rows = table(page.text)
+        assert set(rows) == {f"onnxruntime ({ort_a['run_id'][:6]})", f"onnxruntime ({ort_b['run_id'][:6]})"}
+        assert rows[f"onnxruntime ({ort_b['run_id'][:6]})"][2] == us(ort_b["p50_us"])
+        assert client.get("/compare", params={"audits": f"{a},nosuch"}).status_code == 404
+
+
 @pytest.mark.parametrize("url,status,text", [
     ("/run/ffffffffffff", 404, "no run 'ffffffffffff'"),
     ("/run/bad!id", 400, "malformed run_id"),
