@@ -264,18 +264,21 @@ def test_overview_shows_the_cost_model_evaluation_in_a_browser(home, browser, tm
     out = tmp_path / "pages"
     pages = json.loads(in_process(capsys, folder, "report", "--all", "--output", out, "--json")[0])["pages"]
     index = Path(pages[0]["path"])
-    assert os.path.getsize(index) < 0.3e6  # 48 points per chart; vega.js stays beside the pages
+    assert os.path.getsize(index) < 0.1e6  # 48 points; vega.js stays beside the pages
     page, errors, requests = open_page(browser, index.as_uri(), tmp_path / "overview-evaluation.png")
     assert errors == [] and requests == [index.as_uri(), (out / "vega.js").as_uri()]
     held = {v: len(rows) for v, rows in report["held"].items()}
     assert held == {"onnxruntime": 24, "torchscript": 24}
+    # two panels (p50, p99), each one drawn symbol per held-out graph and variant, its y = x
+    # line and its band; one dataset feeds both
+    assert page.locator("#chart-eval .mark-symbol.role-mark path").count() == 2 * 48
+    assert page.locator("#chart-eval .mark-line path").count() == 2
+    assert page.locator("#chart-eval .mark-area path").count() == 2
+    axes = page.inner_text("#chart-eval")
     for which in ("p50", "p99"):
-        # one drawn symbol per held-out graph and variant; the y = x line and the band drawn too
-        assert page.locator(f"#chart-eval-{which} .mark-symbol.role-mark path").count() == 48
-        assert page.locator(f"#chart-eval-{which} .mark-line path").count() == 1
-        assert page.locator(f"#chart-eval-{which} .mark-area path").count() == 1
-        axes = page.inner_text(f"#chart-eval-{which}")
         assert f"predicted {which} (leave-one-family-out)" in axes and f"measured {which}, µs (log scale)" in axes
+    spec = json.loads(page.inner_text("#spec-eval"))
+    assert len(spec["datasets"]["pvm"]) == 48
     rows = page.eval_on_selector_all("#eval-variants tbody tr", "rs => rs.map(r => r.innerText.split('\\t'))")
     for row in rows:
         m = report["variants"][row[0]]["all"]
@@ -287,7 +290,7 @@ def test_overview_shows_the_cost_model_evaluation_in_a_browser(home, browser, tm
     assert f"Ranking over {rk['graphs']} graphs" in page.inner_text("#eval-ranking")
     assert f"{100 * rk['best_hit']:.0f}%" in page.inner_text("#eval-ranking")
     # the tooltip names the family and the graph of the point under the pointer
-    page.locator("#chart-eval-p50 .mark-symbol.role-mark path").first.hover(force=True)
+    page.locator("#chart-eval .mark-symbol.role-mark path").first.hover(force=True)
     page.wait_for_selector("#vg-tooltip-element.visible", timeout=5000)
     tip = page.inner_text("#vg-tooltip-element")
     assert "family" in tip and "graph" in tip and any(h["family"] in tip for h in report["held"]["onnxruntime"])
@@ -393,7 +396,7 @@ def test_serve_shows_the_cost_model_evaluation(served, capsys):
     report = json.loads((results / "cost-model-eval.json").read_text())
     page = client.get("/evaluation")
     assert page.status_code == 200 and '<script src="/assets/vega.js">' in page.text
-    assert 'id="spec-eval-p50"' in page.text and 'id="spec-eval-p99"' in page.text
+    assert 'id="spec-eval"' in page.text and '"pvm":[' in page.text
     m = report["variants"]["onnxruntime"]["all"]["p50"]
     assert f'<td data-v="{m["within_10"]}">{100 * m["within_10"]:.0f}%</td>' in page.text
     assert 'href="/evaluation"' in client.get("/").text and 'id="eval-variants"' in client.get("/overview").text
