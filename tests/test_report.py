@@ -371,6 +371,10 @@ def test_serve_pages_and_json(served):
     assert [r["variant"] for r in client.get("/api/runs", params={"compiler": "onnxruntime"}).json()] == ["onnxruntime"]
     assert len(client.get("/api/runs", params={"model": "block", "device": "local"}).json()) == 3
     assert client.get("/api/runs", params={"model": "other"}).json() == []
+    # newest first, decoded only up to the limit
+    (newest,) = client.get("/api/runs", params={"limit": 1}).json()
+    assert newest["run_id"] == max(runs.values(), key=lambda r: r["started_at"])["run_id"]
+    assert client.get("/api/runs", params={"status": "failed", "device": "ssh://x"}).json() == []
     model = client.get(f"/model/{eager['model_hash']}").text
     assert "<b>Use torch-eager</b>: fastest" in model and '<script src="/assets/vega.js">' in model
     assert "Round" in client.get(f"/audit/{eager['audit_id']}").text
