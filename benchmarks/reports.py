@@ -6,7 +6,9 @@ Without --results-dir it imports datasets/host-v1.parquet (about 2,000 runs) int
 temporary store first. Prints: the overview page's render time (every run summarised), one
 model's comparison page, and `auditor serve` answering run pages, model pages and the run
 list (median and p95 over N requests, through Starlette's TestClient: the app's own time,
-no network). Target (issue 16): a run page in under 200 ms. Figures taken on a loaded
+no network). With `auditor evaluate`'s export in the results dir, also the overview's
+cost-model section (render time, added size) and serve's /evaluation. Target (issue 16): a
+run page in under 200 ms. Figures taken on a loaded
 machine say so; compare them as ratios within one run.
 """
 
@@ -55,6 +57,7 @@ def main() -> None:
     from store import Store
     from auditor.summary import run_summary
     from reports import charts
+    from reports import evaluation as cost_eval
     from reports.comparison import latest_per_variant, render_comparison, render_overview
     from reports.server import create_app
 
@@ -69,6 +72,15 @@ def main() -> None:
     t_over = time.perf_counter() - t
     print(f"{len(summaries)} runs, {len(store.models())} models: summaries {t_sum:.2f} s, "
           f"overview render {t_over:.2f} s, page {len(html) / 1e6:.2f} MB")
+    evaluation = cost_eval.load(results)  # `auditor evaluate --results-dir DIR` writes it
+    if evaluation:
+        t = time.perf_counter()
+        with_eval = render_overview(store, summaries, {}, bundle, evaluation=evaluation)
+        points = sum(len(h) for h in evaluation["held"].values())
+        print(f"overview with the cost-model evaluation ({points} predicted-vs-measured points, 2 charts): "
+              f"render {time.perf_counter() - t:.2f} s, +{(len(with_eval) - len(html)) / 1e3:.0f} kB")
+    else:
+        print("no cost-model-eval.json in the results dir: overview without the evaluation section")
     by_model: dict[str, list[dict]] = {}
     for s in summaries:
         by_model.setdefault(s["model_hash"], []).append(s)
@@ -96,8 +108,11 @@ def main() -> None:
     measured = next(r for r in summaries if r["n"])
     client = TestClient(create_app(results, run_summary))
     client.get("/assets/vega.js")
-    for label, url in [("run page", f"/run/{measured['run_id']}"), ("model page", f"/model/{model_hash}"),
-                       ("run list (200 rows)", "/"), ("run list filtered by status=failed", "/?status=failed")]:
+    pages = [("run page", f"/run/{measured['run_id']}"), ("model page", f"/model/{model_hash}"),
+             ("run list (200 rows)", "/"), ("run list filtered by status=failed", "/?status=failed")]
+    if evaluation:
+        pages.append(("cost-model evaluation", "/evaluation"))
+    for label, url in pages:
         assert client.get(url).status_code == 200, url
         p50, p95 = timed(lambda: client.get(url), args.requests)
         print(f"serve {label}: median {p50:.0f} ms, p95 {p95:.0f} ms over {args.requests} requests")

@@ -179,3 +179,55 @@ def histogram(samples_us: np.ndarray, budget_us: float | None, width: int = 640)
         return None
     return _with_data(copy.deepcopy(_hist_spec(budget_us is not None, width)),
                       samples=[{"us": float(x)} for x in samples_us if x > 0], deadline=_deadline_rows(budget_us))
+
+
+def _pvm_panel(variants: tuple[str, ...], which: str, tol: float, width: int) -> alt.LayerChart:
+    scale = alt.Scale(type="log", nice=False)
+    ytitle = f"predicted {which} (leave-one-family-out), µs (log scale)"
+    xtitle = f"measured {which}, µs (log scale)"
+    x = alt.X(f"m{which}:Q", title=xtitle, scale=scale)
+    band_data = alt.Data(name=f"band_{which}")
+    band = alt.Chart(band_data).mark_area(color="#2a7", opacity=0.15).encode(
+        x=alt.X("m:Q", title=xtitle, scale=scale), y=alt.Y("lo:Q", title=ytitle, scale=scale), y2="hi:Q")
+    diag = alt.Chart(band_data).mark_line(color="#555", strokeDash=[4, 3]).encode(
+        x=alt.X("m:Q", title=xtitle, scale=scale), y=alt.Y("m:Q", title=ytitle, scale=scale))
+    dots = alt.Chart(alt.Data(name="pvm")).transform_calculate(e=f"datum.p{which} / datum.m{which} - 1").mark_point(
+        filled=True, size=22, opacity=0.6).encode(
+        x=x, y=alt.Y(f"p{which}:Q", title=ytitle, scale=scale), color=alt.Color("v:N", sort=list(variants),
+                                                                                 title="variant"),
+        tooltip=[alt.Tooltip("v:N", title="variant"), alt.Tooltip("f:N", title="family"),
+                 alt.Tooltip("g:N", title="graph"),
+                 alt.Tooltip(f"p{which}:Q", title=f"predicted {which} µs", format=".1f"),
+                 alt.Tooltip(f"m{which}:Q", title=f"measured {which} µs", format=".1f"),
+                 alt.Tooltip("e:Q", title="error", format="+.0%")])
+    # band and diagonal under the points, on the same log scales
+    return alt.layer(band, diag, dots).properties(
+        width=width, height=width, title=f"{which}: predicted vs measured (dashed: y = x; band: ±{tol:.0%})")
+
+
+@functools.lru_cache(maxsize=64)
+def _pvm_spec(variants: tuple[str, ...], tolerances: tuple[tuple[str, float], ...], width: int) -> dict:
+    return alt.hconcat(*(_pvm_panel(variants, which, tol, width) for which, tol in tolerances)).to_dict(
+        validate=False)
+
+
+def _sig(x: float) -> float:
+    return float(f"{x:.4g}")
+
+
+def predicted_vs_measured(points: list[dict], tolerances: dict[str, float], width: int = 410) -> dict | None:
+    """Log-log scatters of held-out predictions against measurements, one panel per statistic
+    (tolerances: "p50" -> 0.10, ...), coloured per variant, with y = x and the ±tol band.
+    points: variant, family, graph and p<stat>/m<stat> (predicted/measured µs) per statistic;
+    one dataset serves every panel."""
+    if not points:
+        return None
+    rows = [{"v": p["variant"], "f": p["family"], "g": p["graph"],
+             **{f"{k}{w}": _sig(p[f"{k}{w}"]) for w in tolerances for k in "pm"}} for p in points]
+    bands = {}
+    for which, tol in tolerances.items():
+        values = [r[f"{k}{which}"] for r in rows for k in "pm"]
+        bands[f"band_{which}"] = [{"m": v, "lo": v * (1 - tol), "hi": v * (1 + tol)}
+                                  for v in (min(values) / 1.2, max(values) * 1.2)]
+    variants = tuple(dict.fromkeys(r["v"] for r in rows))
+    return _with_data(copy.deepcopy(_pvm_spec(variants, tuple(tolerances.items()), width)), pvm=rows, **bands)

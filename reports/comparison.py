@@ -16,6 +16,7 @@ from jinja2 import Environment, PackageLoader, select_autoescape
 
 from store import Store
 from reports import charts
+from reports import evaluation as cost_eval
 from reports.run_page import profiles_of
 from reports.verdict import Verdict, choose
 
@@ -177,15 +178,19 @@ def overview_context(store: Store, summaries: list[dict]) -> dict:
 
 
 def render_overview(store: Store, summaries: list[dict], links: dict[str, str], bundle: str | None,
-                    coverage_page: str | None = None, bundle_src: str = "/assets/vega.js") -> str:
-    """links: model hash -> the href of its comparison page."""
+                    coverage_page: str | None = None, bundle_src: str = "/assets/vega.js",
+                    evaluation: dict | None = None) -> str:
+    """links: model hash -> the href of its comparison page. evaluation: the cost model's
+    exported evaluation (reports.evaluation.load), shown as its own section when given."""
     ctx = overview_context(store, summaries)
     env = environment(store, summaries[:1])
+    ev = cost_eval.context(evaluation, {s["model_hash"]: s["model"] for s in summaries})
     return _env.get_template("overview.html.j2").render(bundle=bundle, bundle_src=bundle_src, links=links, env=env,
-                                                         coverage_page=coverage_page, **ctx)
+                                                         coverage_page=coverage_page, ev=ev, **ctx)
 
 
-def write_pages(store: Store, groups: dict[str, list[dict]], out: Path, overview: list[dict] | None) -> list[Path]:
+def write_pages(store: Store, groups: dict[str, list[dict]], out: Path, overview: list[dict] | None,
+                evaluation: dict | None = None) -> list[Path]:
     """groups: page name -> run summaries. Writes one comparison page per group (and the
     overview, when given the summaries for it) into out; their paths. One page inlines the
     vega bundle (a single self-contained file); a set of pages shares one vega.js beside them
@@ -209,6 +214,6 @@ def write_pages(store: Store, groups: dict[str, list[dict]], out: Path, overview
         cov = store.dir / "reports" / "coverage.html"
         path = out / "index.html"
         path.write_text(render_overview(store, overview, links, inline, str(cov) if cov.exists() else None,
-                                        "vega.js"), encoding="utf-8")
+                                        "vega.js", evaluation), encoding="utf-8")
         written.insert(0, path)
     return written

@@ -23,6 +23,7 @@ from starlette.staticfiles import StaticFiles
 from store import RunRecord, Store
 from ground.errors import AuditorError
 from reports import charts
+from reports import evaluation as cost_eval
 from reports.comparison import templates as _env
 from reports.comparison import latest_per_variant, render_comparison, render_overview
 from reports.run_page import run_context
@@ -79,14 +80,11 @@ def create_app(results_dir: Path, summarize: Callable[[Store, RunRecord], dict])
                 "device": q.get("device") or None, "status": q.get("status") or None, "limit": limit}
 
     def filtered(f: dict) -> list[dict]:
+        """The newest runs that pass the filters, up to the limit. Status, device and compiler
+        are filtered by the store's query, and rows are decoded only as far as the page needs
+        (decoding every run first cost 0.6 s of a 0.9 s page on 2,000 runs)."""
         out = []
-        for row in store.run_records():
-            if f["status"] and row["status"] != f["status"]:
-                continue
-            if f["device"] and row["device"] != f["device"]:
-                continue
-            if f["compiler"] and f["compiler"] not in (row["compiler"], row["variant"]):
-                continue
+        for row in store.iter_run_records(status=f["status"], device=f["device"], compiler=f["compiler"]):
             s = summarize(store, row)
             if f["model"] and f["model"] not in s["model"] and not s["model_hash"].startswith(f["model"]):
                 continue
@@ -107,7 +105,15 @@ def create_app(results_dir: Path, summarize: Callable[[Store, RunRecord], dict])
     async def overview(request: Request):
         rows = summaries(store.run_records())
         links = {s["model_hash"]: f"/model/{s['model_hash']}" for s in rows}
-        return HTMLResponse(render_overview(store, rows, links, None))
+        return HTMLResponse(render_overview(store, rows, links, None, evaluation=cost_eval.load(store.dir)))
+
+    async def evaluation(request: Request):
+        """The cost model's evaluation alone (`auditor evaluate`'s export in the results dir)."""
+        report = cost_eval.load(store.dir)
+        if report is None:
+            _bad(404, "no cost-model evaluation in the results directory (run `auditor evaluate`)")
+        labels = {r["model_hash"]: r["source"] for r in store.models() if r["source"]}
+        return page("serve_evaluation.html.j2", ev=cost_eval.context(report, labels))
 
     async def model(request: Request):
         model_hash = _id(request, "model_hash")
@@ -198,6 +204,7 @@ def create_app(results_dir: Path, summarize: Callable[[Store, RunRecord], dict])
 
     routes = [
         Route("/", index), Route("/api/runs", api_runs), Route("/overview", overview),
+        Route("/evaluation", evaluation),
         Route("/model/{model_hash}", model), Route("/audit/{audit_id}", audit), Route("/run/{run_id}", run),
         Route("/compare", compare), Route("/progress", progress), Route("/api/progress", api_progress),
         Route("/assets/vega.js", vega), Route("/files/{path:path}", files),

@@ -363,12 +363,28 @@ class Store:
     def run_records(self, limit: int | None = None, *, model_hash: str | None = None,
                     finished: bool = False) -> list[RunRecord]:
         """Runs, newest first: all, or a model's; finished: not pending or running."""
-        where = [("model_hash=?", model_hash)] if model_hash is not None else []
-        sql = "SELECT * FROM runs" + (" WHERE " + " AND ".join(w for w, _ in where) if where else "")
+        return list(self.iter_run_records(limit, model_hash=model_hash, finished=finished))
+
+    def iter_run_records(self, limit: int | None = None, *, model_hash: str | None = None, finished: bool = False,
+                         status: str | None = None, device: str | None = None,
+                         compiler: str | None = None) -> Iterator[RunRecord]:
+        """Runs, newest first, decoded one at a time as the caller takes them (a caller that
+        stops after 200 of 2,000 runs decodes 200). compiler matches the compiler or the variant."""
+        clauses: list[tuple[str, tuple]] = []
+        if model_hash is not None:
+            clauses.append(("model_hash=?", (model_hash,)))
         if finished:
-            sql += (" AND" if where else " WHERE") + " status NOT IN ('pending', 'running')"
+            clauses.append(("status NOT IN ('pending', 'running')", ()))
+        if status is not None:
+            clauses.append(("status=?", (status,)))
+        if device is not None:
+            clauses.append(("device=?", (device,)))
+        if compiler is not None:
+            clauses.append(("(compiler=? OR variant=?)", (compiler, compiler)))
+        sql = "SELECT * FROM runs" + (" WHERE " + " AND ".join(w for w, _ in clauses) if clauses else "")
         sql += " ORDER BY started_at DESC" + (f" LIMIT {int(limit)}" if limit else "")
-        return [RunRecord.from_row(r) for r in self.db.execute(sql, [v for _, v in where])]
+        for row in self.db.execute(sql, [v for _, vs in clauses for v in vs]):
+            yield RunRecord.from_row(row)
 
     def run_ids_of(self, model_hash: str, variant: str, device: str) -> list[str]:
         """Every run of one model, compiler variant and device."""

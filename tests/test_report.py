@@ -251,6 +251,52 @@ def test_overview_page_in_a_browser(home, browser, tmp_path, capsys):
     page.close()
 
 
+SLICE = Path(__file__).resolve().parent / "data" / "costmodel-slice.parquet"  # 3 families x 8 graphs x 2 variants
+
+
+def test_overview_shows_the_cost_model_evaluation_in_a_browser(home, browser, tmp_path, capsys):
+    """`auditor evaluate` exports into the results dir; `report --all` then draws its
+    predicted-vs-measured scatter and tables on the overview, from the export's own figures."""
+    folder, _, _ = home
+    results = folder / "auditor-results"
+    in_process(capsys, folder, "evaluate", "--dataset", SLICE)
+    report = json.loads((results / "cost-model-eval.json").read_text())
+    out = tmp_path / "pages"
+    pages = json.loads(in_process(capsys, folder, "report", "--all", "--output", out, "--json")[0])["pages"]
+    index = Path(pages[0]["path"])
+    assert os.path.getsize(index) < 0.1e6  # 48 points; vega.js stays beside the pages
+    page, errors, requests = open_page(browser, index.as_uri(), tmp_path / "overview-evaluation.png")
+    assert errors == [] and requests == [index.as_uri(), (out / "vega.js").as_uri()]
+    held = {v: len(rows) for v, rows in report["held"].items()}
+    assert held == {"onnxruntime": 24, "torchscript": 24}
+    # two panels (p50, p99), each one drawn symbol per held-out graph and variant, its y = x
+    # line and its band; one dataset feeds both
+    assert page.locator("#chart-eval .mark-symbol.role-mark path").count() == 2 * 48
+    assert page.locator("#chart-eval .mark-line path").count() == 2
+    assert page.locator("#chart-eval .mark-area path").count() == 2
+    axes = page.inner_text("#chart-eval")
+    for which in ("p50", "p99"):
+        assert f"predicted {which} (leave-one-family-out)" in axes and f"measured {which}, µs (log scale)" in axes
+    spec = json.loads(page.inner_text("#spec-eval"))
+    assert len(spec["datasets"]["pvm"]) == 48
+    rows = page.eval_on_selector_all("#eval-variants tbody tr", "rs => rs.map(r => r.innerText.split('\\t'))")
+    for row in rows:
+        m = report["variants"][row[0]]["all"]
+        assert row[1:4] == [str(m["graphs"]), f"{100 * m['p50']['within_10']:.0f}%", f"{100 * m['p50']['within_20']:.0f}%"]
+        assert row[-1] == f"{100 * m['p99']['interval90_coverage']:.0f}%"
+    assert sorted(r[0] for r in rows) == ["onnxruntime", "torchscript"]
+    assert page.locator("#eval-families tbody tr").count() == 6  # 3 held-out families x 2 variants
+    rk = report["ranking"]
+    assert f"Ranking over {rk['graphs']} graphs" in page.inner_text("#eval-ranking")
+    assert f"{100 * rk['best_hit']:.0f}%" in page.inner_text("#eval-ranking")
+    # the tooltip names the family and the graph of the point under the pointer
+    page.locator("#chart-eval .mark-symbol.role-mark path").first.hover(force=True)
+    page.wait_for_selector("#vg-tooltip-element.visible", timeout=5000)
+    tip = page.inner_text("#vg-tooltip-element")
+    assert "family" in tip and "graph" in tip and any(h["family"] in tip for h in report["held"]["onnxruntime"])
+    page.close()
+
+
 def test_report_bad_input_is_one_line(home, capsys):
     folder, _, _ = home
     for args, text in [(["report"], "give one of MODEL"), (["report", "nosuch.py"], "no model or run 'nosuch.py'"),
@@ -325,6 +371,10 @@ def test_serve_pages_and_json(served):
     assert [r["variant"] for r in client.get("/api/runs", params={"compiler": "onnxruntime"}).json()] == ["onnxruntime"]
     assert len(client.get("/api/runs", params={"model": "block", "device": "local"}).json()) == 3
     assert client.get("/api/runs", params={"model": "other"}).json() == []
+    # newest first, decoded only up to the limit
+    (newest,) = client.get("/api/runs", params={"limit": 1}).json()
+    assert newest["run_id"] == max(runs.values(), key=lambda r: r["started_at"])["run_id"]
+    assert client.get("/api/runs", params={"status": "failed", "device": "ssh://x"}).json() == []
     model = client.get(f"/model/{eager['model_hash']}").text
     assert "<b>Use torch-eager</b>: fastest" in model and '<script src="/assets/vega.js">' in model
     assert "Round" in client.get(f"/audit/{eager['audit_id']}").text
@@ -342,6 +392,138 @@ def test_serve_pages_and_json(served):
     folded = client.get(f"/profile/{profile_id}/folded").text
     assert sorted(folded.splitlines()) == sorted(f"{k} {v}" for k, v in FOLDED.items())
     assert "sgemm_kernel" in client.get(f"/profile/{profile_id}").text
+
+
+def test_serve_shows_the_cost_model_evaluation(served, capsys):
+    client, _, _, results = served
+    in_process(capsys, results.parent, "evaluate", "--dataset", SLICE)  # exports into the results dir
+    report = json.loads((results / "cost-model-eval.json").read_text())
+    page = client.get("/evaluation")
+    assert page.status_code == 200 and '<script src="/assets/vega.js">' in page.text
+    assert 'id="spec-eval"' in page.text and '"pvm":[' in page.text
+    m = report["variants"]["onnxruntime"]["all"]["p50"]
+    assert f'<td data-v="{m["within_10"]}">{100 * m["within_10"]:.0f}%</td>' in page.text
+    assert 'href="/evaluation"' in client.get("/").text and 'id="eval-variants"' in client.get("/overview").text
+    moved = results / "cost-model-eval.json.moved"
+    (results / "cost-model-eval.json").rename(moved)
+    try:
+        gone = client.get("/evaluation")
+        assert gone.status_code == 404 and "run `auditor evaluate`" in gone.text
+        assert 'id="eval-variants"' not in client.get("/overview").text
+    finally:
+        moved.rename(results / "cost-model-eval.json")
+
+
+def test_serve_shows_a_running_compile_all_live(tmp_path):
+    """A real compile-all writes a fresh store while serve's app reads it: /api/progress shows
+    its audit with a run pending or running, then every run finished with its stored status."""
+    import time
+
+    from starlette.testclient import TestClient
+
+    from auditor.summary import run_summary
+    from ground.errors import AuditorError
+    from reports.server import create_app
+
+    if not CONSOLE_SCRIPT.exists():
+        pytest.skip(f"no installed console script at {CONSOLE_SCRIPT}")
+    results = tmp_path / "live-results"
+    model = Path(__file__).resolve().parent.parent / "examples" / "blocks.py"
+    args = ["compile-all", f"{model}:mlp", "-c", "onnxruntime", "-c", "torch-eager", "--runs", 10**9,
+            "--max-seconds", 2, "--warmup", 5, "--profile-runs", 5, "--results-dir", results, "--json"]
+    proc = subprocess.Popen([str(CONSOLE_SCRIPT), *map(str, args)], cwd=tmp_path, env=user_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    seen = []  # /api/progress answers that showed a run not yet finished
+    try:
+        deadline = time.monotonic() + 300
+        app = None
+        while app is None:  # the store appears once compile-all has opened it
+            assert proc.poll() is None, proc.communicate()[1][-3000:]
+            assert time.monotonic() < deadline, "compile-all made no store within 300 s"
+            try:
+                app = create_app(results, run_summary)
+            except AuditorError:
+                time.sleep(0.2)
+        with TestClient(app, raise_server_exceptions=False) as client:
+            while proc.poll() is None:
+                assert time.monotonic() < deadline, "compile-all did not finish within 300 s"
+                p = client.get("/api/progress").json()
+                if p["active"]:
+                    seen.append(p)
+                time.sleep(0.2)
+            out, err = proc.communicate()
+            assert proc.returncode == 0, err[-3000:]
+            final = client.get("/api/progress").json()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    runs = json.loads(out)["runs"]
+    (audit_id,) = {r["audit_id"] for r in runs}
+    assert sorted(r["variant"] for r in runs) == ["onnxruntime", "torch-eager"]
+    assert seen, "no /api/progress answer showed a run pending or running"
+    during = [r for p in seen for r in p["active"]]
+    assert {r["audit_id"] for r in during} == {audit_id}
+    assert {r["run_id"] for r in during} <= {r["run_id"] for r in runs}
+    assert {r["status"] for r in during} <= {"pending", "running"}
+    first = next(a for a in seen[0]["audits"] if a["audit_id"] == audit_id)
+    assert first["counts"].get("pending", 0) + first["counts"].get("running", 0) >= 1
+    assert final["active"] == []
+    (done,) = [a for a in final["audits"] if a["audit_id"] == audit_id]
+    counts: dict[str, int] = {}
+    for r in runs:
+        counts[r["status"]] = counts.get(r["status"], 0) + 1
+    assert done["counts"] == counts == {"ok": 2} and "compile-all" in done["command"]
+
+
+def test_serve_compares_two_audits_and_runs_of_different_audits(tmp_path, capsys):
+    """Two real audits of one model (the second with ONNX Runtime only): /compare?audits=A,B
+    shows every run of both, each labelled by its audit; /compare?runs=A,B two ONNX Runtime
+    runs of different audits, each labelled by its run. Values are the stored summaries'."""
+    import re
+
+    from starlette.testclient import TestClient
+
+    from auditor.summary import run_summary
+    from reports.comparison import _env
+    from reports.server import create_app
+
+    model = f"{Path(__file__).resolve().parent.parent / 'examples' / 'blocks.py'}:mlp"
+    common = ["--runs", 200, "--warmup", 5, "--profile-runs", 5, "--results-dir", tmp_path / "r", "--json"]
+    first = json.loads(in_process(capsys, tmp_path, "compile-all", model, "-c", "onnxruntime", "-c", "torch-eager",
+                                  *common)[0])["runs"]
+    second = json.loads(in_process(capsys, tmp_path, "compile-all", model, "-c", "onnxruntime", *common)[0])["runs"]
+    (a,), (b,) = {r["audit_id"] for r in first}, {r["audit_id"] for r in second}
+    assert a != b and [r["status"] for r in first + second] == ["ok"] * 3
+    us = _env.filters["us"]
+
+    def table(html: str) -> dict[str, list[str]]:
+        """The comparison table: variant label -> its cells' text (tags stripped)."""
+        body = html.split('id="comparison"', 1)[1].split("</table>", 1)[0].split("<tbody>", 1)[1]
+        rows = {}
+        for tr in re.findall(r"<tr[^>]*>(.*?)</tr>", body, re.S):
+            cells = [re.sub(r"<[^>]+>", "", c).strip() for c in re.findall(r"<td[^>]*>(.*?)</td>", tr, re.S)]
+            rows[cells[0].lstrip("★ ")] = cells
+        return rows
+
+    with TestClient(create_app(tmp_path / "r", run_summary), raise_server_exceptions=False) as client:
+        page = client.get("/compare", params={"audits": f"{a},{b}"})
+        assert page.status_code == 200
+        rows = table(page.text)
+        expect = {f"{r['variant']} ({audit[-6:]})": r for audit, runs in ((a, first), (b, second)) for r in runs}
+        assert set(rows) == set(expect) == {f"onnxruntime ({a[-6:]})", f"torch-eager ({a[-6:]})",
+                                             f"onnxruntime ({b[-6:]})"}
+        for label, r in expect.items():
+            assert rows[label][2] == us(r["p50_us"]) and rows[label][3] == us(r["p99_us"])
+            assert rows[label][-1] == r["run_id"][:8]
+        dist = json.loads(re.search(r'id="spec-dist">(.*?)</script>', page.text, re.S).group(1))
+        assert {s["variant"] for s in dist["datasets"]["samples"]} == set(expect)  # both audits' samples drawn
+        ort_a, ort_b = first[0] if first[0]["variant"] == "onnxruntime" else first[1], second[0]
+        page = client.get("/compare", params={"runs": f"{ort_a['run_id']},{ort_b['run_id'][:10]}"})
+        assert page.status_code == 200
+        rows = table(page.text)
+        assert set(rows) == {f"onnxruntime ({ort_a['run_id'][:6]})", f"onnxruntime ({ort_b['run_id'][:6]})"}
+        assert rows[f"onnxruntime ({ort_b['run_id'][:6]})"][2] == us(ort_b["p50_us"])
+        assert client.get("/compare", params={"audits": f"{a},nosuch"}).status_code == 404
 
 
 @pytest.mark.parametrize("url,status,text", [

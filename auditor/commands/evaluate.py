@@ -11,6 +11,7 @@ import typer
 from auditor.commands.fit import _rows
 from auditor.commands.options import COMPILERS, JSON, RESULTS_DIR, absolute
 from ground.errors import AuditorError
+from reports.evaluation import table_rows
 
 TARGETS = "targets (issue 15): p50 within ±10% for >=90% (ORT, TVM) / >=80% (others); p99 within ±20% " \
           "for >=80%; predicted best = measured best >=90%, median regret <=5%; 90% intervals cover 85-95%"
@@ -18,19 +19,6 @@ TARGETS = "targets (issue 15): p50 within ±10% for >=90% (ORT, TVM) / >=80% (ot
 
 def _pct(x: float | None) -> str:
     return "-" if x is None else f"{100 * x:.0f}%"
-
-
-def table_rows(report: dict) -> list[dict]:
-    """One flat row per variant and per (variant, family): what the CSV and table show."""
-    rows = []
-    for v, r in report["variants"].items():
-        for fam, m in [("all", r["all"]), *sorted(r["families"].items())]:
-            row = {"variant": v, "family": fam, "graphs": m["graphs"]}
-            for which in ("p50", "p99"):
-                for key, value in m.get(which, {}).items():
-                    row[f"{which}_{key}"] = value
-            rows.append(row)
-    return rows
 
 
 def evaluate(

@@ -12,6 +12,7 @@ from auditor.commands.options import JSON, RESULTS_DIR
 from store import Store
 from auditor.summary import run_summary
 from ground.errors import AuditorError
+from reports import evaluation as cost_eval
 from reports.comparison import latest_per_variant, write_pages
 
 
@@ -54,7 +55,7 @@ def report(
         raise AuditorError("give one of MODEL, RUN_ID, --audit ID or --all")
     store = open_store(results_dir)
     out = (output or store.dir / "reports").expanduser().absolute()
-    overview = None
+    overview, evaluation = None, None
     if every:
         summaries = [run_summary(store, r) for r in store.run_records()]
         if not summaries:
@@ -64,6 +65,7 @@ def report(
             groups.setdefault(s["model_hash"], []).append(s)
         groups = {f"{page_name(v[0]['model'])}-{h[:8]}": latest_per_variant(v) for h, v in groups.items()}
         overview = summaries
+        evaluation = cost_eval.load(store.dir)  # `auditor evaluate`'s export, when it was run here
     elif audit:
         a = store.audit(audit)
         summaries = [run_summary(store, r) for r in store.runs_where(audit_id=a["audit_id"])]
@@ -85,7 +87,7 @@ def report(
             summaries = [run_summary(store, r) for r in store.runs_where(audit_id=run["audit_id"])]
         groups = {f"{page_name(summaries[0]['model'])}-{summaries[0]['model_hash'][:8]}": summaries}
     try:
-        pages = write_pages(store, groups, out, overview)
+        pages = write_pages(store, groups, out, overview, evaluation)
     except OSError as e:
         raise AuditorError(f"cannot write the pages to {out} ({e.strerror or e})")
     if as_json:
