@@ -1,8 +1,8 @@
 """Which ONNX op types each compiler variant is known to fail or mismatch on.
 
 Two sources, tallied per (variant label, op type) as [ok, failed, mismatch] counts:
-- "coverage": the store's operator-coverage verdicts (store.CoverageCase). Only the `node`
-  suite counts (its cases test one operator each; model suites would blame every op of a
+- "coverage": the store's operator-coverage verdicts (per variant, op types and status).
+  Only the `node` suite counts (its cases test one operator each; model suites would blame every op of a
   whole network). `harness-limit` is the harness's limit, not the compiler's: ignored.
 - "datasets": dataset rows (the rows `auditor fit` reads, failed and mismatched ones
   included, though those are never trained on), one count per (variant, graph).
@@ -32,9 +32,9 @@ class KnownFailures:
     counts: dict[str, dict[str, dict[str, list[int]]]] = field(default_factory=dict)
     sources: list[str] = field(default_factory=list)
 
-    def _add(self, variant: str, op: str, source: str, outcome: int) -> None:
+    def _add(self, variant: str, op: str, source: str, outcome: int, n: int = 1) -> None:
         cell = self.counts.setdefault(variant, {}).setdefault(op, {}).setdefault(source, [0, 0, 0])
-        cell[outcome] += 1
+        cell[outcome] += n
 
     def to_dict(self) -> dict[str, Any]:
         return {"sources": self.sources, "variants": self.counts}
@@ -89,15 +89,16 @@ def _describe(c: list[int], unit: str) -> str:
     return f"{failed} of {total} {unit} failed"
 
 
-def from_coverage(cases: Iterable[Any], source: str = "coverage") -> KnownFailures:
-    """From store.CoverageCase-like records (variant, suite, op_types, status)."""
+def from_coverage(counts: Iterable[tuple[str, list[str], str, int]], source: str = "coverage") -> KnownFailures:
+    """From (variant, op types, status, cases) of the `node` suite's verdicts
+    (store.Store.coverage_verdict_counts)."""
     kf = KnownFailures(sources=[source])
-    for case in cases:
-        outcome = OUTCOME.get(case.status)
-        if outcome is None or case.suite != "node":
+    for variant, op_types, status, n in counts:
+        outcome = OUTCOME.get(status)
+        if outcome is None:
             continue
-        for op in set(case.op_types):
-            kf._add(case.variant, op, "coverage", outcome)
+        for op in set(op_types):
+            kf._add(variant, op, "coverage", outcome, n)
     return kf
 
 

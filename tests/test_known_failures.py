@@ -9,7 +9,6 @@ import re
 import subprocess
 import sys
 from pathlib import Path
-from types import SimpleNamespace
 
 import numpy as np
 import onnx
@@ -38,15 +37,14 @@ def lstm_graph() -> onnx.ModelProto:
     return onnx.shape_inference.infer_shapes(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 20)]))
 
 
-def _case(variant, op_types, status, suite="node"):
-    return SimpleNamespace(variant=variant, suite=suite, op_types=op_types, status=status)
+def _case(variant, op_types, status, n=1):
+    return (variant, op_types, status, n)
 
 
 def test_tally_counts_outcomes_and_blames_only_ops_that_mostly_go_wrong():
-    cases = [_case("ort", ["LSTM"], "failed")] * 2 + [
-             _case("ort", ["LSTM"], "mismatch"), _case("ort", ["LSTM"], "matched"),
-             _case("ort", ["LSTM"], "harness-limit"),  # the harness's limit, not the compiler's
-             _case("ort", ["Add", "LSTM"], "failed", suite="simple")]  # a whole-model suite: not per op
+    cases = [_case("ort", ["LSTM"], "failed", 2), _case("ort", ["LSTM"], "mismatch"),
+             _case("ort", ["LSTM"], "matched"),
+             _case("ort", ["LSTM"], "harness-limit", 5)]  # the harness's limit, not the compiler's
     # 4 graphs: the LSTM one timed out, then ran (counts ok); the Conv one failed; interrupted is no outcome
     graph = lambda *ops: [{"op_type": op} for op in ops]  # noqa: E731
     rows = [{"variant": "ort", "model_hash": "a", "status": "timeout", "graph": graph("LSTM", "Add")},
@@ -64,17 +62,17 @@ def test_tally_counts_outcomes_and_blames_only_ops_that_mostly_go_wrong():
                    "Conv": "known to fail on Conv (datasets: 1 of 1 graphs failed)"}  # Add: 1 of 4, a passenger
     assert kf.bad_ops("tvm", ["LSTM"]) == {}
     # the local store's coverage replaces the file's for the variants it covers (never counted twice)
-    local = known_failures.from_coverage([_case("ort", ["LSTM"], "matched")] * 3)
+    local = known_failures.from_coverage([_case("ort", ["LSTM"], "matched", 3)])
     merged = known_failures.KnownFailures.from_dict(json.loads(json.dumps(kf.to_dict()))).with_coverage(local)
     assert merged.counts["ort"]["LSTM"] == {"coverage": [3, 0, 0], "datasets": [1, 0, 0]}
     assert merged.bad_ops("ort", ["LSTM"]) == {}
 
 
-def _record(results: Path, variant: str, op: str, statuses: list[str]) -> None:
+def _record(results: Path, variant: str, op: str, statuses: list[str], suite: str = "node") -> None:
     store = Store(results)
     try:
         for i, status in enumerate(statuses):
-            store.record_coverage(compiler=variant.split("[")[0], variant=variant, suite="node",
+            store.record_coverage(compiler=variant.split("[")[0], variant=variant, suite=suite,
                                   case_name=f"test_{op.lower()}_{i}", op_types=[op], status=status,
                                   reason="" if status == "matched" else "compile: NotImplemented",
                                   seconds=0.1, compiler_version="")
@@ -85,6 +83,8 @@ def _record(results: Path, variant: str, op: str, statuses: list[str]) -> None:
 def test_fit_keeps_the_tally_and_files_without_it_still_load(tmp_path):
     _record(tmp_path, "onnxruntime", "LSTM", ["failed"] * 3)
     _record(tmp_path, "tvm", "LSTM", ["failed"])  # not a fitted variant: not kept
+    _record(tmp_path, "onnxruntime", "Gemm", ["failed"], suite="simple")  # a whole-model suite: not per op
+    _record(tmp_path, "onnxruntime", "Relu", ["harness-limit", "matched"])  # the harness's limit: no outcome
     out = tmp_path / "m.json"
     proc = subprocess.run([str(CONSOLE_SCRIPT), "fit", "--dataset", str(SLICE), "--output", str(out),
                            "-o", str(tmp_path)], capture_output=True, text=True, timeout=300)
@@ -95,7 +95,8 @@ def test_fit_keeps_the_tally_and_files_without_it_still_load(tmp_path):
     assert kf["sources"] == [f"coverage:store:{tmp_path}", "datasets:costmodel-slice.parquet"]
     with_gemm = {r["model_hash"] for r in read_parquet([str(SLICE)])
                  if r["variant"] == "onnxruntime" and any(n["op_type"] == "Gemm" for n in r["graph"])}
-    assert kf["variants"]["onnxruntime"]["Gemm"]["datasets"] == [len(with_gemm), 0, 0] and with_gemm  # all ok
+    assert kf["variants"]["onnxruntime"]["Gemm"] == {"datasets": [len(with_gemm), 0, 0]} and with_gemm  # all ok
+    assert kf["variants"]["onnxruntime"]["Relu"]["coverage"] == [1, 0, 0]
     why = load(out).known_failures.bad_ops("onnxruntime", ["LSTM"])["LSTM"]
     assert why.endswith("(coverage: 3 of 3 cases failed)")
     del d["known_failures"]  # a file written before the field

@@ -41,7 +41,7 @@ def _coverage(results_dir: Path):
         return KnownFailures()
     store = Store(results_dir)
     try:
-        return from_coverage(store.coverage_cases(), f"coverage:store:{results_dir}")
+        return from_coverage(store.coverage_verdict_counts(), f"coverage:store:{results_dir}")
     finally:
         store.close()
 

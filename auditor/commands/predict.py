@@ -67,7 +67,7 @@ def _local_coverage(results_dir: Path):
     except AuditorError:
         return KnownFailures()
     try:
-        return from_coverage(store.coverage_cases(), f"coverage:store:{results_dir}")
+        return from_coverage(store.coverage_verdict_counts(), f"coverage:store:{results_dir}")
     finally:
         store.close()
 
