@@ -6,6 +6,11 @@ version and counter (`features.FEATURE_VERSION`, onnx-tool's version). Loading c
 a file of another format version or feature version is refused (AuditorError, one line);
 a compiler whose installed version differs from the trained one is flagged per variant.
 A pickle (or a torch zip) posing as a model file is refused before any parsing.
+
+`known_failures` (cost_model/known_failures.py) was added without a format bump: it is
+optional and additive, so files written before it still load (with no known failures) and
+an older auditor reading a newer file ignores it and only loses that flag; it is not
+training data, so the fingerprint does not cover it.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ from typing import Any
 from cost_model.features import FEATURE_VERSION
 from cost_model.grouping import FusionRules
 from cost_model.intervals import Calibration
+from cost_model.known_failures import KnownFailures
 from cost_model.regression import Additive, VariantModel
 from ground.errors import AuditorError
 
@@ -53,6 +59,7 @@ class CostModel:
     counter_version: str = ""
     prior: str = ""  # the model this one was adapted from ("" when fitted from scratch)
     notes: list[str] = field(default_factory=list)
+    known_failures: KnownFailures = field(default_factory=KnownFailures)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -60,6 +67,7 @@ class CostModel:
             "counter_version": self.counter_version, "device": self.device, "cpu": self.cpu,
             "fingerprint": self.fingerprint, "sources": self.sources, "prior": self.prior, "notes": self.notes,
             "variants": {v: _variant_dict(f) for v, f in sorted(self.variants.items())},
+            "known_failures": self.known_failures.to_dict(),
         }
 
     def version_flags(self) -> dict[str, str]:
@@ -130,6 +138,6 @@ def load(path: Path) -> CostModel:
         variants = {v: _variant(v, vd) for v, vd in d["variants"].items()}
         return CostModel(d["device"], d["cpu"], d["fingerprint"], list(d["sources"]), variants,
                          d["feature_version"], d.get("counter_version", ""), d.get("prior", ""),
-                         list(d.get("notes", [])))
+                         list(d.get("notes", [])), KnownFailures.from_dict(d.get("known_failures")))
     except (KeyError, TypeError, ValueError, AttributeError) as e:
         raise AuditorError(f"{path}: a damaged cost-model file ({type(e).__name__}: {e})")

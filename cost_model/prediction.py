@@ -3,8 +3,10 @@
 Per variant: p50 and p99 with 90% intervals, the probability of meeting a deadline (p99
 under it, from the calibration residuals), a memory estimate, the top units by predicted
 time, and confidence flags: ops no counter covers (unknown-op), unit kinds the variant never
-saw, graph sums outside the training range, and an installed compiler version that
-differs from the trained one. Then one recommendation a musician can read.
+saw, graph sums outside the training range, an installed compiler version that differs
+from the trained one, and op types the variant is known to fail or mismatch on
+(cost_model/known_failures.py). Then one recommendation a musician can read, which never
+picks a variant known to fail on this graph while another is left.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ class VariantPrediction:
     top_units: list[dict[str, Any]]
     flags: list[str] = field(default_factory=list)
     deadline_probability: float | None = None  # P(p99 <= deadline)
+    known_bad: list[str] = field(default_factory=list)  # op types of this graph it is known to fail on
 
     @property
     def low_confidence(self) -> bool:
@@ -42,6 +45,7 @@ class VariantPrediction:
                 "p50_interval90_us": list(self.p50_interval), "p99_interval90_us": list(self.p99_interval),
                 "memory_bytes": self.memory_bytes, "deadline_probability": self.deadline_probability,
                 "top_units": self.top_units, "flags": self.flags, "low_confidence": self.low_confidence,
+                "known_to_fail_on": self.known_bad,
                 "label": "predicted"}
 
 
@@ -51,6 +55,7 @@ def predict_graph(model: onnx.ModelProto, cost: CostModel, deadline_us: float | 
     table = node_table(model)
     unknown = features.unknown_ops
     version_flags = cost.version_flags()
+    op_types = {n.op_type for n in model.graph.node}
     out = []
     for name in variants or sorted(cost.variants):
         fitted = cost.variants[name]
@@ -69,6 +74,8 @@ def predict_graph(model: onnx.ModelProto, cost: CostModel, deadline_us: float | 
             flags.append(f"outside the training range in {', '.join(outside)}")
         if name in version_flags:
             flags.append(version_flags[name])
+        known_bad = cost.known_failures.bad_ops(name, op_types)
+        flags += known_bad.values()
         node_op = {n.name: n.op_type for n in features.nodes}
         by_ops: dict[str, dict[str, Any]] = {}
         for u in units:  # units running the same op chain add up (an MLP's 30 Gemm+Relu)
@@ -81,25 +88,43 @@ def predict_graph(model: onnx.ModelProto, cost: CostModel, deadline_us: float | 
         memory = vm.memory.predict(memory_aggregate(features)) if vm.memory.terms else None
         prob = fitted.p99_calibration.probability_within(p99, deadline_us) if deadline_us else None
         out.append(VariantPrediction(name, p50, p99, fitted.p50_calibration.interval(p50),
-                                     fitted.p99_calibration.interval(p99), memory, top_units, flags, prob))
+                                     fitted.p99_calibration.interval(p99), memory, top_units, flags, prob,
+                                     sorted(known_bad)))
     return out
 
 
+def _caveat(p: VariantPrediction) -> str:
+    """For a pick flagged for more than known failures (those get their own clause)."""
+    unlike = len(p.flags) > len(p.known_bad)
+    return " (a rough guess: this graph is unlike what the model was trained on)" if unlike else ""
+
+
 def recommend(preds: list[VariantPrediction], deadline_us: float | None) -> str:
-    """One sentence: which compiler to use and why."""
+    """One sentence: which compiler to use and why (never one known to fail on this graph
+    while another is left; the clause after ';' says which were passed over)."""
     if not preds:
         return "No compiler variant has a fitted model for this device."
-    fastest = min(preds, key=lambda p: p.p50_us)
-    caveat = " (a rough guess: this graph is unlike what the model was trained on)" if fastest.low_confidence else ""
+    usable = [p for p in preds if not p.known_bad]
+    if usable and len(usable) < len(preds):
+        avoided = "; not " + " or ".join(f"{p.variant} (known to fail on {', '.join(p.known_bad)})"
+                                         for p in preds if p.known_bad)
+    elif not usable:
+        usable, avoided = preds, "; careful: every compiler here is known to fail on some op of this graph"
+    else:
+        avoided = ""
+    fastest = min(usable, key=lambda p: p.p50_us)
+    caveat = _caveat(fastest)
     if deadline_us is None:
         return (f"Use {fastest.variant}: it is predicted fastest, about {fastest.p50_us:.0f} µs per block"
-                f"{caveat}.")
-    safe = [p for p in preds if (p.deadline_probability or 0.0) >= 0.9]
+                f"{caveat}{avoided}.")
+    safe = [p for p in usable if (p.deadline_probability or 0.0) >= 0.9]
     if safe:
         pick = min(safe, key=lambda p: p.p99_us)
+        caveat = _caveat(pick)
         return (f"Use {pick.variant}: its slowest blocks ({pick.p99_us:.0f} µs) should fit the "
-                f"{deadline_us:.0f} µs budget with {pick.deadline_probability:.0%} confidence{caveat}.")
-    best = max(preds, key=lambda p: (p.deadline_probability or 0.0, -p.p99_us))
+                f"{deadline_us:.0f} µs budget with {pick.deadline_probability:.0%} confidence{caveat}{avoided}.")
+    best = max(usable, key=lambda p: (p.deadline_probability or 0.0, -p.p99_us))
+    caveat = _caveat(best)
     return (f"Risky: even {best.variant}, the best bet, has only a {best.deadline_probability:.0%} chance of "
             f"keeping every block under {deadline_us:.0f} µs; expect clicks, use a bigger block size or a "
-            f"smaller model{caveat}.")
+            f"smaller model{caveat}{avoided}.")

@@ -282,6 +282,13 @@ class Store:
     def coverage_cases(self) -> list[CoverageCase]:
         return [CoverageCase.from_row(r) for r in self.db.execute("SELECT * FROM coverage")]
 
+    def coverage_verdict_counts(self, suite: str = "node") -> list[tuple[str, list[str], str, int]]:
+        """(variant, op types, status, cases) over one suite's verdicts, grouped in SQL:
+        `predict` reads this on every call, and a full coverage run holds thousands of cases."""
+        return [(r[0], json.loads(r[1] or "[]"), r[2], r[3]) for r in self.db.execute(
+            "SELECT variant, op_types, status, COUNT(*) FROM coverage WHERE suite=? "
+            "GROUP BY variant, op_types, status", (suite,))]
+
     def coverage_failures(self, variant: str, limit: int = 200) -> list[tuple[str, str, str, str]]:
         """(suite, case, status, reason) of the variant's cases that did not match, by name."""
         return [tuple(r) for r in self.db.execute(

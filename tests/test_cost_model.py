@@ -169,3 +169,48 @@ def test_bad_model_files_and_devices_get_one_line_and_exit_2(tmp_path, fitted):
                                          "--output", "x.json")
     assert "not a readable dataset file" in _bad(tmp_path, "fit", "--dataset", "corrupt.json")
     assert "nothing to fit from" in _bad(tmp_path, "fit")
+
+
+TINY_SWEEP = {"name": "tiny", "compilers": ["onnxruntime"],
+              "timing": {"runs": 10, "warmup": 2, "max_seconds": 0.1, "profile_runs": 0},
+              "families": [{"family": "mlp", "grid": {"depth": [1, 2], "width": [8]}},
+                           {"family": "conv1d", "grid": {"layers": [1, 2]}}]}
+
+
+def test_fit_from_the_store_of_a_tiny_build_and_predict_with_it(tmp_path):
+    """No --dataset: fit reads every dataset in the results store; predict --results-dir
+    then answers with that fitted model, not the shipped one."""
+    from cost_model.records import fingerprint, read_rows
+    from store import Store
+
+    (tmp_path / "tiny.json").write_text(json.dumps(TINY_SWEEP))
+    onnx.save(small_graph(), str(tmp_path / "block.onnx"))
+
+    def run(*args):
+        proc = subprocess.run([str(CONSOLE_SCRIPT), *args], cwd=tmp_path, capture_output=True, text=True,
+                              timeout=300)
+        assert proc.returncode == 0, (proc.stdout, proc.stderr)
+        return proc.stdout
+
+    built = run("dataset", "build", "--spec", "tiny.json", "-c", "onnxruntime", "-c", "torch-eager",
+                "--results-dir", ".")
+    assert "4 points measured, 0 failed to build" in built
+    assert "4 graphs, variants onnxruntime, torch-eager" in run("fit", "-o", ".")
+    path = tmp_path / "cost-models" / "local.json"
+    d = json.loads(path.read_text())
+    assert d["sources"] == [f"store:{tmp_path}/tiny"]
+    assert {v: f["graphs"] for v, f in d["variants"].items()} == {"onnxruntime": 4, "torch-eager": 4}
+    store = Store(tmp_path)
+    try:
+        from auditor.dataset import dataset_rows
+
+        rows = dataset_rows(store, "tiny")
+    finally:
+        store.close()
+    assert d["fingerprint"] == fingerprint(read_rows(rows)[1])  # exactly the store's 8 runs
+    assert d["known_failures"]["sources"] == [f"coverage:store:{tmp_path}", f"datasets:store:{tmp_path}/tiny"]
+
+    out = json.loads(run("predict", "block.onnx", "--results-dir", ".", "--json"))
+    assert out["cost_model"] == str(path) and out["trained_on"] == d["sources"] and out["cpu"] == d["cpu"]
+    assert [v["variant"] for v in out["variants"]] == ["onnxruntime", "torch-eager"]
+    assert all(v["p50_us"] > 0 for v in out["variants"])

@@ -32,6 +32,20 @@ def _rows(datasets: list[Path], results_dir: Path) -> tuple[list[dict], list[str
     return rows, [f"store:{results_dir}/{n}" for n in names]
 
 
+def _coverage(results_dir: Path):
+    """The store's operator-coverage verdicts as a known-failures tally (empty without a store)."""
+    from cost_model.known_failures import KnownFailures, from_coverage
+    from store import Store
+
+    if not (results_dir / Store.FILE).exists():
+        return KnownFailures()
+    store = Store(results_dir)
+    try:
+        return from_coverage(store.coverage_verdict_counts(), f"coverage:store:{results_dir}")
+    finally:
+        store.close()
+
+
 def fit(
     datasets: list[Path] = typer.Option([], "--dataset", help="dataset file (Parquet), repeatable; "
                                         "default: every dataset in the results store"),
@@ -46,7 +60,7 @@ def fit(
 ) -> None:
     """Fit the cost model that `auditor predict` uses (no model is run: only stored measurements)."""
     from cost_model import fit as fitting
-    from cost_model import locate, modelfile
+    from cost_model import known_failures, locate, modelfile
     from cost_model.records import read_rows
     from cost_model.training import prepare
 
@@ -58,6 +72,9 @@ def fit(
         wanted = {locate.variant_label(c) for c in compilers}
         rows = [r for r in rows if r["variant"] in wanted or r["compiler"] in wanted]
     graphs, measured = read_rows(rows)
+    # failed and mismatched rows are not training data, but they are what `predict` warns of
+    failures = known_failures.combine(_coverage(results_dir),
+                                      known_failures.from_rows(rows, "datasets:" + ",".join(sources)))
     if not measured:
         raise AuditorError("no usable runs to fit on (status ok, not emulated" +
                            (f", device {device}" if device else "") + ")")
@@ -76,6 +93,8 @@ def fit(
         how = "fitted from scratch"
     if not model.variants:
         raise AuditorError("no variant of these runs is in the prior model: nothing to adapt")
+    failures.counts = {v: ops for v, ops in failures.counts.items() if v in model.variants}
+    model.known_failures = failures
     path = output or locate.fitted_path(results_dir, device)
     modelfile.save(model, path)
     print(f"cost model for device {device} ({model.cpu}), {how}: {len(graphs)} graphs, "
