@@ -258,7 +258,8 @@ def _compiled(cls, version: str, bundle, target, job: WorkerJob, workdir: Path, 
         job.results_dir, key,
         lambda directory: compile_isolated(cls, bundle, target, job.options, directory, log, job.device))
     # a cached artifact carries the options it was compiled with: this run's runtime ones apply
-    artifact.options = {**artifact.options, **job.options}
+    runtime = set(job.options) - set(cls.compile_options(job.options))
+    artifact.options = {**artifact.options, **{k: job.options[k] for k in runtime}}
     return artifact, seconds, reused
 
 
