@@ -252,14 +252,14 @@ def _compiled(cls, version: str, bundle, target, job: WorkerJob, workdir: Path, 
         return artifact, time.perf_counter() - t0, False
     # the device is part of the key: tuning on an ssh device makes a different artifact;
     # runtime-only options are not (LiteRT with XNNPACK on and off loads one conversion)
-    key = artifact_cache.cache_key(bundle.model_hash, cls.name, {**cls.compile_options(job.options),
-                                                                 "device": job.device}, target.name, version)
+    compiled_with = cls.compile_options(job.options)
+    key = artifact_cache.cache_key(bundle.model_hash, cls.name, {**compiled_with, "device": job.device},
+                                   target.name, version)
     artifact, seconds, reused = artifact_cache.get_or_compile(
         job.results_dir, key,
         lambda directory: compile_isolated(cls, bundle, target, job.options, directory, log, job.device))
     # a cached artifact carries the options it was compiled with: this run's runtime ones apply
-    runtime = set(job.options) - set(cls.compile_options(job.options))
-    artifact.options = {**artifact.options, **{k: job.options[k] for k in runtime}}
+    artifact.options = {**artifact.options, **{k: v for k, v in job.options.items() if k not in compiled_with}}
     return artifact, seconds, reused
 
 

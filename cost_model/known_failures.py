@@ -129,8 +129,7 @@ def combine(*tallies: KnownFailures) -> KnownFailures:
         for v, ops in t.counts.items():
             for op, by_src in ops.items():
                 for s, c in by_src.items():
-                    cell = kf.counts.setdefault(v, {}).setdefault(op, {}).setdefault(s, [0, 0, 0])
-                    for i in range(3):
-                        cell[i] += c[i]
+                    for outcome, n in enumerate(c):
+                        kf._add(v, op, s, outcome, n)
         kf.sources += [s for s in t.sources if s not in kf.sources]
     return kf

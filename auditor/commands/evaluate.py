@@ -11,7 +11,7 @@ import typer
 from auditor.commands.fit import _rows
 from auditor.commands.options import COMPILERS, JSON, RESULTS_DIR, absolute
 from ground.errors import AuditorError
-from reports.evaluation import table_rows
+from reports.evaluation import EXPORT, table_rows
 
 TARGETS = "targets (issue 15): p50 within ±10% for >=90% (ORT, TVM) / >=80% (others); p99 within ±20% " \
           "for >=80%; predicted best = measured best >=90%, median regret <=5%; 90% intervals cover 85-95%"
@@ -48,7 +48,7 @@ def evaluate(
         raise AuditorError("leave-one-family-out needs graphs of at least two families")
     report = evaluation.evaluate(prep, wanted)
     report["sources"] = sources
-    prefix = export or results_dir / "cost-model-eval"
+    prefix = export or results_dir / Path(EXPORT).stem  # where the reports look for it
     prefix.parent.mkdir(parents=True, exist_ok=True)
     Path(f"{prefix}.json").write_text(json.dumps(report, indent=1))
     flat = table_rows(report)

@@ -32,14 +32,21 @@ def _rows(datasets: list[Path], results_dir: Path) -> tuple[list[dict], list[str
     return rows, [f"store:{results_dir}/{n}" for n in names]
 
 
-def _coverage(results_dir: Path):
-    """The store's operator-coverage verdicts as a known-failures tally (empty without a store)."""
+def coverage_tally(results_dir: Path, lenient: bool = False):
+    """The store's operator-coverage verdicts as a known-failures tally (empty without a
+    store). lenient (predict): opened read-only, and a store this auditor cannot read adds
+    nothing instead of stopping the command."""
     from cost_model.known_failures import KnownFailures, from_coverage
     from store import Store
 
     if not (results_dir / Store.FILE).exists():
         return KnownFailures()
-    store = Store(results_dir)
+    try:
+        store = Store.read_only(results_dir) if lenient else Store(results_dir)
+    except AuditorError:
+        if lenient:
+            return KnownFailures()
+        raise
     try:
         return from_coverage(store.coverage_verdict_counts(), f"coverage:store:{results_dir}")
     finally:
@@ -73,7 +80,7 @@ def fit(
         rows = [r for r in rows if r["variant"] in wanted or r["compiler"] in wanted]
     graphs, measured = read_rows(rows)
     # failed and mismatched rows are not training data, but they are what `predict` warns of
-    failures = known_failures.combine(_coverage(results_dir),
+    failures = known_failures.combine(coverage_tally(results_dir),
                                       known_failures.from_rows(rows, "datasets:" + ",".join(sources)))
     if not measured:
         raise AuditorError("no usable runs to fit on (status ok, not emulated" +

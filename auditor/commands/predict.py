@@ -54,24 +54,6 @@ def _graph(spec: str, input_shapes: list[str], results_dir: Path, trust_pickle: 
     return canonical_graph(model, inputs, results_dir)
 
 
-def _local_coverage(results_dir: Path):
-    """The local store's operator-coverage verdicts as a known-failures tally: a read-only
-    look (one SELECT, no torch); a store this auditor cannot read adds nothing."""
-    from cost_model.known_failures import KnownFailures, from_coverage
-    from store import Store
-
-    if not (results_dir / Store.FILE).exists():
-        return KnownFailures()
-    try:
-        store = Store.read_only(results_dir)
-    except AuditorError:
-        return KnownFailures()
-    try:
-        return from_coverage(store.coverage_verdict_counts(), f"coverage:store:{results_dir}")
-    finally:
-        store.close()
-
-
 def predict(
     model: str = typer.Argument(..., help="the model: .onnx, .pt2, TorchScript .pt, file.py:factory, .tflite "
                                 "or zoo:FAMILY[:k=v,...]"),
@@ -92,6 +74,7 @@ def predict(
                                      help="results directory (fitted cost models live in cost-models/)"),
 ) -> None:
     """Predict each compiler's latency (p50, p99), deadline risk and memory without running the model."""
+    from auditor.commands.fit import coverage_tally
     from cost_model import locate, modelfile
     from cost_model.prediction import predict_graph, recommend
 
@@ -104,7 +87,7 @@ def predict(
     cost = modelfile.load(path)
     if cost_model is None and cost.device != device:
         raise AuditorError(f"{path}: describes device {cost.device!r}, not {device!r}")
-    cost.known_failures = cost.known_failures.with_coverage(_local_coverage(results_dir))
+    cost.known_failures = cost.known_failures.with_coverage(coverage_tally(results_dir, lenient=True))
     variants = None
     if compilers:
         variants = []
