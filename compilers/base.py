@@ -10,6 +10,7 @@ Runnable the measurement harness times; `profile_ops()` attributes time to kerne
 from __future__ import annotations
 
 import hashlib
+import importlib
 import json
 import shutil
 from abc import ABC, abstractmethod
@@ -102,6 +103,10 @@ class OptionSpec:
         return value
 
 
+# what torch.export.load imports on its first call (torch._dynamo with it: ~1.7 s)
+TORCH_EXPORT_LOADER = "torch._export.serde.serialize"
+
+
 class Compiler(ABC):
     """Base class of every adapter. Subclasses fill in the class attributes."""
 
@@ -124,11 +129,24 @@ class Compiler(ABC):
     takes_scalars: ClassVar[bool] = False
     # builds native code for a non-host target with the target's C++ cross compiler
     cross_cxx: ClassVar[bool] = True
+    # modules compile() imports that take seconds (litert_torch ~5 s, executorch.exir ~6.5 s,
+    # torch.export.load's serializer ~1.7 s): a long-lived worker imports them once, before
+    # it forks its compiles (auditor.worker.compile_isolated), so every forked compile
+    # shares them instead of importing them again
+    compile_imports: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, device: str = "local") -> None:
         # the --device spec the artifact is measured on: a compiler that measures while it
         # compiles (TVM's tuning) measures there, or says why it cannot
         self.device = device
+
+    @classmethod
+    def warm_compile(cls) -> None:
+        """Load once, in a long-lived worker about to fork its compiles, what each compile()
+        would otherwise load again in its child: compile_imports, and a compiler's own
+        first-call caches (an override)."""
+        for module in cls.compile_imports:
+            importlib.import_module(module)
 
     @classmethod
     @abstractmethod

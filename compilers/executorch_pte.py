@@ -34,7 +34,7 @@ from typing import Any
 
 import numpy as np
 
-from compilers.base import Artifact, Compiler, OptionSpec, Runnable
+from compilers.base import TORCH_EXPORT_LOADER, Artifact, Compiler, OptionSpec, Runnable
 from ground.children import run_child
 from ground.op_timing import OpProfile, OpTiming
 
@@ -475,6 +475,17 @@ class ExecuTorch(Compiler):
     default_variants = ({}, {"backend": "portable"})
     per_op_method = "executorch-etdump"
     install_hint = "pip install executorch==1.5.1"
+    compile_imports = (TORCH_EXPORT_LOADER, "executorch.exir",
+                       "executorch.backends.xnnpack.partition.xnnpack_partitioner")
+
+    @classmethod
+    def warm_compile(cls):
+        super().warm_compile()
+        # XNNPACK's lowering traces its pattern graphs on first use (~8 s, lru_cached)
+        from executorch.backends.xnnpack.partition.graphs import bilinear_2d, sdpa
+
+        bilinear_2d.get_graphs_dict()
+        sdpa.get_graphs()
 
     @classmethod
     def available(cls):

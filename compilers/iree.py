@@ -33,7 +33,7 @@ from pathlib import Path
 
 import numpy as np
 
-from compilers.base import Artifact, Compiler, OptionSpec, Runnable
+from compilers.base import TORCH_EXPORT_LOADER, Artifact, Compiler, OptionSpec, Runnable
 from ground.children import run_child
 from ground.targets import Target
 
@@ -141,6 +141,7 @@ class Iree(Compiler):
     coverage_variants = ({"frontend": "onnx"},)
     per_op_method = PROFILE_METHOD
     install_hint = "pip install iree-base-compiler iree-base-runtime iree-turbine"
+    compile_imports = (TORCH_EXPORT_LOADER, "iree.turbine.aot", "iree.compiler.extras.onnx_importer")
     cross_cxx = False  # iree-compile links ARM executables itself (LLVM's embedded ELF linker)
 
     @classmethod

@@ -24,15 +24,14 @@ import copy
 import json
 import re
 import shutil
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from compilers.base import Artifact, Compiler, OptionSpec, Runnable
-from ground.children import run_child, worker_env
+from compilers.base import TORCH_EXPORT_LOADER, Artifact, Compiler, OptionSpec, Runnable
+from ground.errors import first_line
 from ground.op_timing import OpProfile, OpTiming
 from ground.tensors import ModelBundle
 
@@ -43,7 +42,6 @@ FLOAT_FILE = "model_float.tflite"
 INT8_FILE = "model_dynamic_int8.tflite"
 LOCATIONS_FILE = "mlir_locations.json"
 KERNELS_FILE = "kernels.json"
-_ERROR_MARK = "litert-convert-error: "
 # MLIR operations that become buffers or nothing in the flatbuffer, not operators.
 _NOT_OPERATORS = {"arith.constant", "tfl.pseudo_const", "tfl.pseudo_qconst", "tfl.no_value",
                   "tfl.pseudo_sparse_const", "tfl.pseudo_sparse_qconst", "func.return",
@@ -176,8 +174,10 @@ def _mlir_locations(edge_model) -> list[list] | None:
 
 
 def _convert(bundle_dir: Path, workdir: Path, quantize: str) -> None:
-    """The conversion itself, run in a child process (`python -m compilers.litert_tflite`)
-    so torch, jax and the converter (~550 MiB) are not resident while the model is timed."""
+    """The conversion itself, in this process: compile runs in a forked child
+    (auditor.worker.compile_isolated), so torch, jax and the converter (~550 MiB) are not
+    resident while the model is timed; a long-lived worker has imported litert_torch before
+    forking (compile_imports), so a conversion no longer pays ~5 s of imports."""
     import torch
 
     import litert_torch
@@ -208,14 +208,10 @@ def _run_quantizer(float_path: Path, out_path: Path) -> None:
 
 
 def _run_converter(bundle: ModelBundle, workdir: Path, quantize: str) -> None:
-    done = run_child([sys.executable, "-m", "compilers.litert_tflite", str(bundle.directory), str(workdir),
-                      quantize], env=worker_env(), cwd=workdir)
-    sys.stderr.write(done.stdout + done.stderr)  # the worker sends fd 2 to its log
-    sys.stderr.flush()
-    if done.returncode != 0:
-        marked = [ln for ln in done.stderr.splitlines() if ln.startswith(_ERROR_MARK)]
-        why = marked[-1][len(_ERROR_MARK):] if marked else done.failure("the converter")
-        raise RuntimeError(f"litert-torch conversion failed: {why.strip()}")
+    try:
+        _convert(bundle.directory, workdir, quantize)
+    except Exception as e:  # noqa: BLE001 - any converter failure is this compile's failure
+        raise RuntimeError(f"litert-torch conversion failed: {type(e).__name__}: {first_line(e)}") from e
 
 
 def _onnx_numel(onnx_model) -> dict[str, int]:
@@ -441,6 +437,7 @@ class LiteRT(Compiler):
     default_variants = ({}, {"xnnpack": False}, {"quantize": "dynamic-int8"})
     per_op_method = PER_OP_METHOD
     install_hint = "pip install litert-torch==0.10.0 'ai-edge-litert[model-utils]==2.3.0' (with torch)"
+    compile_imports = (TORCH_EXPORT_LOADER, "litert_torch")
 
     @classmethod
     def available(cls):
@@ -583,21 +580,3 @@ class LiteRT(Compiler):
             notes += f" {len(skipped)} op(s) could not run alone and have no row: " + "; ".join(skipped[:5])
         return OpProfile(method=PER_OP_METHOD, ops=ops, runs=runs,
                          instrumented_whole_us=whole, notes=notes)
-
-
-def _main(argv: list[str]) -> int:
-    bundle_dir, workdir, quantize = argv
-    try:
-        _convert(Path(bundle_dir), Path(workdir), quantize)
-    except Exception as e:  # noqa: BLE001 - reported to the parent on one marked line
-        import traceback
-
-        traceback.print_exc()
-        first = str(e).strip().splitlines()[0] if str(e).strip() else ""
-        print(f"{_ERROR_MARK}{type(e).__name__}: {first}", file=sys.stderr, flush=True)
-        return 1
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(_main(sys.argv[1:]))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from compilers.base import Artifact, Compiler, OptionSpec, Runnable
+from compilers.base import TORCH_EXPORT_LOADER, Artifact, Compiler, OptionSpec, Runnable
 
 
 def torch_args(specs, arrays) -> tuple:
@@ -66,6 +66,7 @@ class TorchEager(Compiler):
     options = {"threads": OptionSpec(1, "torch.set_num_threads (the board has one core)")}
     install_hint = "pip install torch==2.13.0"
     per_op_method = "fx-node-timer"
+    compile_imports = (TORCH_EXPORT_LOADER,)
     takes_scalars = True
 
     @classmethod

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from compilers.base import Artifact, Compiler, OptionSpec
+from compilers.base import TORCH_EXPORT_LOADER, Artifact, Compiler, OptionSpec
 from compilers.torch_eager import TorchRunnable, torch_available, torch_args
 
 
@@ -23,6 +23,7 @@ class TorchScriptJit(Compiler):
     }
     install_hint = "pip install torch==2.13.0"
     takes_scalars = True
+    compile_imports = (TORCH_EXPORT_LOADER,)
 
     @classmethod
     def available(cls):

@@ -32,7 +32,7 @@ from typing import Any
 
 import numpy as np
 
-from compilers.base import Artifact, Compiler, OptionSpec, Runnable
+from compilers.base import TORCH_EXPORT_LOADER, Artifact, Compiler, OptionSpec, Runnable
 from compilers.tvm_target import is_prim_func, tvm_target_dict
 from ground.op_timing import OpProfile, OpTiming
 from ground.targets import Target
@@ -130,6 +130,7 @@ class TvmRelax(Compiler):
     default_variants = ({},)
     per_op_method = "tvm-vm-instrument"
     install_hint = "pip install apache-tvm (and apt-get install g++-arm-linux-gnueabihf for armv7)"
+    compile_imports = (TORCH_EXPORT_LOADER, "tvm.relax.frontend.torch", "tvm.relax.frontend.onnx")
 
     @classmethod
     def available(cls):

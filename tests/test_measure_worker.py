@@ -208,3 +208,21 @@ def test_a_sampled_build_covers_every_family_and_repeats_what_the_whole_build_wo
     small, big = repeat_subset(part, 0.1, 2), repeat_subset(whole, 0.1, 2)
     assert set(small) <= set(big) and set(small) == set(big) & set(part)
     assert 0.05 < len(big) / len(whole) < 0.15
+
+
+def test_every_compilers_warm_compile_loads_what_it_names():
+    """A long-lived worker warms itself for a compiler before forking its compiles
+    (Compiler.warm_compile): a module name that no longer imports would fail every compile
+    of that compiler in a dataset build, so each available compiler's list is checked here."""
+    from compilers import registry
+
+    warmed = []
+    for name in registry.names():
+        cls = registry.get(name)
+        if not cls.available()[0]:
+            continue
+        cls.warm_compile()
+        assert all(module in sys.modules for module in cls.compile_imports), name
+        warmed += cls.compile_imports
+    # the slow ones the builder relies on sharing (litert_torch ~5 s, executorch.exir ~6.5 s)
+    assert {"litert_torch", "executorch.exir", "torch._export.serde.serialize"} <= set(warmed)
