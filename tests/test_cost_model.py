@@ -214,3 +214,22 @@ def test_fit_from_the_store_of_a_tiny_build_and_predict_with_it(tmp_path):
     assert out["cost_model"] == str(path) and out["trained_on"] == d["sources"] and out["cpu"] == d["cpu"]
     assert [v["variant"] for v in out["variants"]] == ["onnxruntime", "torch-eager"]
     assert all(v["p50_us"] > 0 for v in out["variants"])
+
+
+def test_a_repeated_point_is_labelled_with_its_median_and_its_farthest_repeat():
+    """A point measured again in fresh processes: the label is the median of the p50s (the
+    tail moves with it) and its spread covers the farthest repeat, so evaluate's 'within the
+    point's own spread' honours process-to-process noise, not only the in-run interval."""
+    from cost_model.records import read_rows
+
+    graph = [{**r, "inputs": json.dumps(r["inputs"]), "outputs": json.dumps(r["outputs"]),
+              "input_shapes": json.dumps(r["input_shapes"]), "output_shapes": json.dumps(r["output_shapes"]),
+              "attrs": json.dumps(r["attrs"])} for r in node_table(small_graph())]
+    row = {"family": "mlp", "spec": "{}", "model_hash": "h", "compiler": "onnxruntime",
+           "variant": "onnxruntime", "status": "ok", "p50_us": 3.0, "p99_us": 6.0,
+           "samples_ns": [3000] * 200, "graph": graph, "model": json.dumps({"inputs": [{"name": "x"}]})}
+    single = read_rows([row])[1][0]
+    assert (single.p50_us, single.p99_us, single.p50_spread) == (3.0, 6.0, 0.0)
+    repeated = read_rows([{**row, "repeat_p50_us": [3.0, 2.0, 2.2]}])[1][0]
+    assert repeated.p50_us == pytest.approx(2.2) and repeated.p99_us == pytest.approx(6.0 * 2.2 / 3.0)
+    assert repeated.p50_spread == pytest.approx(0.8 / 2.2)
