@@ -36,6 +36,7 @@ class Held:
     measured_p99: float
     p50_spread: float
     p99_spread: float
+    repeats: tuple[float, ...] = ()  # the point's fresh-process p50s, when it was repeated
 
 
 def lofo(prep: Prepared, variant: str) -> list[Held]:
@@ -50,7 +51,8 @@ def lofo(prep: Prepared, variant: str) -> list[Held]:
         model = fit_variant(prep, variant, train)
         for h, (p50, p99) in zip(test, predict_hashes(prep, model, test)):
             m = runs[h]
-            out.append(Held(h, fam, variant, p50, p99, m.p50_us, m.p99_us, m.p50_spread, m.p99_spread))
+            out.append(Held(h, fam, variant, p50, p99, m.p50_us, m.p99_us, m.p50_spread, m.p99_spread,
+                            m.repeats))
     return out
 
 
@@ -82,7 +84,19 @@ def metrics(held: list[Held], pool: list[Held]) -> dict[str, Any]:
         out[which] = {**_share(err, spread, 0.10), **_share(err, spread, 0.20),
                       "mape": float(np.mean(err)), "median_ape": float(np.median(err)),
                       "interval90_coverage": float(np.mean(cover))}
+    out["p50"].update(noise_ceiling(held))
     return out
+
+
+def noise_ceiling(held: list[Held]) -> dict[str, Any]:
+    """How often one process's p50 lies within +-10% (+-20%) of its point's median over
+    fresh processes, on the repeated points: what even a perfect model could score against
+    labels measured once, i.e. the measurement's own ceiling on the 'within' shares."""
+    errs = np.array([abs(x / float(np.median(h.repeats)) - 1) for h in held if h.repeats for x in h.repeats])
+    if not len(errs):
+        return {"repeated": 0}
+    return {"repeated": sum(1 for h in held if h.repeats), "ceiling_10": float(np.mean(errs <= 0.10)),
+            "ceiling_20": float(np.mean(errs <= 0.20))}
 
 
 _CAL_CACHE: dict[tuple[int, str, str], Calibration] = {}

@@ -56,6 +56,7 @@ class Measured:
     p99_spread: float  # the same for p99
     rss_peak_bytes: float | None
     kernel_map: dict[str, list[str]] = field(default_factory=dict)
+    repeats: tuple[float, ...] = ()  # p50 of the run and of its fresh-process repeats (>= 2), else ()
 
 
 def quantile_spread(samples_ns: list[int], q: float) -> float:
@@ -110,7 +111,8 @@ def read_rows(rows: list[dict[str, Any]]) -> tuple[dict[str, Graph], list[Measur
             p50_us=p50, p99_us=p99,
             p50_spread=p50_spread, p99_spread=quantile_spread(samples, 0.99),
             rss_peak_bytes=float(rss) if rss and not math.isnan(rss) else None,
-            kernel_map=_loads(r.get("kernel_map"), {}) or {}))
+            kernel_map=_loads(r.get("kernel_map"), {}) or {},
+            repeats=tuple(repeats) if len(repeats) >= 2 else ()))
     return graphs, measured
 
 

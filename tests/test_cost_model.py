@@ -233,3 +233,15 @@ def test_a_repeated_point_is_labelled_with_its_median_and_its_farthest_repeat():
     repeated = read_rows([{**row, "repeat_p50_us": [3.0, 2.0, 2.2]}])[1][0]
     assert repeated.p50_us == pytest.approx(2.2) and repeated.p99_us == pytest.approx(6.0 * 2.2 / 3.0)
     assert repeated.p50_spread == pytest.approx(0.8 / 2.2)
+
+
+def test_the_noise_ceiling_counts_single_process_p50s_near_their_points_median():
+    from cost_model.evaluation import Held, metrics
+
+    held = [Held("a", "mlp", "v", 1.0, 2.0, 1.0, 2.0, 0.0, 0.0, repeats=(1.0, 1.05, 1.5)),
+            Held("b", "mlp", "v", 1.0, 2.0, 1.0, 2.0, 0.0, 0.0, repeats=(2.0, 2.0, 2.3)),
+            Held("c", "mlp", "v", 1.0, 2.0, 1.0, 2.0, 0.0, 0.0)]  # not repeated: not counted
+    p50 = metrics(held, held)["p50"]
+    # distances from each point's median: a 5%, 0%, 43%; b 0%, 0%, 15%
+    assert p50["repeated"] == 2
+    assert p50["ceiling_10"] == pytest.approx(4 / 6) and p50["ceiling_20"] == pytest.approx(5 / 6)
