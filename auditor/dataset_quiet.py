@@ -22,7 +22,7 @@ import time
 
 from auditor.dataset import _record_point
 from auditor.measure_worker import MeasurePool, in_parallel, prepared_from_dict
-from auditor.pipeline import AuditSettings, Prepared, audit_variants, resolve_device
+from auditor.pipeline import AuditSettings, Prepared, audit_variants, resolve_device, resume_key
 from store import Store
 from auditor.sweeps import Sweep
 from compilers.registry import Variant
@@ -60,6 +60,22 @@ def _refuse_loaded(store: Store, run_ids: list[str], since: float, spec: str) ->
                            "it again when resumed on a quiet machine (--allow-load keeps such runs, flagged)")
 
 
+def _unmeasured(store: Store, point: Prepared, variant: Variant, settings: AuditSettings, resolved,
+                runs: int) -> bool:
+    """Whether any of the point's `runs` measurements of the variant (the main run and its
+    repeats) is not stored as done yet: the resume check audit_variants makes, asked early."""
+    device, target, harness = resolved
+    for k in range(runs):
+        settings.repeat = k
+        key = resume_key(variant.options, harness, target, settings, point.stream_state)
+        if store.completed_run(point.bundle.model_hash, point.inputs_digest, variant.compiler, key,
+                               device.spec) is None:
+            settings.repeat = 0
+            return True
+    settings.repeat = 0
+    return False
+
+
 def build_quiet(sweep: Sweep, store: Store, variants: list[Variant], settings: AuditSettings, jobs: int = 1,
                 progress=None, command: str = "auditor dataset build --quiet", resolved=None,
                 allow_load: bool = False, repeat_share: float = 0.0, repeats: int = 3,
@@ -90,11 +106,14 @@ def build_quiet(sweep: Sweep, store: Store, variants: list[Variant], settings: A
             counts["failed"] += 1
             say(spec, None, "point done")  # nothing left to measure for it
 
-    # 2. every compile, in parallel, into the artifact cache
+    # 2. every compile the measuring will need, in parallel, into the artifact cache (a
+    # (point, variant) whose runs, repeats included, are all stored needs none: resumed or imported)
+    subset = repeat_subset(list(prepared), repeat_share, repeat_seed)
     tasks = [{"kind": "compile", "spec": spec, "compiler": v.compiler, "overrides": list(v.overrides),
               "bundle_dir": str(p.bundle.directory), "target": target_name, "results_dir": str(store.dir),
               "log": str(store.dir / "artifacts" / "logs" / p.bundle.model_hash / f"{v.label}.log")}
-             for spec, p in prepared.items() for v in variants]
+             for spec, p in prepared.items() for v in variants
+             if _unmeasured(store, p, v, settings, resolved, repeats if spec in subset else 1)]
     in_parallel(store.dir, tasks, jobs, settings.timeout_s,
                 done=lambda task, result: say(task["spec"], task["compiler"],
                                               f"compile: {result.get('outcome') or result.get('failed')}"))
@@ -118,7 +137,6 @@ def build_quiet(sweep: Sweep, store: Store, variants: list[Variant], settings: A
             say(spec, None, "point done")
 
         # 4. the seeded subset again, each repeat in fresh worker processes
-        subset = repeat_subset(list(prepared), repeat_share, repeat_seed)
         for k in range(1, repeats if subset else 1):
             measure.restart()
             settings.repeat = k

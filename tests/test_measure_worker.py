@@ -147,6 +147,9 @@ def test_quiet_build_compiles_first_measures_pinned_and_repeats_in_fresh_workers
     assert sum(r["count"] for r in counted if r["repeat"]) == 2
     assert "spread repeats (runs measured again, not counted above): 2 ok" in \
         _auditor(quiet_home, "dataset", "info", "quiet").stdout
+    # everything stored (as after importing a partial build): nothing left to compile ahead
+    again = _auditor(quiet_home, "dataset", "build", "--spec", "quiet.json", "--quiet", "--compile-only")
+    assert "0 (point, variant) compiles done or cached" in again.stdout, again.stderr[-2000:]
 
 
 def test_quiet_build_refuses_a_run_measured_under_load(quiet_home):
