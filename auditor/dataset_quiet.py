@@ -16,6 +16,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import os
 import time
@@ -65,15 +66,10 @@ def _unmeasured(store: Store, point: Prepared, variant: Variant, settings: Audit
     """Whether any of the point's `runs` measurements of the variant (the main run and its
     repeats) is not stored as done yet: the resume check audit_variants makes, asked early."""
     device, target, harness = resolved
-    for k in range(runs):
-        settings.repeat = k
-        key = resume_key(variant.options, harness, target, settings, point.stream_state)
-        if store.completed_run(point.bundle.model_hash, point.inputs_digest, variant.compiler, key,
-                               device.spec) is None:
-            settings.repeat = 0
-            return True
-    settings.repeat = 0
-    return False
+    keys = [resume_key(variant.options, harness, target, dataclasses.replace(settings, repeat=k), point.stream_state)
+            for k in range(runs)]
+    return any(store.completed_run(point.bundle.model_hash, point.inputs_digest, variant.compiler, key,
+                                   device.spec) is None for key in keys)
 
 
 def build_quiet(sweep: Sweep, store: Store, variants: list[Variant], settings: AuditSettings, jobs: int = 1,
