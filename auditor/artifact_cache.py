@@ -6,8 +6,14 @@ Key: model hash + compiler + resolved options + target + compiler version (the v
 string `available()` reports). An entry is `<results>/artifacts/<key>/` holding what the
 compiler wrote plus `artifact.json` (the Artifact's metadata), written last: a directory
 without it is an unfinished compile (killed or crashed) and is compiled again. A lock file
-per key keeps two processes from compiling the same entry at once. Failed compiles are
-not cached (the measuring run records the failure itself).
+per key keeps two processes from compiling the same entry at once.
+
+A failed compile is cached too (`failed.json`: the reason, when, and the cap it ran out of
+when it was cut short): the same compiler version fails the same graph the same way, and
+a build would otherwise pay it again in every phase and every resume (SOFIE's failing
+graphs cost 10-25 s each, a capped LiteRT/ExecuTorch compile minutes). A compile stopped by
+a cap (CompileTimedOut) is tried again only under a longer cap or none. Removing the
+entry's directory (or <results>/artifacts) retries it.
 """
 
 from __future__ import annotations
@@ -20,9 +26,24 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from compilers.base import Artifact, options_key
+from ground.errors import first_line
 from ground.targets import TARGETS
 
 META = "artifact.json"
+FAILED = "failed.json"
+
+
+class CompileTimedOut(RuntimeError):
+    """A compile ran past its cap (seconds) and was killed."""
+
+    def __init__(self, cap_s: float):
+        super().__init__(f"compile exceeded the {cap_s:g} s cap and was stopped")
+        self.cap_s = cap_s
+
+
+class CachedFailure(RuntimeError):
+    """This compile failed before, with the same key (model, compiler, options, target and
+    compiler version); the message is the stored reason."""
 
 
 def cache_key(model_hash: str, compiler: str, options: dict, target: str, version: str) -> str:
@@ -66,9 +87,33 @@ def _load(directory: Path) -> tuple[Artifact, float] | None:
                     files=meta["files"], kernel_map=meta["kernel_map"], notes=meta["notes"]), meta["compile_s"]
 
 
-def get_or_compile(results_dir: Path, key: str, compile_into) -> tuple[Artifact, float, bool]:
+def _failure(directory: Path, cap_s: float | None) -> str | None:
+    """The cached failure's reason, unless it was a cap shorter than this compile's."""
+    try:
+        meta = json.loads((directory / FAILED).read_text())
+    except (OSError, ValueError):
+        return None
+    capped = meta.get("cap_s")
+    if capped is not None and (cap_s is None or cap_s > capped):
+        return None
+    when = time.strftime("%Y-%m-%d %H:%M", time.localtime(meta["at"]))
+    return f"{meta['reason']} (cached: this compile failed the same way at {when}, after {meta['seconds']:.1f} s)"
+
+
+def _save_failure(directory: Path, error: Exception, seconds: float) -> None:
+    meta = {"reason": first_line(error) if isinstance(error, CompileTimedOut)
+            else f"{type(error).__name__}: {first_line(error)}", "at": time.time(), "seconds": seconds, "cap_s": getattr(error, "cap_s", None)}
+    tmp = directory / (FAILED + ".tmp")
+    tmp.write_text(json.dumps(meta))
+    tmp.replace(directory / FAILED)
+
+
+def get_or_compile(results_dir: Path, key: str, compile_into,
+                   cap_s: float | None = None) -> tuple[Artifact, float, bool]:
     """(artifact, seconds its compile took, True) from the cache, else compile_into(directory)
-    -> Artifact, timed and cached: (it, seconds, False)."""
+    -> Artifact, timed and cached: (it, seconds, False). A failure is cached and raised;
+    a cached one raises CachedFailure. cap_s: the cap compile_into enforces (raising
+    CompileTimedOut), which decides whether a capped failure counts for this compile."""
     directory = root(results_dir) / key
     found = _load(directory)
     if found is not None:
@@ -77,11 +122,18 @@ def get_or_compile(results_dir: Path, key: str, compile_into) -> tuple[Artifact,
         found = _load(directory)  # another process may have finished it while we waited
         if found is not None:
             return (*found, True)
-        if directory.exists():  # an unfinished compile
+        failed = _failure(directory, cap_s)
+        if failed is not None:
+            raise CachedFailure(failed)
+        if directory.exists():  # an unfinished compile, or a failure this compile retries
             shutil.rmtree(directory)
         directory.mkdir(parents=True)
         t0 = time.perf_counter()
-        artifact = compile_into(directory)
+        try:
+            artifact = compile_into(directory)
+        except Exception as e:
+            _save_failure(directory, e, time.perf_counter() - t0)
+            raise
         seconds = time.perf_counter() - t0
         if Path(artifact.directory).resolve() == directory.resolve():
             _save(artifact, directory, seconds)

@@ -2,8 +2,9 @@
 
 1. Export every point first (--jobs long-lived workers in parallel).
 2. Compile every (point, variant) ahead into the artifact cache (--jobs workers; each
-   compile in a forked child, so a compiler crash costs that compile only; a failed compile
-   is not cached and is recorded by its measuring run).
+   compile in a forked child, so a compiler crash costs that compile only; a failed compile,
+   or one stopped by --compile-cap, is cached as failed and recorded by its measuring run
+   without compiling again).
 3. Measure one run at a time, in long-lived workers (auditor.measure_worker) pinned to one
    CPU (os.sched_setaffinity), with nothing of ours running beside them: each run stores
    its conditions (load average, affinity, other processes' CPU use while timing,
@@ -107,6 +108,7 @@ def build_quiet(sweep: Sweep, store: Store, variants: list[Variant], settings: A
     subset = repeat_subset(list(prepared), repeat_share, repeat_seed)
     tasks = [{"kind": "compile", "spec": spec, "compiler": v.compiler, "overrides": list(v.overrides),
               "bundle_dir": str(p.bundle.directory), "target": target_name, "results_dir": str(store.dir),
+              "cap_s": settings.compile_cap_s,
               "log": str(store.dir / "artifacts" / "logs" / p.bundle.model_hash / f"{v.label}.log")}
              for spec, p in prepared.items() for v in variants
              if _unmeasured(store, p, v, settings, resolved, repeats if spec in subset else 1)]

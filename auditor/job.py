@@ -37,6 +37,9 @@ class WorkerJob:
     timeout_at: float = 0.0  # wall clock (time.time()) at which the orchestrator kills the worker
     # compile through <results>/artifacts (auditor.artifact_cache): reuse what was compiled
     artifact_cache: bool = False
+    # a compile running longer is killed and recorded failed (auditor.artifact_cache caches
+    # that failure for builds with the same or a shorter cap); None: no cap but the run's timeout
+    compile_cap_s: float | None = None
     # a run whose timed window had other processes using more than this many cores is
     # flagged as measured under load (ground.quietness)
     other_busy_limit: float = 0.25

@@ -180,7 +180,8 @@ def prepared_from_dict(d: dict):
 
 def precompile(job: dict) -> str:
     """In a compile-ahead process: fill the artifact cache for one (point, variant); stores
-    nothing else (the measuring run records a failure itself). Returns what happened."""
+    no run (a failure is cached, and the measuring run records it without compiling again).
+    Returns what happened."""
     from auditor.worker import _compiled
     from compilers import registry
     from ground.errors import first_line
@@ -202,7 +203,7 @@ def precompile(job: dict) -> str:
         fake = WorkerJob(run_id="", results_dir=Path(job["results_dir"]), workdir=log.parent,
                          bundle_dir=bundle.directory, data_dir=log.parent, inputs_source="", compiler=cls.name,
                          options=options, target=target.name, device="local", harness="python",
-                         artifact_cache=True)
+                         artifact_cache=True, compile_cap_s=job.get("cap_s"))
         _, seconds, cached = _compiled(cls, version, bundle, target, fake, log.parent, log)
         return "cached" if cached else f"compiled in {seconds:.1f} s"
     except Exception as e:  # noqa: BLE001 - measured later, where the failure is recorded

@@ -55,6 +55,7 @@ class AuditSettings:
     artifact_cache: bool = False  # compile through <results>/artifacts (auditor.artifact_cache)
     other_busy_limit: float = 0.25  # cores others may use while timing before a run is flagged
     conditions_window_s: float = 0.0  # see WorkerJob.conditions_window_s
+    compile_cap_s: float | None = None  # see WorkerJob.compile_cap_s
     repeat: int = 0  # >0: a repeat measurement for run-to-run spread (a run of its own, see resume_key)
 
     def to_dict(self) -> dict:
@@ -201,7 +202,7 @@ def audit_variants(prepared: Prepared, variants: list[registry.Variant], setting
             cpu=settings.cpu, sequence=prepared.sequence, rt_audit=settings.rt_audit,
             timeout_at=time.time() + settings.timeout_s,  # the native runner gets what is left of it
             artifact_cache=settings.artifact_cache, other_busy_limit=settings.other_busy_limit,
-            conditions_window_s=settings.conditions_window_s,
+            conditions_window_s=settings.conditions_window_s, compile_cap_s=settings.compile_cap_s,
         )
         ended = (runner or run_worker)(
             job, settings.timeout_s, lambda phase: progress and progress(variant.label, phase))

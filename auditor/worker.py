@@ -59,17 +59,24 @@ class CompilerCrashed(RuntimeError):
     """The forked compile died (a signal or an exit) instead of returning or raising."""
 
 
-def compile_isolated(cls, bundle, target, options, workdir: Path, log: Path, device: str = "local"):
+def compile_isolated(cls, bundle, target, options, workdir: Path, log: Path, device: str = "local",
+                     cap_s: float | None = None):
     """Compile in a forked child, so the measuring process's memory (RSS, ru_maxrss) holds the
     runtime and not what the compiler allocated, and a compiler crash is an error here (the
     caller's process lives on). The parent has imported the compiler's package (available()),
-    which the child shares."""
-    with ProcessPoolExecutor(max_workers=1, mp_context=get_context("fork"),
-                             initializer=dies_with_me()) as pool:
-        try:
-            return pool.submit(_compile, cls, bundle, target, options, workdir, log, device).result()
-        except BrokenProcessPool:
-            raise CompilerCrashed("the compiler's process died (crash or kill)") from None
+    which the child shares. cap_s: the child is killed after that long (CompileTimedOut)."""
+    pool = ProcessPoolExecutor(max_workers=1, mp_context=get_context("fork"), initializer=dies_with_me())
+    try:
+        return pool.submit(_compile, cls, bundle, target, options, workdir, log, device).result(timeout=cap_s)
+    except BrokenProcessPool:
+        raise CompilerCrashed("the compiler's process died (crash or kill)") from None
+    except TimeoutError:
+        # Python 3.11's executor cannot stop a busy child (3.14 adds kill_workers): kill it
+        for child in list((pool._processes or {}).values()):
+            child.kill()
+        raise artifact_cache.CompileTimedOut(cap_s) from None
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
 
 
 def _reference(data_dir: Path, examples: int, outputs: int) -> list[list[np.ndarray]]:
@@ -251,14 +258,14 @@ def _compile_warm(cls, bundle, target, job: WorkerJob, directory: Path, log: Pat
     Their measuring RSS includes them, as it includes what earlier runs left (a per-run
     worker's does not)."""
     cls.warm_compile()
-    return compile_isolated(cls, bundle, target, job.options, directory, log, job.device)
+    return compile_isolated(cls, bundle, target, job.options, directory, log, job.device, job.compile_cap_s)
 
 
 def _compiled(cls, version: str, bundle, target, job: WorkerJob, workdir: Path, log: Path):
     """(artifact, compile seconds, reused?): through the artifact cache when the job says so."""
     if not job.artifact_cache:
         t0 = time.perf_counter()
-        artifact = compile_isolated(cls, bundle, target, job.options, workdir, log, job.device)
+        artifact = compile_isolated(cls, bundle, target, job.options, workdir, log, job.device, job.compile_cap_s)
         return artifact, time.perf_counter() - t0, False
     # the device is part of the key: tuning on an ssh device makes a different artifact;
     # runtime-only options are not (LiteRT with XNNPACK on and off loads one conversion)
@@ -266,7 +273,8 @@ def _compiled(cls, version: str, bundle, target, job: WorkerJob, workdir: Path, 
     key = artifact_cache.cache_key(bundle.model_hash, cls.name, {**compiled_with, "device": job.device},
                                    target.name, version)
     artifact, seconds, reused = artifact_cache.get_or_compile(
-        job.results_dir, key, lambda directory: _compile_warm(cls, bundle, target, job, directory, log))
+        job.results_dir, key, lambda directory: _compile_warm(cls, bundle, target, job, directory, log),
+        job.compile_cap_s)
     # a cached artifact carries the options it was compiled with: this run's runtime ones apply
     artifact.options = {**artifact.options, **{k: v for k, v in job.options.items() if k not in compiled_with}}
     return artifact, seconds, reused

@@ -5,6 +5,7 @@ separate processes; the timing loop stops early once the median is pinned down."
 
 import json
 import os
+import shutil
 import signal
 import sqlite3
 import subprocess
@@ -169,34 +170,72 @@ def test_quiet_build_refuses_a_run_measured_under_load(quiet_home):
     assert all(r[0].startswith("measured under load, not kept") for r in reasons)
 
 
-def test_artifact_cache_reuses_finished_compiles_only(tmp_path):
+def test_artifact_cache_reuses_finished_compiles_and_remembers_failures(tmp_path):
     from auditor import artifact_cache
     from compilers.base import Artifact
     from ground.targets import TARGETS
 
     calls = []
 
-    def compile_into(directory, fail=False):
+    def compile_into(directory, fail=None):
         calls.append(directory)
         (directory / "model.bin").write_bytes(b"x")
         if fail:
-            raise RuntimeError("compiler failed")
+            raise fail
         return Artifact("c", "1.0", TARGETS["host"], {"o": 1}, directory, {"model": "model.bin"},
                         {"k": ["n"]}, ["note"])
 
     key = artifact_cache.cache_key("hash", "c", {"o": 1}, "host", "1.0")
     assert key != artifact_cache.cache_key("hash", "c", {"o": 1}, "host", "1.1")  # another version
-    with pytest.raises(RuntimeError):
-        artifact_cache.get_or_compile(tmp_path, key, lambda d: compile_into(d, fail=True))
+    with pytest.raises(RuntimeError, match="compiler failed"):
+        artifact_cache.get_or_compile(tmp_path, key, lambda d: compile_into(d, RuntimeError("compiler failed")))
+    # the same compile (same key: compiler version included) fails again without running
+    with pytest.raises(artifact_cache.CachedFailure, match=r"^RuntimeError: compiler failed \(cached: "):
+        artifact_cache.get_or_compile(tmp_path, key, compile_into)
+    assert len(calls) == 1
+    # a compile stopped by its cap is retried only under a longer cap (or none)
+    capped = artifact_cache.cache_key("hash", "c", {"o": 2}, "host", "1.0")
+    with pytest.raises(artifact_cache.CompileTimedOut):
+        artifact_cache.get_or_compile(tmp_path, capped, lambda d: compile_into(d, artifact_cache.CompileTimedOut(5)),
+                                      cap_s=5)
+    for cap in (5, 3):
+        with pytest.raises(artifact_cache.CachedFailure, match="exceeded the 5 s cap"):
+            artifact_cache.get_or_compile(tmp_path, capped, compile_into, cap_s=cap)
+    assert len(calls) == 2
+    assert not artifact_cache.get_or_compile(tmp_path, capped, compile_into, cap_s=60)[2] and len(calls) == 3
+
+    shutil.rmtree(artifact_cache.root(tmp_path) / key)  # removing the entry retries it
     first, seconds, cached = artifact_cache.get_or_compile(tmp_path, key, compile_into)
-    assert not cached and len(calls) == 2  # the failed compile left nothing that counts
+    assert not cached and len(calls) == 4
     again, seconds_again, cached = artifact_cache.get_or_compile(tmp_path, key, compile_into)
-    assert cached and len(calls) == 2 and seconds_again == seconds
+    assert cached and len(calls) == 4 and seconds_again == seconds
     assert (again.files, again.kernel_map, again.notes, again.target.name) == \
         (first.files, first.kernel_map, first.notes, "host")
     (again.directory / "model.bin").unlink()  # an entry missing a file is compiled again
     artifact_cache.get_or_compile(tmp_path, key, compile_into)
-    assert len(calls) == 3
+    assert len(calls) == 5
+
+
+class _SlowCompiler:
+    """Stands in for a compiler class in compile_isolated: its compile sleeps."""
+
+    def __init__(self, device="local"):
+        pass
+
+    def compile(self, bundle, target, options, workdir):
+        time.sleep(options["sleep"])
+        return "compiled"
+
+
+def test_a_compile_past_its_cap_is_killed_and_named(tmp_path):
+    from auditor.artifact_cache import CompileTimedOut
+    from auditor.worker import compile_isolated
+
+    t0 = time.perf_counter()
+    with pytest.raises(CompileTimedOut, match="exceeded the 1 s cap"):
+        compile_isolated(_SlowCompiler, None, None, {"sleep": 30}, tmp_path, tmp_path / "log", cap_s=1)
+    assert time.perf_counter() - t0 < 10  # the sleeping child was killed, not waited for
+    assert compile_isolated(_SlowCompiler, None, None, {"sleep": 0}, tmp_path, tmp_path / "log", cap_s=5) == "compiled"
 
 
 def test_a_sampled_build_covers_every_family_and_repeats_what_the_whole_build_would():

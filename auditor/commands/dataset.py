@@ -57,6 +57,10 @@ def build(spec: Path = typer.Option(..., "--spec", help="sweep spec (JSON), e.g.
                                                   "run-to-run spread (default: the spec's spread.share, else 0)"),
           repeats: int = typer.Option(None, "--repeats", min=2,
                                       help="--quiet: measurements per repeated point (default: spec, else 3)"),
+          compile_cap: float = typer.Option(None, "--compile-cap", min=1.0,
+                                            help="seconds one compile may take; a compile past it is stopped "
+                                                 "and recorded failed with that reason (cached: builds with "
+                                                 "the same or a shorter cap do not try it again)"),
           timeout: float = TIMEOUT) -> None:
     """Export, compile and measure every point of a sweep; resumable after any interruption."""
     if worker not in ("long-lived", "per-run"):
@@ -82,6 +86,7 @@ def build(spec: Path = typer.Option(..., "--spec", help="sweep spec (JSON), e.g.
                               max_seconds=timing.get("max_seconds", 2.0), min_runs=min(50, timing.get("runs", 200)),
                               converge=timing.get("converge", 0.0)),
         profile_runs=timing.get("profile_runs", 20), cpu=cpu, other_busy_limit=max_other_busy,
+        compile_cap_s=compile_cap,
     )
     resolved = resolve_device(settings)  # a bad device is one line, before anything starts
     store = Store(results_dir)
