@@ -54,6 +54,11 @@ def build(sweep: Sweep, store: Store, variants: list[Variant], settings: AuditSe
                                initializer=dies_with_me()) if jobs > 1 else None
     ahead: dict[str, Any] = {}
     try:
+        if pool is not None:
+            for nxt in sweep.points[:jobs]:
+                ahead[nxt] = pool.submit(_prepare_point, nxt, str(store.dir))
+        if measure is not None:  # every compiler's worker starts while the first points export
+            measure.warm([v.compiler for v in variants])
         for index, spec in enumerate(sweep.points):
             if pool is not None:  # keep jobs-1 exports running ahead of the measurement
                 for nxt in sweep.points[index: index + jobs]:

@@ -13,6 +13,7 @@ import hashlib
 import json
 import os
 import shutil
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -107,6 +108,45 @@ def _canonical_onnx(model, input_shapes: dict[str, list[int]], log: Path, pt2_na
     return onnx.shape_inference.infer_shapes(model, strict_mode=False)
 
 
+_TORCHLIB_REGISTRIES: dict = {}
+
+
+@contextmanager
+def _torchlib_registry_built_once():
+    """torch.onnx.export (dynamo) rebuilds its op registry on every call: onnxscript re-reads
+    and re-parses the source of ~500 torchlib functions, 1.3 s of a 2.1 s export of a small
+    MLP here. A dataset build exports hundreds of points in one process, so the registry is
+    built once per opset and each export gets a copy of it (the exporter only adds to a
+    registry when given a custom_translation_table, which auditor never passes; the copy
+    keeps even that from leaking between exports). The exported graph is the same
+    (tests/test_export_cache.py). Where torch's private registry does not look as expected,
+    nothing is patched."""
+    try:
+        from torch.onnx._internal.exporter import _registration
+        registry_cls = _registration.ONNXRegistry
+        original = registry_cls.__dict__["from_torchlib"]
+        assert isinstance(original, classmethod) and hasattr(registry_cls(), "functions")
+    except (ImportError, KeyError, AssertionError):
+        yield
+        return
+
+    def from_torchlib(cls, opset_version=_registration._constants.TORCHLIB_OPSET):
+        key = (cls, opset_version)
+        if key not in _TORCHLIB_REGISTRIES:
+            _TORCHLIB_REGISTRIES[key] = original.__func__(cls, opset_version)
+        built = _TORCHLIB_REGISTRIES[key]
+        fresh = cls()
+        fresh._opset_version = built._opset_version
+        fresh.functions = {op: list(metas) for op, metas in built.functions.items()}
+        return fresh
+
+    registry_cls.from_torchlib = classmethod(from_torchlib)
+    try:
+        yield
+    finally:
+        registry_cls.from_torchlib = original
+
+
 def _export_torch(model: LoadedModel, args, directory: Path, log: Path, bundle: ModelBundle):
     """-> (exported ONNX graph or None, exporter FX name -> saved pt2 node name)."""
     import onnx
@@ -127,7 +167,7 @@ def _export_torch(model: LoadedModel, args, directory: Path, log: Path, bundle: 
     raw = directory / "exported.onnx"
     try:
         pt2_names: dict[str, str] = {}
-        with captured_output(log):
+        with captured_output(log), _torchlib_registry_built_once():
             if ep is not None:
                 program = torch.onnx.export(ep, tuple(args), str(raw), dynamo=True, external_data=False,
                                             opset_version=OPSET, verbose=False)

@@ -58,6 +58,7 @@ class MeasurePool:
         self.cpu = cpu
         self.workers: dict[str, tuple[Child, object]] = {}
         self.started: list[int] = []  # pids of every worker started, in order
+        self.warming: set[str] = set()  # workers sent a warm task whose `served` is not read yet
 
     def _worker(self, name: str) -> Child:
         found = self.workers.get(name)
@@ -78,13 +79,37 @@ class MeasurePool:
 
     def _forget(self, name: str) -> None:
         child, err = self.workers.pop(name)
+        self.warming.discard(name)
         err.close()
+
+    def warm(self, names: list[str], wait: bool = False, timeout_s: float | None = None) -> None:
+        """Start the workers for `names` now, each importing its compiler's runtime (a warm
+        task): their start-ups (seconds each: torch, the runtime) overlap one another and the
+        build's exports instead of each delaying its compiler's first run. wait: return when
+        all are warm (a quiet build measures nothing while its own workers start)."""
+        for name in dict.fromkeys(names):
+            if name in self.workers and self.workers[name][0].proc.poll() is None:
+                continue
+            if self._worker(name).send(json.dumps({"kind": "warm", "compiler": name})):
+                self.warming.add(name)
+        if wait:
+            for name in list(self.warming):
+                self._settle(name, timeout_s)
+
+    def _settle(self, name: str, timeout_s: float | None) -> None:
+        """Read the `served` of the worker's warm task, so the next task's is its own; a
+        worker that died warming is forgotten (the next task starts a fresh one)."""
+        self.warming.discard(name)
+        if self.workers[name][0].until(SERVED, timeout_s) is not None:
+            self._forget(name)
 
     def call(self, name: str, task: dict, timeout_s: float | None = None,
              on_phase=None) -> tuple[dict | None, Ended]:
         """One task in worker `name`: (its result, how it ended: returncode 0 when served;
         otherwise the worker died or was killed at timeout_s, and is started afresh next time)."""
         t0 = time.perf_counter()
+        if name in self.warming:
+            self._settle(name, timeout_s)
         child = self._worker(name)
         if not child.send(json.dumps(task)):  # it died between tasks: a fresh one takes this
             self._forget(name)
@@ -212,8 +237,14 @@ def precompile(job: dict) -> str:
 
 def serve(task: dict, served: int) -> dict:
     """One task in this worker: measure (a WorkerJob file), compile (precompile), export (a
-    zoo point, as the build's export step)."""
+    zoo point, as the build's export step), warm (import a compiler's runtime)."""
     kind = task["kind"]
+    if kind == "warm":  # what the compiler's first run would import (MeasurePool.warm)
+        from compilers import registry
+        import auditor.worker  # noqa: F401 - the run path's own imports (numpy, the store)
+
+        ok, detail = registry.get(task["compiler"]).available()
+        return {"available": ok, "detail": detail}
     if kind == "measure":
         from auditor.worker import run_job
 
@@ -236,8 +267,9 @@ def main() -> int:
     for line in sys.stdin:
         if not line.strip():
             continue
-        served += 1
-        result = serve(json.loads(line), served)
+        task = json.loads(line)
+        served += task["kind"] != "warm"  # a run's number counts the tasks before it, warming aside
+        result = serve(task, served)
         gc.collect()
         print(RESULT + json.dumps(result, default=str), flush=True)
         print(f"phase {SERVED}", flush=True)

@@ -268,3 +268,18 @@ def test_every_compilers_warm_compile_loads_what_it_names():
         warmed += cls.compile_imports
     # the slow ones the builder relies on sharing (litert_torch ~5 s, executorch.exir ~6.5 s)
     assert {"litert_torch", "executorch.exir", "torch._export.serde.serialize"} <= set(warmed)
+
+
+def test_warmed_workers_answer_each_task_with_its_own_result(tmp_path):
+    from auditor.measure_worker import MeasurePool
+
+    pool = MeasurePool(tmp_path)
+    try:
+        pool.warm(["onnxruntime", "torch-eager"])  # not waited for: the next call reads past it
+        assert pool.warming == {"onnxruntime", "torch-eager"}
+        result, ended = pool.call("onnxruntime", {"kind": "compile", "compiler": "no-such-compiler"}, 120)
+        assert ended.returncode == 0 and result["outcome"].startswith("failed: ")  # not the warm's answer
+        pool.warm(["torch-eager"], wait=True, timeout_s=120)
+        assert not pool.warming and len(pool.started) == 2  # warm workers are reused, not restarted
+    finally:
+        pool.close()
