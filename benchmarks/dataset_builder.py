@@ -7,6 +7,8 @@ build`, once per mode, and prints wall time and runs/min:
   per-run     the old path: a fresh `python -m auditor.worker` per run (imports torch each time)
   long-lived  one measurement worker per compiler serving every run (the default)
   repeat      long-lived again into the same store (every run reused; artifacts cached)
+  quiet       --quiet --allow-load: export all, compile all (--jobs), then measure pinned to one
+              CPU, one run at a time (how a training set is built; no spread repeats here)
 
 Runs/min counts finished runs (any final status) over the whole build's wall time, export
 and compile included. The issue's target is >= 100 runs/min on a quiet 2-core machine.
@@ -41,7 +43,7 @@ SPEC = {
 }
 
 MODE_FLAGS = {"per-run": ["--worker", "per-run"], "long-lived": ["--worker", "long-lived"],
-              "repeat": ["--worker", "long-lived"]}
+              "repeat": ["--worker", "long-lived"], "quiet": ["--quiet", "--allow-load", "--repeat-share", "0"]}
 
 
 def finished_runs(results: Path) -> int:

@@ -283,3 +283,27 @@ def test_warmed_workers_answer_each_task_with_its_own_result(tmp_path):
         assert not pool.warming and len(pool.started) == 2  # warm workers are reused, not restarted
     finally:
         pool.close()
+
+
+def test_a_compile_that_fails_ahead_is_recorded_by_its_run_without_compiling_again(tmp_path):
+    """SOFIE fails this graph (its fused batch norm names a tensor twice): compile-ahead caches
+    the failure, the measuring run records it as failed with the compiler's reason, and a
+    resumed build does not compile it again."""
+    spec = {"name": "fails", "compilers": ["sofie", "onnxruntime"],
+            "timing": {"runs": 50, "warmup": 2, "max_seconds": 0.1, "profile_runs": 0},
+            "families": [{"family": "transformer", "grid": {"d_model": [16], "ff": [64], "heads": [2],
+                                                           "norm": ["batch"], "seq_len": [1]}}]}
+    (tmp_path / "fails.json").write_text(json.dumps(spec))
+    done = _auditor(tmp_path, "dataset", "build", "--spec", "fails.json", "--quiet", "--allow-load")
+    assert done.returncode == 0, done.stderr[-2000:]
+    results = tmp_path / "auditor-results"
+    runs = dict(_db_rows(results, "SELECT variant, status || ': ' || reason FROM runs"))
+    assert runs["onnxruntime"].startswith("ok")
+    assert runs["sofie"].startswith("failed: compile: CachedFailure: RuntimeError: sofie: initialized tensor")
+    assert "(cached: this compile failed the same way at " in runs["sofie"]
+    failed = [p for p in (results / "artifacts").glob("*/failed.json")]
+    assert len(failed) == 1 and json.loads(failed[0].read_text())["cap_s"] is None
+    stamp = failed[0].stat().st_mtime_ns
+    again = _auditor(tmp_path, "dataset", "build", "--spec", "fails.json", "--quiet", "--allow-load")
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert failed[0].stat().st_mtime_ns == stamp  # not compiled (and failed) again

@@ -116,6 +116,10 @@ def test_rt_audit_from_the_users_folder(home):
     assert "Real-time safety after warm-up" in page and ort["rt_verdict"] in page and "host allocs" in page
 
 
+# ~3 min, the suite's longest: tests/test_native_runner.py's qemu test checks the same runs (and
+# more) on every `make test`, and the user's folder's native builds are checked over ssh below
+@pytest.mark.skipif(os.environ.get("AUDITOR_LONG_TESTS") != "1",
+                    reason="~3 min; test_native_runner covers qemu on every run; AUDITOR_LONG_TESTS=1 runs it")
 @pytest.mark.skipif(shutil.which("qemu-arm") is None or shutil.which("arm-linux-gnueabihf-g++") is None,
                     reason="needs qemu-user and g++-arm-linux-gnueabihf (make deps installs them)")
 def test_qemu_armv7_from_the_users_folder(home):
