@@ -14,7 +14,6 @@ import random
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from auditor.zoo import families as F
 from ground.errors import AuditorError
 
 ZOO_VERSION = 1  # bump when a family's graph changes, so stored points are not mixed up
@@ -83,11 +82,23 @@ class Family:
         return resolved
 
 
-ACT = tuple(F.ACTIVATIONS)
+# families.ACTIVATIONS maps each of these to its torch module (checked there)
+ACT = ("relu", "tanh", "sigmoid", "gelu", "silu", "elu", "leaky_relu", "softplus", "hardtanh")
+
+
+def _builder(name: str) -> Callable[..., tuple]:
+    """The family's model builder, imported on first use: expanding or checking a spec (the
+    CLI, `dataset build`'s orchestrator) needs no torch (~2 s to import), building a model does."""
+    def build(**params):
+        from auditor.zoo import families
+
+        return getattr(families, name)(**params)
+    build.__name__ = name
+    return build
 BOOL = (False, True)
 
 FAMILIES: dict[str, Family] = {f.name: f for f in [
-    Family("linear", "matrix-vector product (one linear layer), optional weight sparsity", F.linear, {
+    Family("linear", "matrix-vector product (one linear layer), optional weight sparsity", _builder("linear"), {
         "in_features": Param(64, "input size", low=8, high=2048, log=True),
         "out_features": Param(64, "output size", low=8, high=2048, log=True),
         "batch": Param(1, "rows (1 = matrix-vector)", low=1, high=16),
@@ -97,7 +108,7 @@ FAMILIES: dict[str, Family] = {f.name: f for f in [
                                     choices=("unstructured", "structured")),
     }),
     Family("conv1d", "1D convolution stack: groups (depthwise), dilation, causal padding, transposed",
-           F.conv1d, {
+           _builder("conv1d"), {
         "in_channels": Param(1, "input channels", low=1, high=64, log=True),
         "channels": Param(16, "channels per layer", low=2, high=128, log=True),
         "layers": Param(2, "conv layers", low=1, high=6),
@@ -111,7 +122,7 @@ FAMILIES: dict[str, Family] = {f.name: f for f in [
         "length": Param(64, "samples per block", low=16, high=1024, log=True),
     }),
     Family("recurrent", "LSTM/GRU over a sequence, or the streaming single step (state in, state out)",
-           F.recurrent, {
+           _builder("recurrent"), {
         "cell": Param("gru", "cell type", choices=("lstm", "gru")),
         "input_size": Param(8, "features per step", low=1, high=64, log=True),
         "hidden": Param(32, "hidden size", low=4, high=256, log=True),
@@ -119,7 +130,7 @@ FAMILIES: dict[str, Family] = {f.name: f for f in [
         "seq_len": Param(16, "steps per call (whole-sequence form)", low=1, high=128, log=True),
         "streaming": Param(False, "one step per call with explicit state", choices=BOOL),
     }),
-    Family("mlp", "multi-layer perceptron with a choice of activation", F.mlp, {
+    Family("mlp", "multi-layer perceptron with a choice of activation", _builder("mlp"), {
         "in_features": Param(16, "inputs", low=2, high=512, log=True),
         "width": Param(64, "hidden width", low=4, high=1024, log=True),
         "depth": Param(2, "hidden layers", low=1, high=8),
@@ -127,38 +138,38 @@ FAMILIES: dict[str, Family] = {f.name: f for f in [
         "activation": Param("relu", "activation", choices=ACT),
     }),
     Family("transformer", "transformer encoder block: attention + feed-forward, layer or batch norm",
-           F.transformer, {
+           _builder("transformer"), {
         "d_model": Param(32, "model width", choices=(16, 32, 64, 128)),
         "heads": Param(2, "attention heads", choices=(1, 2, 4, 8)),
         "ff": Param(64, "feed-forward width", low=16, high=512, log=True),
         "seq_len": Param(16, "sequence length (the same block is measured at several)", low=1, high=128, log=True),
         "norm": Param("layer", "normalisation", choices=("layer", "batch")),
     }),
-    Family("mdn", "mixture-density head: softmax, exp, split, reshape and a reduction", F.mdn, {
+    Family("mdn", "mixture-density head: softmax, exp, split, reshape and a reduction", _builder("mdn"), {
         "in_features": Param(32, "inputs", low=4, high=512, log=True),
         "mixtures": Param(5, "mixture components", low=1, high=32),
         "out_dims": Param(2, "output dimensions", low=1, high=16),
     }),
     Family("reparam_kl", "reparameterised sampling and KL divergence of a diagonal normal (noise is an input)",
-           F.reparam_kl, {
+           _builder("reparam_kl"), {
         "in_features": Param(32, "inputs", low=4, high=512, log=True),
         "latent": Param(8, "latent dimensions", low=1, high=128, log=True),
     }),
     Family("gesture_classifier", "sensor gesture classifier: conv features -> GRU -> softmax",
-           F.gesture_classifier, {
+           _builder("gesture_classifier"), {
         "channels": Param(6, "sensor channels", low=1, high=32),
         "window": Param(32, "samples per window", low=8, high=256, log=True),
         "hidden": Param(32, "feature/hidden size", low=8, high=128, log=True),
         "classes": Param(8, "gesture classes", low=2, high=32),
     }),
     Family("audio_decoder", "neural audio synthesis decoder: latent -> transposed-conv upsampling -> audio",
-           F.audio_decoder, {
+           _builder("audio_decoder"), {
         "latent": Param(16, "latent size", low=2, high=128, log=True),
         "channels": Param(16, "channels", low=2, high=64, log=True),
         "upsample_layers": Param(4, "x2 upsampling stages (block = 4 * 2^n samples)", low=1, high=6),
     }),
     Family("sensor_autoencoder", "autoencoder for dimensionality reduction of sensor data",
-           F.sensor_autoencoder, {
+           _builder("sensor_autoencoder"), {
         "features": Param(24, "sensor features", low=2, high=256, log=True),
         "bottleneck": Param(3, "code size", low=1, high=32),
         "width": Param(32, "hidden width", low=4, high=512, log=True),
