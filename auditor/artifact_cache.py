@@ -10,8 +10,8 @@ per key keeps two processes from compiling the same entry at once.
 
 A failed compile is cached too (`failed.json`: the reason, when, and the cap it ran out of
 when it was cut short): the same compiler version fails the same graph the same way, and
-a build would otherwise pay it again in every phase and every resume (SOFIE's failing
-graphs cost 10-25 s each, a capped LiteRT/ExecuTorch compile minutes). A compile stopped by
+a build would otherwise pay it again in its measuring phase and in every resume (a
+capped LiteRT/ExecuTorch compile costs the whole cap each time). A compile stopped by
 a cap (CompileTimedOut) is tried again only under a longer cap or none. Removing the
 entry's directory (or <results>/artifacts) retries it.
 """
@@ -101,8 +101,8 @@ def _failure(directory: Path, cap_s: float | None) -> str | None:
 
 
 def _save_failure(directory: Path, error: Exception, seconds: float) -> None:
-    meta = {"reason": first_line(error) if isinstance(error, CompileTimedOut)
-            else f"{type(error).__name__}: {first_line(error)}", "at": time.time(), "seconds": seconds, "cap_s": getattr(error, "cap_s", None)}
+    reason = first_line(error) if isinstance(error, CompileTimedOut) else f"{type(error).__name__}: {first_line(error)}"
+    meta = {"reason": reason, "at": time.time(), "seconds": seconds, "cap_s": getattr(error, "cap_s", None)}
     tmp = directory / (FAILED + ".tmp")
     tmp.write_text(json.dumps(meta))
     tmp.replace(directory / FAILED)
