@@ -23,7 +23,7 @@ from ground.children import dies_with_me
 from ground.errors import AuditorError, first_line
 from auditor.measure_worker import MeasurePool
 from auditor.measure_worker import prepare_point as _prepare_point
-from auditor.pipeline import AuditSettings, audit_variants, resolve_device
+from auditor.pipeline import AuditSettings, audit_variants, resolve_device, resume_key
 from store import Measurement, ModelRecord, NodeRecord, RunRecord, Store, encode
 from auditor.sweeps import Sweep
 from compilers.registry import Variant
@@ -206,6 +206,19 @@ def import_parquet(store: Store, path: Path) -> dict[str, int]:
         raise AuditorError(f"{path}: not an auditor dataset file ({type(e).__name__}: {first_line(e)})")
 
 
+def _resume_key_of(run: RunRecord) -> str | None:
+    """The key a build's resume check looks runs up by, from what the run stored (the file
+    does not carry it): an imported run then counts as done for a build on the same spec,
+    as it did where it was measured. None for a run that stored no harness or target."""
+    s = run.settings
+    if "harness" not in s or "target" not in s:
+        return None
+    defaults = AuditSettings()
+    settings = AuditSettings(atol=s.get("atol", defaults.atol), rtol=s.get("rtol", defaults.rtol),
+                             budget_us=s.get("budget_us", defaults.budget_us), repeat=s.get("repeat", 0))
+    return resume_key(run.options, s["harness"], s["target"], settings, s.get("stream_state"))
+
+
 def _import_rows(store: Store, rows: list[dict]) -> dict[str, int]:
     added = skipped = 0
     with store.transaction():
@@ -215,7 +228,9 @@ def _import_rows(store: Store, rows: list[dict]) -> dict[str, int]:
                 continue
             added += 1
             rid = row["run_id"]
-            store.add_run_record(RunRecord.from_row(row), RUN_COLUMNS)
+            record = RunRecord.from_row(row)
+            record.options_key = _resume_key_of(record)
+            store.add_run_record(record, (*RUN_COLUMNS, "options_key"))
             # the run's columns came with it; its rows are a measurement of it
             store.record_measurement(rid, Measurement(
                 samples_ns=row["samples_ns"], accuracy=json.loads(row["accuracy"] or "[]"),

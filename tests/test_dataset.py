@@ -158,6 +158,11 @@ def test_export_import_roundtrip(tmp_path, spec_path, cli):
     assert strip(a) == strip(b)  # everything but the raw RSS trace survives the trip
     bad = cli("dataset", "import", spec_path, "--results-dir", tmp_path / "b")
     assert bad.returncode == 2 and "not a readable dataset file" in bad.stderr
+    # a build of the same spec over the imported file measures nothing again, and says so
+    resumed = cli("dataset", "build", "--spec", spec_path, "--results-dir", tmp_path / "b", "--limit", 2, check=True)
+    assert "4 runs were already stored" in resumed.stdout
+    db = sqlite3.connect(tmp_path / "b" / "results.sqlite")
+    assert db.execute("SELECT COUNT(*) FROM runs").fetchone()[0] == 4
 
 
 def test_shipped_host_dataset_imports_and_covers_every_family(tmp_path, cli):

@@ -98,7 +98,10 @@ def build(spec: Path = typer.Option(..., "--spec", help="sweep spec (JSON), e.g.
                   TextColumn("eta"), TimeRemainingColumn(), TextColumn("{task.fields[now]}"), console=console) as bar:
         task = bar.add_task(sweep.name, total=len(sweep.points), now="")
 
+        reused = [0]
+
         def progress(point: str, label: str | None, phase: str) -> None:
+            reused[0] += phase.endswith("stored")  # a run found done by the resume check
             if label is None:
                 bar.advance(task)
             else:
@@ -122,6 +125,9 @@ def build(spec: Path = typer.Option(..., "--spec", help="sweep spec (JSON), e.g.
     repeated = f", {counts['repeated']} measured again for their spread" if counts.get("repeated") else ""
     print(f"dataset {sweep.name}: {counts['measured']} points measured{repeated}, {counts['failed']} failed "
           f"to build; store {store.path}")
+    if reused[0]:  # resumed or imported: said, since times from another boot are not this one's
+        print(f"{reused[0]} runs were already stored (an earlier build here, or an imported file) and were "
+              "kept, not measured again; delete the results directory to measure everything on this machine now")
 
 
 @app.command("export")
