@@ -177,6 +177,8 @@ def audit_variants(prepared: Prepared, variants: list[registry.Variant], setting
         if settings.resume:
             done = store.completed_run(bundle.model_hash, prepared.inputs_digest, variant.compiler,
                                        key, device.spec)
+            if done is not None and settings.rt_audit and store.rt_safety(done["run_id"]) == (None, None):
+                done = None  # measured without the real-time audit asked for now: measured again
             if done is not None:
                 run_ids.append(done["run_id"])
                 if progress:

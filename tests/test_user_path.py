@@ -95,13 +95,15 @@ def test_native_harness_from_the_users_folder(home):
         assert runs[variant]["per_op_method"] in ("sofie-light-timers", "tvm-timed-callees")
 
 
-def test_rt_audit_from_the_users_folder(home):
+def test_rt_audit_from_the_users_folder(home, first_audit):
     """compile-all --rt-audit, Python-hosted: the hooks preloaded into each variant's audit child.
     ONNX Runtime's run allocates in its binding's library every call (never blamed on Python);
-    the verdict is in the JSON, the table, `results show`, the CSV export and the run page."""
-    proc = auditor(home, "compile-all", "mlp.pt2", "-c", "onnxruntime", *QUICK, "--rt-audit", "--json")
+    the verdict is in the JSON, the table, `results show`, the CSV export and the run page.
+    With --resume, the first audit's ORT run (no real-time audit) is not reused for it."""
+    proc = auditor(home, "compile-all", "mlp.pt2", "-c", "onnxruntime", *QUICK, "--rt-audit", "--resume", "--json")
     runs = runs_of(home, json.loads(proc.stdout))
     ort = runs["onnxruntime"]
+    assert ort["run_id"] != runs_of(home, first_audit)["onnxruntime"]["run_id"]
     assert ort["status"] == "ok" and ort["rt_safe"] is False, ort["rt_verdict"]
     assert ort["rt_short"].startswith("no: allocs ") and "onnxruntime" in ort["rt_verdict"]
     assert ort["rt_verdict"].startswith("not real-time safe after warm-up: allocates ")
