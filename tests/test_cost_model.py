@@ -245,3 +245,15 @@ def test_the_noise_ceiling_counts_single_process_p50s_near_their_points_median()
     # distances from each point's median: a 5%, 0%, 43%; b 0%, 0%, 15%
     assert p50["repeated"] == 2
     assert p50["ceiling_10"] == pytest.approx(4 / 6) and p50["ceiling_20"] == pytest.approx(5 / 6)
+
+
+def test_compiler_specs_name_the_stored_variants_as_compile_all_parses_them():
+    """fit/evaluate/predict -c: `litert:xnnpack=false` is the variant stored as
+    litert[xnnpack=False] (the typed value), not an unknown one."""
+    from auditor.commands.options import variant_label
+
+    assert variant_label("litert:xnnpack=false") == "litert[xnnpack=False]"
+    assert variant_label("onnxruntime:graph_opt=disable") == "onnxruntime[graph_opt=disable]"
+    assert variant_label("executorch:backend=portable") == "executorch[backend=portable]"
+    assert variant_label("tvm") == "tvm"
+    assert variant_label("elsewhere:knob=1") == "elsewhere[knob=1]"  # not a compiler here: as written

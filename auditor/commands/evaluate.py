@@ -9,7 +9,7 @@ from pathlib import Path
 import typer
 
 from auditor.commands.fit import _rows
-from auditor.commands.options import COMPILERS, JSON, RESULTS_DIR, absolute
+from auditor.commands.options import COMPILERS, JSON, RESULTS_DIR, absolute, variant_label
 from ground.errors import AuditorError
 from reports.evaluation import EXPORT, table_rows
 
@@ -34,14 +34,14 @@ def evaluate(
     """Leave one zoo family out at a time: fit on the rest, predict it, compare with the measurement."""
     from tabulate import tabulate
 
-    from cost_model import evaluation, locate
+    from cost_model import evaluation
     from cost_model.records import read_rows
     from cost_model.training import prepare
 
     rows, sources = _rows([absolute(p) for p in datasets], results_dir)
     graphs, measured = read_rows(rows)
     prep = prepare(graphs, measured)
-    wanted = [locate.variant_label(c) for c in compilers] or None
+    wanted = [variant_label(c) for c in compilers] or None
     if wanted and (missing := [w for w in wanted if w not in prep.by_variant]):
         raise AuditorError(f"no runs of {missing[0]} in the data (variants: {', '.join(prep.variants)})")
     if len({g.family for g in graphs.values()}) < 2:

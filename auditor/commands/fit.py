@@ -7,7 +7,7 @@ from pathlib import Path
 
 import typer
 
-from auditor.commands.options import COMPILERS, RESULTS_DIR, absolute
+from auditor.commands.options import COMPILERS, RESULTS_DIR, absolute, variant_label
 from ground.errors import AuditorError
 
 
@@ -76,7 +76,7 @@ def fit(
     if device:
         rows = [r for r in rows if (r.get("device") or "local") == device]
     if compilers:
-        wanted = {locate.variant_label(c) for c in compilers}
+        wanted = {variant_label(c) for c in compilers}
         rows = [r for r in rows if r["variant"] in wanted or r["compiler"] in wanted]
     graphs, measured = read_rows(rows)
     # failed and mismatched rows are not training data, but they are what `predict` warns of

@@ -30,3 +30,16 @@ DEVICE = typer.Option("local", "--device",
                       help="where to measure: local, qemu-armv7 (emulated), ssh://user@host[:port]")
 TIMEOUT = typer.Option(600.0, "--timeout", help="seconds one compiler variant may take")
 JSON = typer.Option(False, "--json", help="print the result as JSON")
+
+
+def variant_label(spec: str) -> str:
+    """A -c spec as the store labels its runs, parsed as compile-all parses it (typed values:
+    `litert:xnnpack=false` is `litert[xnnpack=False]`); a spec that does not parse (another
+    install's compiler or option) is taken as written."""
+    from compilers import registry
+    from cost_model import locate
+
+    try:
+        return registry.parse_variant(spec).label
+    except ValueError:
+        return locate.variant_label(spec)

@@ -75,6 +75,7 @@ def predict(
 ) -> None:
     """Predict each compiler's latency (p50, p99), deadline risk and memory without running the model."""
     from auditor.commands.fit import coverage_tally
+    from auditor.commands.options import variant_label
     from cost_model import locate, modelfile
     from cost_model.prediction import predict_graph, recommend
 
@@ -92,7 +93,7 @@ def predict(
     if compilers:
         variants = []
         for c in compilers:
-            label = locate.variant_label(c)
+            label = variant_label(c)
             if label not in cost.variants:
                 raise AuditorError(f"the cost model for {cost.device} has no variant {label!r} "
                                    f"(it has: {', '.join(sorted(cost.variants))})")
@@ -132,6 +133,7 @@ def beside_measurement(bundle, summaries: list[dict], device: str, budget_us: fl
     """compile-all's check of the cost model: predicted vs measured p50/p99 per variant that
     both have (lines to print; none when no cost model describes this device); with a store,
     each prediction is kept with its run (summaries, reports)."""
+    from auditor.commands.options import variant_label
     from cost_model import locate, modelfile
     from cost_model.prediction import predict_graph
 
