@@ -107,3 +107,11 @@ def test_zoo_export_cli(tmp_path, cli):
     assert {f["family"] for f in listed} == set(zoo.FAMILIES)
     bad = cli("zoo", "export", "mdn", "-p", "mixtures=0", "-o", tmp_path)
     assert bad.returncode == 2 and "outside 1..32" in bad.stderr
+
+
+def test_the_activations_a_spec_may_choose_are_the_ones_the_builders_have():
+    """auditor.zoo names them without importing torch; the builders map each to its module."""
+    from auditor import zoo
+    from auditor.zoo import families
+
+    assert zoo.ACT == tuple(families.ACTIVATIONS)

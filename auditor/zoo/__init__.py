@@ -82,7 +82,7 @@ class Family:
         return resolved
 
 
-# families.ACTIVATIONS maps each of these to its torch module (checked there)
+# families.ACTIVATIONS maps each of these to its torch module (tests/test_zoo.py checks)
 ACT = ("relu", "tanh", "sigmoid", "gelu", "silu", "elu", "leaky_relu", "softplus", "hardtanh")
 
 
