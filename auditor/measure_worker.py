@@ -85,8 +85,8 @@ class MeasurePool:
     def warm(self, names: list[str], wait: bool = False, timeout_s: float | None = None) -> None:
         """Start the workers for `names` now, each importing its compiler's runtime (a warm
         task): their start-ups (seconds each: torch, the runtime) overlap one another and the
-        build's exports instead of each delaying its compiler's first run. wait: return when
-        all are warm (a quiet build measures nothing while its own workers start)."""
+        build's exports instead of each delaying its compiler's first run. Runs measured while
+        others still warm record that load in their conditions. wait: return when all are warm."""
         for name in dict.fromkeys(names):
             if name in self.workers and self.workers[name][0].proc.poll() is None:
                 continue
