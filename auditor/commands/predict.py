@@ -133,7 +133,6 @@ def beside_measurement(bundle, summaries: list[dict], device: str, budget_us: fl
     """compile-all's check of the cost model: predicted vs measured p50/p99 per variant that
     both have (lines to print; none when no cost model describes this device); with a store,
     each prediction is kept with its run (summaries, reports)."""
-    from auditor.commands.options import variant_label
     from cost_model import locate, modelfile
     from cost_model.prediction import predict_graph
 

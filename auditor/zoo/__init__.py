@@ -95,6 +95,8 @@ def _builder(name: str) -> Callable[..., tuple]:
         return getattr(families, name)(**params)
     build.__name__ = name
     return build
+
+
 BOOL = (False, True)
 
 FAMILIES: dict[str, Family] = {f.name: f for f in [
