@@ -21,6 +21,7 @@ from typing import Any
 
 from ground.children import dies_with_me
 from ground.errors import AuditorError, first_line
+from ground.probe import QUIET_MIN
 from auditor.measure_worker import MeasurePool
 from auditor.measure_worker import prepare_point as _prepare_point
 from auditor.pipeline import AuditSettings, audit_variants, resolve_device, resume_key
@@ -167,17 +168,29 @@ def _repeat_key(run: RunRecord) -> tuple:
 
 def _conditions_and_spread(run: RunRecord, repeats: dict[tuple, list[RunRecord]]) -> dict:
     """Extra columns (absent from files of older builds): the timed window's conditions
-    (JSON), the p50 of the run and of its ok repeats, and their spread (max - min) / median."""
+    (JSON), the p50 of the run and of its ok repeats, and their spread (max - min) / median;
+    for a gated run (auditor.timing), the uncontended samples' p50, p99 and count, and the
+    same p50s and spread over those samples."""
     conditions = run.settings.get("conditions")
-    p50s = [r.p50_us for r in [run, *repeats.get(_repeat_key(run), [])]
-            if r.status == "ok" and r.p50_us is not None] if run.status == "ok" else []
-    spread = None
-    if len(p50s) >= 2:
-        mid = statistics.median(p50s)
-        spread = (max(p50s) - min(p50s)) / mid if mid else None
+    runs = [r for r in [run, *repeats.get(_repeat_key(run), [])] if r.status == "ok"] if run.status == "ok" else []
+    p50s = [r.p50_us for r in runs if r.p50_us is not None]
+    quiet = [(r.settings.get("conditions") or {}).get("quiet") or {} for r in runs]
+    quiet_p50s = [q["p50_us"] for q in quiet if q.get("n", 0) >= QUIET_MIN]
+    mine = ((conditions or {}).get("quiet") or {})
     return {"conditions": json.dumps(conditions) if conditions else None,
             "under_load": (conditions or {}).get("under_load"),
-            "repeat_p50_us": p50s if len(p50s) >= 2 else None, "spread": spread}
+            "repeat_p50_us": p50s if len(p50s) >= 2 else None, "spread": _spread(p50s),
+            "quiet_n": mine.get("n"), "quiet_p50_us": mine.get("p50_us"), "quiet_p99_us": mine.get("p99_us"),
+            "repeat_quiet_p50_us": quiet_p50s if len(quiet_p50s) >= 2 else None,
+            "quiet_spread": _spread(quiet_p50s)}
+
+
+def _spread(values: list[float]) -> float | None:
+    """(max - min) / median of two or more values, else None."""
+    if len(values) < 2:
+        return None
+    mid = statistics.median(values)
+    return (max(values) - min(values)) / mid if mid else None
 
 
 def export_parquet(store: Store, dataset: str, path: Path) -> int:

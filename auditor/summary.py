@@ -57,7 +57,16 @@ def run_summary(store: Store, run: RunRecord) -> dict:
     summary["rt_short"] = rt.short if rt is not None else ("audit failed" if rt_failure else None)
     summary["rt_safety"] = rt.to_dict() if rt is not None else None  # quoted by the verdict
     summary["predicted"] = store.prediction(run.run_id)  # the cost model's forecast, when one was made
+    summary["uncontended"] = uncontended(run.settings)
     return summary
+
+
+def uncontended(settings: dict) -> dict | None:
+    """A gated run's statistics over its uncontended blocks alone (auditor.timing), or None."""
+    quiet = (settings.get("conditions") or {}).get("quiet")
+    if not quiet:
+        return None
+    return {k: quiet.get(k) for k in ("n", "share", "p50_us", "p99_us", "max_us", "probe_floor_us")}
 
 
 def run_detail(store: Store, run_id: str) -> dict:
@@ -156,6 +165,14 @@ def table(summaries: list[dict], wide: bool = False, width: int = 100, model: bo
     return "\n".join(_grid(headers, rows, right))
 
 
+def _uncontended(u: dict | None) -> str:
+    if not u:
+        return "—"
+    if not u["n"]:
+        return "none (contended)"
+    return f"{u['p50_us']:.1f} / {u['p99_us']:.1f} ({100 * u['share']:.0f}%)"
+
+
 def _cut(text: str, width: int) -> str:
     text = " ".join(text.split())
     return text if len(text) <= width else text[: max(width - 1, 0)] + "…"
@@ -163,7 +180,7 @@ def _cut(text: str, width: int) -> str:
 
 def _wide_table(summaries: list[dict], model: bool = False) -> str:
     headers = ["variant", "status", "p50 µs", "p99 µs", "max µs", "jitter µs", "CoV",
-               "deadline", "max|err|", "SNR dB", "RSS MiB", "per-op sum/whole", "RT safe", "run"]
+               "uncontended p50/p99 µs (share)", "deadline", "max|err|", "SNR dB", "RSS MiB", "per-op sum/whole", "RT safe", "run"]
     if model:
         headers.insert(0, "model")
     rows = []
@@ -176,7 +193,7 @@ def _wide_table(summaries: list[dict], model: bool = False) -> str:
             status += f": {s['reason']}"
         rows.append(([s.get("model") or ""] if model else []) + [
             s["variant"], status, _num(s["p50_us"]), _num(s["p99_us"]), _num(s["max_us"]),
-            _num(s["jitter_us"]), _num(s["cov"], "{:.3f}"), deadline,
+            _num(s["jitter_us"]), _num(s["cov"], "{:.3f}"), _uncontended(s.get("uncontended")), deadline,
             _num(s["max_abs_err"], "{:.2g}"), _num(s["snr_db"]),
             _num(s["rss_peak_bytes"] and s["rss_peak_bytes"] / 2**20), per_op, s.get("rt_short") or "—",
             s["run_id"],

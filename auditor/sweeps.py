@@ -22,7 +22,7 @@ from typing import Any
 from auditor import zoo
 from ground.errors import AuditorError, first_line
 
-TIMING_KEYS = {"runs", "warmup", "max_seconds", "profile_runs", "converge"}
+TIMING_KEYS = {"runs", "warmup", "max_seconds", "profile_runs", "converge", "gate"}
 SPREAD_KEYS = {"share", "repeats", "seed"}
 
 

@@ -20,9 +20,16 @@ class TimingSettings:
     # narrower than converge x the median (0.02: the p50 known within about +-1%). Tails
     # (p99, max) then rest on fewer runs; the run's n says how many.
     converge: float = 0.0
+    # time in blocks of about BLOCK_S with a probe reading between blocks (ground.probe), and
+    # keep which blocks were uncontended: on a shared VM a neighbour moves a p50 by up to 2x;
+    # the loop then runs until `runs` uncontended samples (or the stretched limits below)
+    gate: bool = False
 
 
 CHECK_EVERY = 25
+BLOCK_S = 0.01  # a gated Python loop's block: contention episodes here last 0.1-1 s
+MIN_BLOCKS = 8  # a gated loop cuts even a short run into at least this many blocks
+GATE_STRETCH = 4  # a gated loop waits up to this many times max_seconds (and runs) for uncontended samples
 
 
 def median_converged(samples: np.ndarray, rel: float) -> bool:
@@ -43,6 +50,15 @@ class Timings:
     first_ns: int  # the very first inference: cold start, kept apart
     samples_ns: np.ndarray  # every timed run, in order
     stopped_early: bool
+    # a gated loop's blocks: the probe, its floor, each block's readings, which samples were
+    # uncontended (quiet_ranges: [start, end) indexes into samples_ns)
+    gate: dict | None = None
+
+    def quiet_samples(self) -> np.ndarray | None:
+        if self.gate is None:
+            return None
+        return np.concatenate([self.samples_ns[a:b] for a, b in self.gate["quiet_ranges"]] or
+                              [np.empty(0, dtype=np.int64)])
 
 
 def time_calls(fn: Callable[[], object], settings: TimingSettings,
@@ -57,6 +73,13 @@ def time_calls(fn: Callable[[], object], settings: TimingSettings,
     t0 = clock()
     fn()
     first = clock() - t0
+    if settings.gate:
+        if timed_runs is not None:
+            per_call = max(1, int(np.median(timed_runs(settings.warmup)))) if settings.warmup else first
+            return _time_gated(timed_runs, per_call, BATCH_S, settings, first)
+        block = _python_block(fn)
+        per_call = max(1, int(np.median(block(settings.warmup)))) if settings.warmup else first
+        return _time_gated(block, per_call, BLOCK_S, settings, first)
     if timed_runs is not None:
         return _time_batches(timed_runs, settings, first)
     for _ in range(settings.warmup):
@@ -105,6 +128,70 @@ def _time_batches(timed_runs: Callable[[int], np.ndarray], settings: TimingSetti
     return Timings(first, samples, count < settings.runs)
 
 
+def _python_block(fn: Callable[[], object]) -> Callable[[int], np.ndarray]:
+    clock = time.perf_counter_ns
+
+    def block(n: int) -> np.ndarray:
+        out = np.empty(n, dtype=np.int64)
+        for i in range(n):
+            t0 = clock()
+            fn()
+            out[i] = clock() - t0
+        return out
+    return block
+
+
+def _time_gated(block: Callable[[int], np.ndarray], per_call: int, block_s: float,
+                settings: TimingSettings, first: int) -> Timings:
+    """Blocks of about block_s (at most runs / MIN_BLOCKS calls), a probe reading before the first and after each; a block is
+    uncontended when the readings on both sides of it are within the probe's tolerance of
+    its floor (judged at the end, against the lowest floor seen). Stops at `runs`
+    uncontended samples, at max_seconds once min_runs of them are in (or the converge test
+    passes on them), and in any case at GATE_STRETCH times max_seconds or runs."""
+    from ground.probe import DESCRIPTION, PROBE, TOLERANCE
+
+    clock = time.perf_counter_ns
+    PROBE.calibrate()
+    readings = [PROBE.read()]
+    blocks: list[np.ndarray] = []
+    quiet: list[np.ndarray] = []
+    start = clock()
+    soft, hard = start + int(settings.max_seconds * 1e9), start + int(settings.max_seconds * GATE_STRETCH * 1e9)
+    total, cap = 0, settings.runs * GATE_STRETCH
+    while True:
+        size = int(min(cap - total, max(1, min(block_s * 1e9 // per_call, settings.runs // MIN_BLOCKS))))
+        samples = np.asarray(block(size), dtype=np.int64)
+        readings.append(PROBE.read())
+        blocks.append(samples)
+        total += len(samples)
+        per_call = max(1, int(np.median(samples)))
+        if PROBE.quiet(readings[-2]) and PROBE.quiet(readings[-1]):
+            quiet.append(samples)
+        n_quiet = sum(len(q) for q in quiet)
+        now = clock()
+        if n_quiet >= settings.runs or total >= cap or now > hard:
+            break
+        if n_quiet >= settings.min_runs and (
+                now > soft or (settings.converge and median_converged(np.concatenate(quiet), settings.converge))):
+            break
+    floor = PROBE.floor_ns
+    ok = [r <= floor * (1 + TOLERANCE) for r in readings]
+    flags = [ok[i] and ok[i + 1] for i in range(len(blocks))]
+    ranges, at = [], 0
+    for flag, samples in zip(flags, blocks):  # merged [start, end) of the uncontended blocks
+        if flag and ranges and ranges[-1][1] == at:
+            ranges[-1][1] = at + len(samples)
+        elif flag:
+            ranges.append([at, at + len(samples)])
+        at += len(samples)
+    n_quiet = sum(b - a for a, b in ranges)
+    gate = {"method": "probe-gated blocks", "probe": DESCRIPTION, "probe_floor_us": floor / 1e3,
+            "tolerance": TOLERANCE, "block_s": block_s, "blocks": len(blocks), "quiet_blocks": sum(flags),
+            "probe_over_floor": [round(r / floor, 3) for r in readings], "quiet_ranges": ranges}
+    all_samples = np.concatenate(blocks)
+    return Timings(first, all_samples, n_quiet < settings.runs, gate)
+
+
 def latency_stats(samples_ns: np.ndarray) -> dict[str, float]:
     """Summary in microseconds: mean, p50, p95, p99, max, min, std, jitter (p99-p50), CoV."""
     us = np.asarray(samples_ns, dtype=np.float64) / 1e3
@@ -123,3 +210,11 @@ def latency_stats(samples_ns: np.ndarray) -> dict[str, float]:
         "jitter_us": float(p99 - p50),
         "cov": std / mean if mean > 0 else 0.0,
     }
+
+
+def quiet_summary(timings: Timings) -> dict:
+    """A gated loop's record: the gate (probe, floor, readings, uncontended ranges), and the
+    statistics of the uncontended samples alone (their share of all; none when no block was)."""
+    quiet = timings.quiet_samples()
+    stats = latency_stats(quiet) if len(quiet) else {"n": 0}
+    return {**timings.gate, "share": round(len(quiet) / max(1, len(timings.samples_ns)), 4), **stats}

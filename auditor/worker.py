@@ -23,7 +23,7 @@ from auditor.inputs import InputSet
 from auditor.job import WorkerJob
 from auditor.memory import RssSampler
 from store import Measurement, Store
-from auditor.timing import latency_stats, time_calls
+from auditor.timing import latency_stats, quiet_summary, time_calls
 from compilers import registry
 from ground.children import dies_with_me
 from ground.errors import first_line
@@ -354,6 +354,13 @@ def run_job(job: WorkerJob, served: int = 0) -> None:
             measured.memory["ru_maxrss_bytes"] = None
         measured.runtime_memory, measured.timing_loop = runnable.memory_info(), loop
         measured.conditions = conditions.to_dict()
+        if timings.gate is not None:
+            quiet = measured.conditions["quiet"] = quiet_summary(timings)
+            if quiet["n"] < settings.min_runs:  # a neighbour the load figures cannot see
+                why = (f"contended: {quiet['n']} of {len(timings.samples_ns)} samples in blocks where the "
+                       f"probe read within {quiet['tolerance']:.0%} of its floor")
+                measured.conditions.update(under_load=True, load_reason="; ".join(
+                    r for r in (measured.conditions["load_reason"], why) if r))
         measured.worker = ({"kind": "long-lived", "pid": os.getpid(), "run_in_worker": served,
                             "note": "RSS includes what earlier runs in this worker left; "
                                     "ru_maxrss not per run (not stored)"}

@@ -17,11 +17,13 @@ from typing import Any
 import numpy as np
 
 from ground.errors import AuditorError
+from ground.probe import QUIET_MIN
 
 # columns the cost model reads (a Parquet reader can ask for only these)
 COLUMNS = ("family", "spec", "model_hash", "compiler", "variant", "compiler_version", "device",
            "emulated", "host", "status", "n", "p50_us", "p99_us", "rss_peak_bytes", "kernel_map",
-           "model", "samples_ns", "graph", "repeat_p50_us")
+           "model", "samples_ns", "graph", "conditions", "repeat_p50_us", "quiet_n", "quiet_p50_us", "quiet_p99_us",
+           "repeat_quiet_p50_us")
 
 
 def _loads(value: Any, default: Any = None) -> Any:
@@ -47,7 +49,9 @@ class Measured:
     compiler_version: str
     device: str
     cpu: str
-    p50_us: float  # the median of the run's and its repeats' p50 when it was repeated
+    # the median of the run's and its repeats' p50 when it was repeated; of a gated run
+    # (auditor.timing), over its uncontended samples only (and theirs)
+    p50_us: float
     p99_us: float
     # the larger of: the relative half-width of the p50's 95% order-statistic interval (how
     # far it could move within the process) and, for a repeated point, the farthest repeat's
@@ -97,11 +101,18 @@ def read_rows(rows: list[dict[str, Any]]) -> tuple[dict[str, Graph], list[Measur
         host = _loads(r.get("host"), {}) or {}
         samples = list(r.get("samples_ns") or [])
         p50, p99 = float(r["p50_us"]), float(r["p99_us"] or r["p50_us"])
-        p50_spread = quantile_spread(samples, 0.5)
         repeats = [float(x) for x in (r.get("repeat_p50_us") or []) if x]
+        # a gated run is labelled by its uncontended samples; one contended nearly throughout
+        # (fewer than QUIET_MIN) by all its samples, as an ungated run is (NaN compares False)
+        if (r.get("quiet_n") or 0) >= QUIET_MIN:
+            p50, p99 = float(r["quiet_p50_us"]), float(r["quiet_p99_us"])
+            samples = _quiet_samples(r, samples)
+            repeats = [float(x) for x in (r.get("repeat_quiet_p50_us") or []) if x]
+        p50_spread = quantile_spread(samples, 0.5)
         if len(repeats) >= 2:  # measured again in fresh processes: the median is the label,
-            p50 = float(np.median(repeats))  # and the whole distribution moves with it
-            p99 *= p50 / float(r["p50_us"])
+            mid = float(np.median(repeats))  # and the whole distribution moves with it
+            p99 *= mid / p50
+            p50 = mid
             p50_spread = max(p50_spread, max(abs(x - p50) for x in repeats) / p50)
         rss = r.get("rss_peak_bytes")
         measured.append(Measured(
@@ -114,6 +125,12 @@ def read_rows(rows: list[dict[str, Any]]) -> tuple[dict[str, Graph], list[Measur
             kernel_map=_loads(r.get("kernel_map"), {}) or {},
             repeats=tuple(repeats) if len(repeats) >= 2 else ()))
     return graphs, measured
+
+
+def _quiet_samples(row: dict[str, Any], samples: list[int]) -> list[int]:
+    """The uncontended samples of a gated run (its conditions' quiet ranges)."""
+    quiet = (_loads(row.get("conditions"), {}) or {}).get("quiet") or {}
+    return [x for a, b in quiet.get("quiet_ranges", []) for x in samples[a:b]]
 
 
 def read_parquet(paths: list[str]) -> list[dict[str, Any]]:

@@ -234,6 +234,18 @@ def test_a_repeated_point_is_labelled_with_its_median_and_its_farthest_repeat():
     assert repeated.p50_us == pytest.approx(2.2) and repeated.p99_us == pytest.approx(6.0 * 2.2 / 3.0)
     assert repeated.p50_spread == pytest.approx(0.8 / 2.2)
 
+    # a gated run (auditor.timing): its uncontended samples label it, and their repeats
+    samples = [3000] * 100 + [2000] * 100
+    conditions = json.dumps({"quiet": {"quiet_ranges": [[100, 200]]}})
+    gated = {**row, "samples_ns": samples, "conditions": conditions, "quiet_n": 100, "quiet_p50_us": 2.0,
+             "quiet_p99_us": 2.5, "repeat_p50_us": [3.0, 2.0, 2.2], "repeat_quiet_p50_us": [2.0, 2.1, 1.9]}
+    quiet = read_rows([gated])[1][0]
+    assert quiet.p50_us == pytest.approx(2.0) and quiet.p99_us == pytest.approx(2.5)
+    assert quiet.repeats == (2.0, 2.1, 1.9) and quiet.p50_spread == pytest.approx(0.05)
+    # contended nearly throughout (fewer than QUIET_MIN uncontended samples): all samples label it
+    contended = read_rows([{**gated, "quiet_n": 3}])[1][0]
+    assert contended.p50_us == pytest.approx(2.2) and contended.repeats == (3.0, 2.0, 2.2)
+
 
 def test_the_noise_ceiling_counts_single_process_p50s_near_their_points_median():
     from cost_model.evaluation import Held, metrics

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from auditor.timing import TimingSettings, median_converged, time_calls
+from auditor.timing import GATE_STRETCH, TimingSettings, median_converged, time_calls
 from tests.conftest import ROOT
 
 CONSOLE_SCRIPT = Path(sys.executable).parent / "auditor"
@@ -126,7 +126,12 @@ def test_quiet_build_compiles_first_measures_pinned_and_repeats_in_fresh_workers
         assert len(conditions["loadavg"]) == 3 and conditions["other_cores_busy"] is not None
         assert conditions["under_load"] == bool(conditions["load_reason"])
         assert "artifact reused" in notes  # compiled ahead, before anything was measured
-        assert 50 <= n <= 300
+        quiet = conditions["quiet"]  # dataset builds gate their loops (auditor.timing)
+        assert quiet["method"] == "probe-gated blocks" and quiet["probe_floor_us"] > 0
+        assert len(quiet["probe_over_floor"]) == quiet["blocks"] + 1 and quiet["n"] <= 300
+        assert quiet["n"] == sum(b - a for a, b in quiet["quiet_ranges"]) and max(quiet["quiet_ranges"] or [[0, 0]])[1] <= n
+        assert 50 <= n <= 300 * GATE_STRETCH
+        assert (quiet["n"] < 50) == ("contended: " in conditions["load_reason"])  # min_runs: 50
     pids = {(json.loads(s)["repeat"], json.loads(s)["worker"]["pid"]) for _, _, s, _, _ in runs}
     main, repeat = {p for k, p in pids if k == 0}, {p for k, p in pids if k == 1}
     assert len(main) == len(repeat) == 1 and main != repeat  # the repeat ran in a fresh process
@@ -141,6 +146,11 @@ def test_quiet_build_compiles_first_measures_pinned_and_repeats_in_fresh_workers
         p50s = r["repeat_p50_us"]
         assert len(p50s) == 2 and r["p50_us"] in p50s
         assert r["spread"] == pytest.approx((max(p50s) - min(p50s)) / (sum(p50s) / 2))
+        quiet = r["repeat_quiet_p50_us"]  # the uncontended p50s, where both had enough such samples
+        assert quiet is None or (len(quiet) == 2 and r["quiet_p50_us"] in quiet)
+    for r in rows:
+        quiet = json.loads(r["conditions"])["quiet"]
+        assert (r["quiet_n"], r["quiet_p50_us"]) == (quiet["n"], quiet.get("p50_us"))
     assert all(json.loads(r["conditions"])["pinned"] and r["under_load"] is not None for r in rows)
     info = _auditor(quiet_home, "dataset", "info", "quiet", "--json")
     counted = json.loads(info.stdout)["runs"]

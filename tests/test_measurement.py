@@ -6,7 +6,7 @@ import pytest
 
 from auditor import accuracy, deadline
 from auditor.memory import RssSampler
-from auditor.timing import TimingSettings, latency_stats, time_calls
+from auditor.timing import GATE_STRETCH, TimingSettings, latency_stats, quiet_summary, time_calls
 
 
 def test_latency_stats_exact_values():
@@ -114,3 +114,63 @@ def test_time_calls_native_loop_stops_at_time_limit_but_keeps_minimum():
 
     t = time_calls(lambda: None, TimingSettings(warmup=0, runs=1000, max_seconds=0.05, min_runs=30), timed_runs)
     assert t.stopped_early and 30 <= len(t.samples_ns) < 100
+
+
+class _ScriptedProbe:
+    """Stands in for ground.probe.PROBE: floor 100 ns, readings from a script (then 100)."""
+
+    def __init__(self, readings):
+        self.floor_ns, self.script = 100, list(readings)
+
+    def calibrate(self):
+        return self.floor_ns
+
+    def read(self):
+        return self.script.pop(0) if self.script else 100
+
+    def quiet(self, reading):
+        return reading <= self.floor_ns * 1.03
+
+
+def test_gated_loop_keeps_every_sample_and_marks_the_contended_blocks(monkeypatch):
+    """Readings before block 1 and after each block: block 2 (its closing reading 200) and
+    block 3 (its opening one) are contended; the loop runs on until `runs` samples lie in
+    uncontended blocks, keeps all samples, and its quiet ranges leave out exactly those two."""
+    import ground.probe
+
+    monkeypatch.setattr(ground.probe, "PROBE", _ScriptedProbe([100, 100, 200, 100]))
+    calls = []
+    t = time_calls(lambda: calls.append(1), TimingSettings(warmup=0, runs=80, min_runs=80, max_seconds=60, gate=True))
+    assert t.gate["quiet_ranges"] == [[0, 10], [30, 100]]  # blocks of runs / 8 = 10 calls
+    assert len(t.samples_ns) == 100 and len(calls) == 101  # the first call is timed apart
+    assert t.gate["blocks"] == 10 and t.gate["quiet_blocks"] == 8 and not t.stopped_early
+    assert t.gate["probe_over_floor"][:4] == [1.0, 1.0, 2.0, 1.0]
+    assert np.array_equal(t.quiet_samples(), np.concatenate([t.samples_ns[:10], t.samples_ns[30:]]))
+    summary = quiet_summary(t)
+    assert summary["n"] == 80 and summary["share"] == 0.8
+    assert summary["p50_us"] == pytest.approx(np.median(t.quiet_samples()) / 1e3)
+
+
+def test_gated_loop_contended_throughout_stops_at_its_stretched_limit(monkeypatch):
+    import ground.probe
+
+    monkeypatch.setattr(ground.probe, "PROBE", _ScriptedProbe([200] * 1000))
+    t = time_calls(lambda: None, TimingSettings(warmup=0, runs=40, min_runs=40, max_seconds=60, gate=True))
+    assert len(t.samples_ns) == 40 * GATE_STRETCH and t.gate["quiet_ranges"] == [] and t.stopped_early
+    assert quiet_summary(t) == {**t.gate, "share": 0.0, "n": 0}
+
+
+def test_gated_native_loop_gates_its_batches(monkeypatch):
+    import ground.probe
+
+    monkeypatch.setattr(ground.probe, "PROBE", _ScriptedProbe([100, 200, 100]))
+    batches = []
+
+    def timed_runs(n):
+        batches.append(n)
+        return np.full(n, 1000, dtype=np.int64)
+
+    t = time_calls(lambda: None, TimingSettings(warmup=5, runs=64, min_runs=64, max_seconds=60, gate=True),
+                   timed_runs)
+    assert batches[0] == 5 and set(batches[1:]) == {8}  # warm-up, then runs / 8 a batch
+    assert t.gate["quiet_ranges"] == [[16, 80]] and len(t.samples_ns) == 80

@@ -46,6 +46,9 @@ def compile_all(
     warmup: int = typer.Option(50, min=0, help="warm-up runs before timing"),
     max_seconds: float = typer.Option(10.0, help="stop timing after this long (keeping >= 50 runs)"),
     profile_runs: int = typer.Option(100, min=0, help="instrumented runs for per-op times (0: none)"),
+    gate: bool = typer.Option(True, "--gate/--no-gate", help="python harness: time in blocks between "
+                              "readings of a reference probe, and report the uncontended blocks' statistics "
+                              "beside all samples' (a busy neighbour moves a p50 by up to 2x on a shared VM)"),
     block_size: int = typer.Option(deadline.BELA_BLOCK_SIZE, help="audio frames per block"),
     sample_rate: float = typer.Option(deadline.BELA_SAMPLE_RATE, help="audio sample rate, Hz"),
     deadline_us: float = typer.Option(None, help="deadline in µs (overrides block size / sample rate)"),
@@ -71,7 +74,7 @@ def compile_all(
         raise AuditorError(f"unknown target {target!r} (targets: {', '.join(TARGETS)})")
     settings = AuditSettings(
         results_dir=results_dir,
-        timing=TimingSettings(warmup=warmup, runs=runs, max_seconds=max_seconds, min_runs=min(50, runs)),
+        timing=TimingSettings(warmup=warmup, runs=runs, max_seconds=max_seconds, min_runs=min(50, runs), gate=gate),
         profile_runs=profile_runs,
         budget_us=deadline.budget_us(block_size, sample_rate, deadline_us),
         atol=atol, rtol=rtol, device=device, target=target, timeout_s=timeout, resume=resume,

@@ -149,11 +149,14 @@ def beside_measurement(bundle, summaries: list[dict], device: str, budget_us: fl
         preds = {p.variant: p for p in predict_graph(graph, cost, budget_us, wanted)} if wanted else {}
     except AuditorError as e:
         return [f"cost model {path.name} not used: {e}"]
-    rows = []
+    rows, gated = [], False
     for s in summaries:
         p = preds.get(s["variant"])
         if p is None:
             continue
+        # the model learns from uncontended samples (cost_model.records): compare with those
+        measured = s.get("uncontended") if (s.get("uncontended") or {}).get("n") else s
+        gated = gated or measured is not s
         if store is not None:
             store.record_prediction(s["run_id"], {
                 "model_file": str(path), "cpu": cost.cpu, "p50_us": p.p50_us, "p50_lo": p.p50_interval[0],
@@ -161,13 +164,15 @@ def beside_measurement(bundle, summaries: list[dict], device: str, budget_us: fl
                 "p99_hi": p.p99_interval[1], "low_confidence": p.low_confidence, "flags": p.flags})
             s["predicted"] = store.prediction(s["run_id"])
         rows.append([s["variant"] + (" [low confidence]" if p.low_confidence else ""),
-                     f"{p.p50_us:.1f}", f"{s['p50_us']:.1f}", f"{100 * (p.p50_us / s['p50_us'] - 1):+.0f}%",
-                     f"{p.p99_us:.1f}", f"{s['p99_us']:.1f}", f"{100 * (p.p99_us / s['p99_us'] - 1):+.0f}%"])
+                     f"{p.p50_us:.1f}", f"{measured['p50_us']:.1f}", f"{100 * (p.p50_us / measured['p50_us'] - 1):+.0f}%",
+                     f"{p.p99_us:.1f}", f"{measured['p99_us']:.1f}",
+                     f"{100 * (p.p99_us / measured['p99_us'] - 1):+.0f}%"])
     if not rows:
         return []
     from tabulate import tabulate
 
     # a table of its own, so it fits the 100-column terminal like the measurement table
-    return [f"cost model {path.name} ({cost.cpu[:60]}), PREDICTED beside MEASURED:",
+    return [f"cost model {path.name} ({cost.cpu[:60]}), PREDICTED beside MEASURED"
+            f"{' (uncontended blocks where a run has them)' if gated else ''}:",
             *tabulate(rows, headers=["variant", "pred p50 µs", "p50 µs", "err", "pred p99 µs", "p99 µs", "err"],
                       tablefmt="simple", disable_numparse=True).splitlines()]

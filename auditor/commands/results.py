@@ -111,7 +111,8 @@ def export(results_dir: Path = RESULTS_DIR,
         writer = csv.DictWriter(buf, fieldnames=[*SUMMARY_KEYS, "model", "target", "options", "max_abs_err",
                                                  "snr_db", "timing_loop", "timing", "per_op_method",
                                                  "per_op_sum_to_whole", "state", "rt_safe", "rt_verdict",
-                                                 "rt_short", "predicted_p50_us", "predicted_p99_us"])
+                                                 "rt_short", "predicted_p50_us", "predicted_p99_us",
+                                                 "uncontended_p50_us", "uncontended_p99_us", "uncontended_share"])
         writer.writeheader()
         for run in store.run_records():
             s = run_summary(store, run)
@@ -119,6 +120,8 @@ def export(results_dir: Path = RESULTS_DIR,
             s.pop("rt_safety")  # in the CSV as rt_safe, rt_verdict, rt_short; whole in the JSON
             predicted = s.pop("predicted") or {}  # the cost model's forecast, labelled as predicted
             s["predicted_p50_us"], s["predicted_p99_us"] = predicted.get("p50_us"), predicted.get("p99_us")
+            quiet = s.pop("uncontended") or {}  # a gated run's uncontended blocks alone (auditor.timing)
+            s.update({f"uncontended_{k}": quiet.get(k) for k in ("p50_us", "p99_us", "share")})
             writer.writerow({**s, "options": json.dumps(s["options"], sort_keys=True),
                              "timing": json.dumps(s["timing"], sort_keys=True)})
         text = buf.getvalue()
