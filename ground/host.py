@@ -42,7 +42,17 @@ def host_facts() -> dict:
         "cpu_flags": (cpu.get("flags") or cpu.get("Features") or "").split(),
         "cores": os.cpu_count(),
         "cpu_mhz": cpu.get("cpu MHz"),
+        # which boot measured it: absolute times on a VM move between boots (datasets/README.md)
+        "boot_id": _boot_id(),
     }
+
+
+def _boot_id() -> str | None:
+    try:
+        with open("/proc/sys/kernel/random/boot_id") as f:
+            return f.read().strip()
+    except OSError:
+        return None
 
 
 def load_facts() -> dict:
