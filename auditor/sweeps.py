@@ -22,7 +22,7 @@ from typing import Any
 from auditor import zoo
 from ground.errors import AuditorError, first_line
 
-TIMING_KEYS = {"runs", "warmup", "max_seconds", "profile_runs", "converge", "gate"}
+TIMING_KEYS = {"runs", "min_runs", "warmup", "max_seconds", "profile_runs", "converge", "gate"}
 SPREAD_KEYS = {"share", "repeats", "seed"}
 
 
@@ -62,6 +62,9 @@ def load_sweep(path: Path) -> Sweep:
     timing = spec.get("timing", {})
     if set(timing) - TIMING_KEYS:
         raise AuditorError(f"sweep spec {path}: unknown timing keys {sorted(set(timing) - TIMING_KEYS)}")
+    if timing.get("min_runs", 0) > timing.get("runs", 200):
+        raise AuditorError(f"sweep spec {path}: timing min_runs {timing['min_runs']} is more than runs "
+                           f"{timing.get('runs', 200)}")
     spread = spec.get("spread", {})
     if not isinstance(spread, dict) or set(spread) - SPREAD_KEYS:
         raise AuditorError(f"sweep spec {path}: 'spread' takes {sorted(SPREAD_KEYS)}")

@@ -28,6 +28,7 @@ from compilers import registry
 from ground.children import dies_with_me
 from ground.errors import first_line
 from ground.quiet import captured_output
+from ground.probe import QUIET_MIN
 from ground.quietness import Conditions
 from ground.targets import TARGETS
 from ground.tensors import ModelBundle
@@ -356,7 +357,7 @@ def run_job(job: WorkerJob, served: int = 0) -> None:
         measured.conditions = conditions.to_dict()
         if timings.gate is not None:
             quiet = measured.conditions["quiet"] = quiet_summary(timings)
-            if quiet["n"] < settings.min_runs:  # a neighbour the load figures cannot see
+            if quiet["n"] < QUIET_MIN:  # no uncontended label: a neighbour the load figures cannot see
                 why = (f"contended: {quiet['n']} of {len(timings.samples_ns)} samples in blocks where the "
                        f"probe read within {quiet['tolerance']:.0%} of its floor")
                 measured.conditions.update(under_load=True, load_reason="; ".join(

@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 
 from auditor.timing import GATE_STRETCH, TimingSettings, median_converged, time_calls
+from ground.probe import QUIET_MIN
 from tests.conftest import ROOT
 
 CONSOLE_SCRIPT = Path(sys.executable).parent / "auditor"
@@ -131,7 +132,7 @@ def test_quiet_build_compiles_first_measures_pinned_and_repeats_in_fresh_workers
         assert len(quiet["probe_over_floor"]) == quiet["blocks"] + 1 and quiet["n"] <= 300
         assert quiet["n"] == sum(b - a for a, b in quiet["quiet_ranges"]) and max(quiet["quiet_ranges"] or [[0, 0]])[1] <= n
         assert 50 <= n <= 300 * GATE_STRETCH
-        assert (quiet["n"] < 50) == ("contended: " in conditions["load_reason"])  # min_runs: 50
+        assert (quiet["n"] < QUIET_MIN) == ("contended: " in conditions["load_reason"])
     pids = {(json.loads(s)["repeat"], json.loads(s)["worker"]["pid"]) for _, _, s, _, _ in runs}
     main, repeat = {p for k, p in pids if k == 0}, {p for k, p in pids if k == 1}
     assert len(main) == len(repeat) == 1 and main != repeat  # the repeat ran in a fresh process

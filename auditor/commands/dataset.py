@@ -83,7 +83,8 @@ def build(spec: Path = typer.Option(..., "--spec", help="sweep spec (JSON), e.g.
     settings = AuditSettings(
         results_dir=results_dir, device=device, timeout_s=timeout, resume=True,
         timing=TimingSettings(warmup=timing.get("warmup", 20), runs=timing.get("runs", 200),
-                              max_seconds=timing.get("max_seconds", 2.0), min_runs=min(50, timing.get("runs", 200)),
+                              max_seconds=timing.get("max_seconds", 2.0),
+                              min_runs=timing.get("min_runs", min(50, timing.get("runs", 200))),
                               converge=timing.get("converge", 0.0), gate=timing.get("gate", quiet)),
         profile_runs=timing.get("profile_runs", 20), cpu=cpu, other_busy_limit=max_other_busy,
         compile_cap_s=compile_cap,
