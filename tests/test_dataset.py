@@ -74,6 +74,10 @@ def test_bad_spec_is_one_clear_error(tmp_path):
     bad.write_text(json.dumps({"families": [{"family": "mlp", "grid": {"depth": [1]}}], "timing": {"x": 1}}))
     with pytest.raises(AuditorError, match="unknown timing keys"):
         load_sweep(bad)
+    bad.write_text(json.dumps({"families": [{"family": "mlp", "grid": {"depth": [1]}}],
+                               "timing": {"runs": 10, "min_runs": 20}}))
+    with pytest.raises(AuditorError, match="min_runs 20 is more than runs 10"):
+        load_sweep(bad)
 
 
 def test_sigkill_then_resume_matches_uninterrupted_build(tmp_path, spec_path):
