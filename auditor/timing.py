@@ -187,7 +187,8 @@ def _time_gated(block: Callable[[int], np.ndarray], per_call: int, block_s: floa
     n_quiet = sum(b - a for a, b in ranges)
     gate = {"method": "probe-gated blocks", "probe": DESCRIPTION, "probe_floor_us": floor / 1e3,
             "tolerance": TOLERANCE, "block_s": block_s, "blocks": len(blocks), "quiet_blocks": sum(flags),
-            "probe_over_floor": [round(r / floor, 3) for r in readings], "quiet_ranges": ranges}
+            "probe_over_floor": [round(r / floor, 3) for r in readings], "quiet_ranges": ranges,
+            "block_calls": [len(b) for b in blocks]}  # with the readings: re-judge at another tolerance
     all_samples = np.concatenate(blocks)
     return Timings(first, all_samples, n_quiet < settings.runs, gate)
 

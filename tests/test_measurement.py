@@ -129,7 +129,9 @@ class _ScriptedProbe:
         return self.script.pop(0) if self.script else 100
 
     def quiet(self, reading):
-        return reading <= self.floor_ns * 1.03
+        from ground.probe import TOLERANCE
+
+        return reading <= self.floor_ns * (1 + TOLERANCE)
 
 
 def test_gated_loop_keeps_every_sample_and_marks_the_contended_blocks(monkeypatch):
@@ -144,6 +146,7 @@ def test_gated_loop_keeps_every_sample_and_marks_the_contended_blocks(monkeypatc
     assert t.gate["quiet_ranges"] == [[0, 10], [30, 100]]  # blocks of runs / 8 = 10 calls
     assert len(t.samples_ns) == 100 and len(calls) == 101  # the first call is timed apart
     assert t.gate["blocks"] == 10 and t.gate["quiet_blocks"] == 8 and not t.stopped_early
+    assert t.gate["block_calls"] == [10] * 10
     assert t.gate["probe_over_floor"][:4] == [1.0, 1.0, 2.0, 1.0]
     assert np.array_equal(t.quiet_samples(), np.concatenate([t.samples_ns[:10], t.samples_ns[30:]]))
     summary = quiet_summary(t)
