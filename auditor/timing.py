@@ -143,40 +143,51 @@ def _python_block(fn: Callable[[], object]) -> Callable[[int], np.ndarray]:
 
 def _time_gated(block: Callable[[int], np.ndarray], per_call: int, block_s: float,
                 settings: TimingSettings, first: int) -> Timings:
-    """Blocks of about block_s (at most runs / MIN_BLOCKS calls), a probe reading before the first and after each; a block is
-    uncontended when the readings on both sides of it are within the probe's tolerance of
-    its floor (judged at the end, against the lowest floor seen). Stops at `runs`
-    uncontended samples, at max_seconds once min_runs of them are in (or the converge test
-    passes on them), and in any case at GATE_STRETCH times max_seconds or runs."""
+    """Blocks of about block_s (at most runs / MIN_BLOCKS calls) between probe readings; a
+    block is uncontended when the readings on both sides of it are within the probe's
+    tolerance of its floor (judged at the end, against the lowest floor seen). While the
+    probe reads contended the loop waits, reading the probe and timing nothing, until it reads
+    quiet again: contention episodes here last 0.1-1 s, longer than a fast model's whole run,
+    which timed straight through one had no uncontended sample. Stops at `runs` uncontended
+    samples, at max_seconds once min_runs of them are in (or the converge test passes on
+    them), and in any case at GATE_STRETCH times max_seconds or runs; a run still short of
+    min_runs samples then at the time limit is timed on, contended, up to min_runs."""
     from ground.probe import DESCRIPTION, PROBE, TOLERANCE
 
     clock = time.perf_counter_ns
     PROBE.calibrate()
-    readings = [PROBE.read()]
+    before = PROBE.read()
     blocks: list[np.ndarray] = []
+    readings: list[tuple[int, int]] = []  # each block's probe reading before and after it
     quiet: list[np.ndarray] = []
     start = clock()
     soft, hard = start + int(settings.max_seconds * 1e9), start + int(settings.max_seconds * GATE_STRETCH * 1e9)
-    total, cap = 0, settings.runs * GATE_STRETCH
+    total, cap, waited = 0, settings.runs * GATE_STRETCH, 0
     while True:
+        if not PROBE.quiet(before) and clock() < hard:
+            t0 = clock()
+            while not PROBE.quiet(before) and clock() < hard:
+                before = PROBE.read()
+            waited += clock() - t0
         size = int(min(cap - total, max(1, min(block_s * 1e9 // per_call, settings.runs // MIN_BLOCKS))))
         samples = np.asarray(block(size), dtype=np.int64)
-        readings.append(PROBE.read())
+        after = PROBE.read()
         blocks.append(samples)
+        readings.append((before, after))
         total += len(samples)
         per_call = max(1, int(np.median(samples)))
-        if PROBE.quiet(readings[-2]) and PROBE.quiet(readings[-1]):
+        if PROBE.quiet(before) and PROBE.quiet(after):
             quiet.append(samples)
+        before = after
         n_quiet = sum(len(q) for q in quiet)
         now = clock()
-        if n_quiet >= settings.runs or total >= cap or now > hard:
+        if n_quiet >= settings.runs or total >= cap or (now > hard and total >= settings.min_runs):
             break
         if n_quiet >= settings.min_runs and (
                 now > soft or (settings.converge and median_converged(np.concatenate(quiet), settings.converge))):
             break
     floor = PROBE.floor_ns
-    ok = [r <= floor * (1 + TOLERANCE) for r in readings]
-    flags = [ok[i] and ok[i + 1] for i in range(len(blocks))]
+    flags = [b <= floor * (1 + TOLERANCE) and a <= floor * (1 + TOLERANCE) for b, a in readings]
     ranges, at = [], 0
     for flag, samples in zip(flags, blocks):  # merged [start, end) of the uncontended blocks
         if flag and ranges and ranges[-1][1] == at:
@@ -187,10 +198,11 @@ def _time_gated(block: Callable[[int], np.ndarray], per_call: int, block_s: floa
     n_quiet = sum(b - a for a, b in ranges)
     gate = {"method": "probe-gated blocks", "probe": DESCRIPTION, "probe_floor_us": floor / 1e3,
             "tolerance": TOLERANCE, "block_s": block_s, "blocks": len(blocks), "quiet_blocks": sum(flags),
-            "probe_over_floor": [round(r / floor, 3) for r in readings], "quiet_ranges": ranges,
-            "block_calls": [len(b) for b in blocks]}  # with the readings: re-judge at another tolerance
-    all_samples = np.concatenate(blocks)
-    return Timings(first, all_samples, n_quiet < settings.runs, gate)
+            "waited_s": round(waited / 1e9, 4), "quiet_ranges": ranges,
+            # with each block's call count, the readings can be judged again at another tolerance
+            "block_calls": [len(b) for b in blocks],
+            "probe_over_floor": [[round(b / floor, 3), round(a / floor, 3)] for b, a in readings]}
+    return Timings(first, np.concatenate(blocks), n_quiet < settings.runs, gate)
 
 
 def latency_stats(samples_ns: np.ndarray) -> dict[str, float]:

@@ -129,7 +129,8 @@ def test_quiet_build_compiles_first_measures_pinned_and_repeats_in_fresh_workers
         assert "artifact reused" in notes  # compiled ahead, before anything was measured
         quiet = conditions["quiet"]  # dataset builds gate their loops (auditor.timing)
         assert quiet["method"] == "probe-gated blocks" and quiet["probe_floor_us"] > 0
-        assert len(quiet["probe_over_floor"]) == quiet["blocks"] + 1 and quiet["n"] <= 300
+        assert len(quiet["probe_over_floor"]) == len(quiet["block_calls"]) == quiet["blocks"] and quiet["n"] <= 300
+        assert sum(quiet["block_calls"]) == n and quiet["waited_s"] >= 0
         assert quiet["n"] == sum(b - a for a, b in quiet["quiet_ranges"]) and max(quiet["quiet_ranges"] or [[0, 0]])[1] <= n
         assert 50 <= n <= 300 * GATE_STRETCH
         assert (quiet["n"] < QUIET_MIN) == ("contended: " in conditions["load_reason"])

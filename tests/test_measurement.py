@@ -134,32 +134,34 @@ class _ScriptedProbe:
         return reading <= self.floor_ns * (1 + TOLERANCE)
 
 
-def test_gated_loop_keeps_every_sample_and_marks_the_contended_blocks(monkeypatch):
-    """Readings before block 1 and after each block: block 2 (its closing reading 200) and
-    block 3 (its opening one) are contended; the loop runs on until `runs` samples lie in
-    uncontended blocks, keeps all samples, and its quiet ranges leave out exactly those two."""
+def test_gated_loop_keeps_every_sample_marks_the_contended_block_and_waits_out_contention(monkeypatch):
+    """The reading after block 2 is 200 (contended): block 2 is marked, and before block 3
+    the loop reads the probe (timing nothing) until it reads quiet again; it runs on until
+    `runs` samples lie in uncontended blocks, and keeps every sample it timed."""
     import ground.probe
 
-    monkeypatch.setattr(ground.probe, "PROBE", _ScriptedProbe([100, 100, 200, 100]))
+    monkeypatch.setattr(ground.probe, "PROBE", _ScriptedProbe([100, 100, 200, 200, 100]))
     calls = []
     t = time_calls(lambda: calls.append(1), TimingSettings(warmup=0, runs=80, min_runs=80, max_seconds=60, gate=True))
-    assert t.gate["quiet_ranges"] == [[0, 10], [30, 100]]  # blocks of runs / 8 = 10 calls
-    assert len(t.samples_ns) == 100 and len(calls) == 101  # the first call is timed apart
-    assert t.gate["blocks"] == 10 and t.gate["quiet_blocks"] == 8 and not t.stopped_early
-    assert t.gate["block_calls"] == [10] * 10
-    assert t.gate["probe_over_floor"][:4] == [1.0, 1.0, 2.0, 1.0]
-    assert np.array_equal(t.quiet_samples(), np.concatenate([t.samples_ns[:10], t.samples_ns[30:]]))
+    assert t.gate["quiet_ranges"] == [[0, 10], [20, 90]]  # blocks of runs / 8 = 10 calls
+    assert len(t.samples_ns) == 90 and len(calls) == 91  # the first call is timed apart
+    assert t.gate["blocks"] == 9 and t.gate["quiet_blocks"] == 8 and not t.stopped_early
+    assert t.gate["block_calls"] == [10] * 9
+    assert t.gate["probe_over_floor"][:3] == [[1.0, 1.0], [1.0, 2.0], [1.0, 1.0]]  # waited: 200 -> 100
+    assert np.array_equal(t.quiet_samples(), np.concatenate([t.samples_ns[:10], t.samples_ns[20:]]))
     summary = quiet_summary(t)
-    assert summary["n"] == 80 and summary["share"] == 0.8
+    assert summary["n"] == 80 and summary["share"] == pytest.approx(80 / 90, abs=1e-4)
     assert summary["p50_us"] == pytest.approx(np.median(t.quiet_samples()) / 1e3)
 
 
-def test_gated_loop_contended_throughout_stops_at_its_stretched_limit(monkeypatch):
+def test_gated_loop_contended_throughout_waits_to_its_limit_then_times_min_runs(monkeypatch):
     import ground.probe
 
-    monkeypatch.setattr(ground.probe, "PROBE", _ScriptedProbe([200] * 1000))
-    t = time_calls(lambda: None, TimingSettings(warmup=0, runs=40, min_runs=40, max_seconds=60, gate=True))
-    assert len(t.samples_ns) == 40 * GATE_STRETCH and t.gate["quiet_ranges"] == [] and t.stopped_early
+    monkeypatch.setattr(ground.probe, "PROBE", _ScriptedProbe([200] * 10**7))
+    t0 = time.perf_counter()
+    t = time_calls(lambda: None, TimingSettings(warmup=0, runs=40, min_runs=40, max_seconds=0.05, gate=True))
+    assert time.perf_counter() - t0 >= 0.05 * GATE_STRETCH and t.gate["waited_s"] >= 0.05 * GATE_STRETCH - 0.01
+    assert len(t.samples_ns) == 40 and t.gate["quiet_ranges"] == [] and t.stopped_early
     assert quiet_summary(t) == {**t.gate, "share": 0.0, "n": 0}
 
 
@@ -176,4 +178,4 @@ def test_gated_native_loop_gates_its_batches(monkeypatch):
     t = time_calls(lambda: None, TimingSettings(warmup=5, runs=64, min_runs=64, max_seconds=60, gate=True),
                    timed_runs)
     assert batches[0] == 5 and set(batches[1:]) == {8}  # warm-up, then runs / 8 a batch
-    assert t.gate["quiet_ranges"] == [[16, 80]] and len(t.samples_ns) == 80
+    assert t.gate["quiet_ranges"] == [[8, 72]] and len(t.samples_ns) == 72  # batch 1 contended
