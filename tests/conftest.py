@@ -20,6 +20,18 @@ def run_cli(*args, cwd=ROOT, timeout=300, check=False):
     return proc
 
 
+def timed_as_asked(run: dict, runs: int) -> bool:
+    """compile-all gates its timing by default (auditor.timing): `runs` calls in uncontended
+    blocks, the contended blocks' samples kept besides, at most GATE_STRETCH x runs in all
+    (a run contended past the wait budget may end with fewer uncontended; never fewer calls)."""
+    from auditor.timing import GATE_STRETCH
+
+    u = run.get("uncontended")
+    if u is None:  # --no-gate: exactly runs
+        return run["n"] == runs
+    return u["n"] <= runs <= run["n"] <= GATE_STRETCH * runs and (u["n"] == runs or run["n"] > runs)
+
+
 @pytest.fixture
 def cli():
     return run_cli

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 
-from tests.conftest import write_factory
+from tests.conftest import timed_as_asked, write_factory
 
 RUNS = 50
 # a classifier taking a batch of 4: each example yields 4 predictions
@@ -84,7 +84,8 @@ def test_results_show_text(labelled, cli):
     row = next(ln for ln in lines if ln.startswith("onnxruntime "))
     assert "misses (100.0% over)" in row and run["run_id"] in row and f"{run['p50_us']:.1f}" in row
     assert (f'options {json.dumps(run["options"])}; target host; ' in out
-            and f"; {RUNS} samples stored; timed with runs={RUNS} warmup=5 max_seconds=10.0" in out)
+            and f"; {run['n']} samples stored ({run['uncontended']['n']} in uncontended blocks); "
+                f"timed with runs={RUNS} warmup=5 max_seconds=10.0 gated" in out and timed_as_asked(run, RUNS))
     assert "per-op (ort-profiler, 5 runs): sum of medians " in out
     assert "kernel" in out and "ONNX nodes" in out and "node_linear" in out
 
@@ -101,11 +102,12 @@ def test_results_export_csv_to_a_file(labelled, cli, tmp_path):
 
     assert reader.fieldnames == [*SUMMARY_KEYS, "model", "target", "options", "max_abs_err", "snr_db", "timing_loop",
                                  "timing", "per_op_method", "per_op_sum_to_whole", "state", "rt_safe",
-                                 "rt_verdict", "rt_short", "predicted_p50_us", "predicted_p99_us"]
+                                 "rt_verdict", "rt_short", "predicted_p50_us", "predicted_p99_us",
+                                 "uncontended_p50_us", "uncontended_p99_us", "uncontended_share"]
     (row,) = rows
     assert row["rt_safe"] == row["rt_verdict"] == row["rt_short"] == ""  # no --rt-audit asked
     assert row["state"] == "" and row["converted"] == ""  # a stateless model's own graph
-    assert row["run_id"] == run["run_id"] and row["status"] == "ok" and row["n"] == str(RUNS)
+    assert row["run_id"] == run["run_id"] and row["status"] == "ok" and row["n"] == str(run["n"])
     assert float(row["p50_us"]) == pytest.approx(run["p50_us"]) and row["verdict"] == "misses"
     assert float(row["task_accuracy"]) == pytest.approx(run["task_accuracy"]) and row["target"] == "host"
     assert json.loads(row["options"]) == run["options"] and json.loads(row["timing"])["runs"] == RUNS

@@ -165,6 +165,24 @@ def test_gated_loop_contended_throughout_waits_to_its_limit_then_times_min_runs(
     assert quiet_summary(t) == {**t.gate, "share": 0.0, "n": 0}
 
 
+def test_gated_loop_uncontended_times_exactly_runs_and_waits_at_most_wait_s(monkeypatch):
+    """Quiet: `runs` calls exactly (the last block is cut to fit). Contended throughout with a
+    long max_seconds: the loop waits WAIT_S, not GATE_STRETCH x max_seconds, then times its
+    GATE_STRETCH x runs calls, every block marked contended."""
+    import auditor.timing
+    import ground.probe
+
+    monkeypatch.setattr(ground.probe, "PROBE", _ScriptedProbe([]))
+    t = time_calls(lambda: None, TimingSettings(warmup=0, runs=50, min_runs=50, max_seconds=60, gate=True))
+    assert len(t.samples_ns) == 50 and t.gate["block_calls"] == [6] * 8 + [2] and not t.stopped_early
+    monkeypatch.setattr(auditor.timing, "WAIT_S", 0.05)
+    monkeypatch.setattr(ground.probe, "PROBE", _ScriptedProbe([200] * 10**5))
+    t0 = time.perf_counter()
+    t = time_calls(lambda: None, TimingSettings(warmup=0, runs=40, min_runs=40, max_seconds=60, gate=True))
+    assert 0.05 <= t.gate["waited_s"] < 1 and time.perf_counter() - t0 < 5
+    assert len(t.samples_ns) == 40 * GATE_STRETCH and t.gate["quiet_ranges"] == [] and t.stopped_early
+
+
 def test_gated_native_loop_gates_its_batches(monkeypatch):
     import ground.probe
 

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import ROOT
+from tests.conftest import ROOT, timed_as_asked
 
 CONSOLE_SCRIPT = Path(sys.executable).parent / "auditor"
 QUICK = ["--runs", "50", "--warmup", "5", "--profile-runs", "5"]
@@ -79,7 +79,7 @@ def test_compile_all_every_compiler_from_the_users_folder(home, first_audit):
     assert not bad, bad
     for variant in ("litert", "sofie", "tvm", "executorch", "onnxruntime", "torchscript", "torch-eager"):
         r = runs[variant]
-        assert r["n"] == 1000 and r["p50_us"] > 0 and r["max_abs_err"] < 1e-4, (variant, r)
+        assert timed_as_asked(r, 1000) and r["p50_us"] > 0 and r["max_abs_err"] < 1e-4, (variant, r)
         run_dir = home / "auditor-results" / "runs" / r["run_id"]
         assert run_dir.is_dir() and (run_dir / "worker.log").is_file()
     pages = [Path(p) for p in first_audit["reports"]]

@@ -172,7 +172,6 @@ def beside_measurement(bundle, summaries: list[dict], device: str, budget_us: fl
     from tabulate import tabulate
 
     # a table of its own, so it fits the 100-column terminal like the measurement table
-    return [f"cost model {path.name} ({cost.cpu[:60]}), PREDICTED beside MEASURED"
-            f"{' (uncontended blocks where a run has them)' if gated else ''}:",
+    return [f"PREDICTED by {path.name} ({cost.cpu[:40]}) beside MEASURED{' (uncontended)' if gated else ''}:",
             *tabulate(rows, headers=["variant", "pred p50 µs", "p50 µs", "err", "pred p99 µs", "p99 µs", "err"],
                       tablefmt="simple", disable_numparse=True).splitlines()]

@@ -70,10 +70,12 @@ def show(run_id: str = typer.Argument(..., help="run id (a unique prefix is enou
     print(f"model {detail['model']} ({detail['model_hash']})")
     print(table([detail], wide=True))
     timing = detail["timing"] or {}
+    u = detail["uncontended"]
+    gated = f" ({u['n']} in uncontended blocks)" if u else ""
     print(f"\noptions {json.dumps(detail['options'])}; target {detail['target'].get('name')}; "
-          f"host {detail['host'].get('cpu_model')}; {len(detail['samples_ns'])} samples stored; "
+          f"host {detail['host'].get('cpu_model')}; {len(detail['samples_ns'])} samples stored{gated}; "
           f"timed with runs={timing.get('runs')} warmup={timing.get('warmup')} "
-          f"max_seconds={timing.get('max_seconds')}")
+          f"max_seconds={timing.get('max_seconds')}{' gated' if timing.get('gate') else ''}")
     if detail["rt_verdict"]:
         print(f"real-time safety: {detail['rt_verdict']}")
         rt = detail["rt_safety"] or {}
