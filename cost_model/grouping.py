@@ -33,7 +33,16 @@ def measured_units(kernel_map: dict[str, list[str]], nodes: list[Node]) -> list[
     spans = [set(v) & set(order) for v in kernel_map.values()]
     spans = [s for s in spans if s]
     # a container spans the union of two or more other kernels: it is not a unit itself
-    kernels = [s for s in spans if sum(1 for o in spans if o < s) < 2]
+    # (candidates are the spans sharing a node: comparing all pairs was quadratic in kernels)
+    by_node: dict[str, list[int]] = {}
+    for i, span in enumerate(spans):
+        for name in span:
+            by_node.setdefault(name, []).append(i)
+
+    def inside(i: int) -> int:
+        near = {j for name in spans[i] for j in by_node[name]} - {i}
+        return sum(1 for j in near if spans[j] < spans[i])
+    kernels = [s for i, s in enumerate(spans) if len(s) < 2 or inside(i) < 2]
     parent = {name: name for name in order}
 
     def find(x: str) -> str:
@@ -119,17 +128,17 @@ class FusionRules:
 
 def learn(variant: str, examples: Iterable[tuple[list[Node], dict[str, list[str]]]]) -> FusionRules:
     """Rules from measured runs: (node table, kernel map) per run of this variant."""
-    examples = list(examples)
+    # each run's units once (they were recomputed per pattern: fit on host-v2 took over 20 min)
+    examples = [(nodes, {tuple(u) for u in measured_units(kernel_map, nodes)}) for nodes, kernel_map in examples]
     rules = FusionRules(variant)
-    for nodes, kernel_map in examples:
+    for nodes, units in examples:
         order = {n["name"]: n["op_type"] for n in nodes}
-        for unit in measured_units(kernel_map, nodes):
+        for unit in units:
             if len(unit) > 1:
                 rules.counts.setdefault(tuple(order[n] for n in unit), [0, 0])
     for pattern in list(rules.counts):
         fused = seen = 0
-        for nodes, kernel_map in examples:
-            units = {tuple(u) for u in measured_units(kernel_map, nodes)}
+        for nodes, units in examples:
             for chain in _chains(nodes, pattern):
                 seen += 1
                 fused += tuple(chain) in units
