@@ -20,6 +20,7 @@ Rules are plain data (JSON), never pickled.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -31,18 +32,19 @@ def measured_units(kernel_map: dict[str, list[str]], nodes: list[Node]) -> list[
     """The units one run executed, as lists of node names in graph order."""
     order = {n["name"]: i for i, n in enumerate(nodes)}
     spans = [set(v) & set(order) for v in kernel_map.values()]
-    spans = [s for s in spans if s]
-    # a container spans the union of two or more other kernels: it is not a unit itself
-    # (candidates are the spans sharing a node: comparing all pairs was quadratic in kernels)
-    by_node: dict[str, list[int]] = {}
-    for i, span in enumerate(spans):
+    # a container spans the union of two or more other kernels: it is not a unit itself.
+    # Identical spans are counted, not compared (a LiteRT run on host-v2 has up to 3,599
+    # kernels, many covering the same node), and only spans sharing a node are candidates.
+    counts = Counter(frozenset(s) for s in spans if s)
+    by_node: dict[str, list[frozenset]] = {}
+    for span in counts:
         for name in span:
-            by_node.setdefault(name, []).append(i)
+            by_node.setdefault(name, []).append(span)
 
-    def inside(i: int) -> int:
-        near = {j for name in spans[i] for j in by_node[name]} - {i}
-        return sum(1 for j in near if spans[j] < spans[i])
-    kernels = [s for i, s in enumerate(spans) if len(s) < 2 or inside(i) < 2]
+    def inside(span: frozenset) -> int:
+        near = {o for name in span for o in by_node[name]}
+        return sum(counts[o] for o in near if o < span)
+    kernels = [span for span in counts if len(span) < 2 or inside(span) < 2]
     parent = {name: name for name in order}
 
     def find(x: str) -> str:
