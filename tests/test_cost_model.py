@@ -135,7 +135,9 @@ def test_predict_with_the_shipped_model_from_the_console_script_without_torch(tm
     proc = subprocess.run([str(CONSOLE_SCRIPT), "predict", "block.onnx", "--deadline-us", "100"],
                           cwd=tmp_path, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
-    assert "PREDICTED (not measured) for device local (Intel(R) Xeon(R) Processor)" in proc.stdout
+    shipped = json.loads((ROOT / "cost_model" / "models" / "local.json").read_text())
+    assert shipped["sources"] == ["host-v2.parquet"] and shipped["cpu"] == "AMD EPYC"
+    assert f"PREDICTED (not measured) for device local ({shipped['cpu']})" in proc.stdout
     assert "onnxruntime" in proc.stdout and "torchscript" in proc.stdout and "P(p99<=100µs)" in proc.stdout
     assert proc.stdout.strip().splitlines()[-1].startswith(("Use ", "Risky"))
     probe = subprocess.run(
