@@ -122,12 +122,13 @@ def test_predict_flags_a_variant_coverage_saw_fail_and_recommends_another(tmp_pa
     after = _predict(tmp_path, "lstm.onnx")
     flagged = {v["variant"]: v for v in after["variants"] if v["known_to_fail_on"]}
     assert list(flagged) == [pick] and flagged[pick]["low_confidence"]
-    assert "known to fail on LSTM (coverage: 7 of 7 cases failed)" in flagged[pick]["flags"]
+    # the shipped model's own dataset tally of LSTM graphs follows the coverage count
+    assert any(f.startswith("known to fail on LSTM (coverage: 7 of 7 cases failed") for f in flagged[pick]["flags"])
     assert not after["recommendation"].startswith((f"Use {pick}:", f"Risky: even {pick},"))
     assert after["recommendation"].endswith(f"; not {pick} (known to fail on LSTM).")
     text = subprocess.run([str(CONSOLE_SCRIPT), "predict", "lstm.onnx"], cwd=tmp_path, capture_output=True,
                           text=True, timeout=120).stdout
-    assert f"  {pick}: known to fail on LSTM (coverage: 7 of 7 cases failed)" in text
+    assert f"  {pick}: known to fail on LSTM (coverage: 7 of 7 cases failed" in text
 
     plain = _predict(tmp_path, "block.onnx")  # no LSTM in this graph: nothing to warn of
     assert all(v["known_to_fail_on"] == [] and not any("known to fail" in f for f in v["flags"])
