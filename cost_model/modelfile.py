@@ -82,9 +82,20 @@ class CostModel:
             except metadata.PackageNotFoundError:
                 flags[v] = f"{f.compiler} is not installed here (trained on {f.compiler_version})"
                 continue
-            if f.compiler_version and installed.split("+")[0] != f.compiler_version.split("+")[0]:
-                flags[v] = f"trained on {f.compiler} {f.compiler_version}, installed {installed}"
+            trained = _version_of(dist, f.compiler_version)
+            if trained and installed.split("+")[0] != trained.split("+")[0]:
+                flags[v] = f"trained on {f.compiler} {f.compiler_version}, installed {dist} {installed}"
         return flags
+
+
+def _version_of(dist: str, recorded: str) -> str:
+    """The distribution's version in a recorded compiler version: the whole string, or the
+    `dist X` part of a compound one (LiteRT records "litert-torch 0.10.0, ai-edge-litert 2.3.0")."""
+    for part in recorded.split(","):
+        name, _, version = part.strip().rpartition(" ")
+        if name == dist:
+            return version
+    return recorded
 
 
 def _variant_dict(f: Fitted) -> dict[str, Any]:
