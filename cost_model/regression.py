@@ -13,6 +13,16 @@ whole-graph times (non-negative least squares on relative error): the per-op pro
 own times are not needed, and they are 1.1-3.4x inflated on small blocks (APIS.md).
 Fitted separately for p50 and for p99.
 
+The heavy kinds' MACs are also split by the unit's reduction length K (the dot-product
+length each output sums over: Gemm/MatMul's inner dimension, C_in/group x kernel for a
+convolution, input + hidden for a recurrent cell) into bins with a coefficient each:
+untuned TVM runs its reductions as scalar dependency chains, so its time per MAC grows
+with K (0.1 ns at K 32 to 1.2 ns at K 128 on host-v2's matmuls, measured per kernel), and
+other compilers' kernels change regime with K too. On host-v2, leave one family out, p50
+within +-10% with these terms: TVM 9% -> 21%, SOFIE 33% -> 38%, ExecuTorch portable 40% ->
+46%, the other seven within -2..+2 points (finer bins, log-4 hat bins and bins of weight size
+measured no better).
+
 Measured against alternatives on host-v1, leave one family out (ORT p50 within +-10%):
 this additive model 0.34 (0.35 with the transcendental and recurrent-step kinds below, MAPE
 36% -> 24%); a whole-graph gradient-boosted model (sklearn HistGradientBoosting on log
@@ -68,6 +78,10 @@ def kind_of(op_type: str) -> str:
     return "other"
 
 
+REDUCTION_BINS = (16, 64, 256, 1024)  # K edges: bin b holds K in (edge[b-1], edge[b]]
+REDUCING = ("matmul", "conv", "recurrent")
+
+
 @dataclass
 class Unit:
     nodes: list[str]
@@ -76,6 +90,7 @@ class Unit:
     bytes: float
     unknown: bool  # a node of this unit has no MAC counter
     steps: float = 0.0  # recurrent time steps (per direction and layer): each costs a loop iteration
+    reduction: float = 0.0  # reduction length K of the heaviest node (0: not a reducing kind)
 
 
 def units_of(features: GraphFeatures, table: list[dict[str, Any]], rules: FusionRules | None) -> list[Unit]:
@@ -90,8 +105,28 @@ def units_of(features: GraphFeatures, table: list[dict[str, Any]], rules: Fusion
         heaviest = max(feats, key=lambda f: (f.macs or 0.0, -f.index))
         units.append(Unit(names, kind_of(heaviest.op_type), float(sum(f.macs or 0.0 for f in feats)),
                           float(sum(f.bytes_in + f.bytes_out + f.weight_bytes for f in feats)),
-                          any(f.macs is None for f in feats), float(sum(_steps(f) for f in feats))))
+                          any(f.macs is None for f in feats), float(sum(_steps(f) for f in feats)),
+                          _reduction(heaviest)))
     return units
+
+
+def _reduction(f) -> float:
+    """How many products each output of a reducing node sums (0 when unknown or not one)."""
+    s = f.input_shapes
+    try:
+        if f.op_type == "Gemm":
+            return float(s[0][0] if f.attrs.get("transA") else s[0][-1])
+        if f.op_type == "MatMul":
+            return float(s[0][-1])
+        if f.op_type == "Conv":  # W: [C_out, C_in/group, k...]
+            return float(math.prod(s[1][1:]))
+        if f.op_type == "ConvTranspose":  # W: [C_in, C_out/group, k...]; the chain a TVM-style
+            return float(s[1][0] // (f.attrs.get("group") or 1) * math.prod(s[1][2:]))  # dilate-then-convolve runs
+        if f.op_type in ("GRU", "LSTM", "RNN"):
+            return float(s[0][-1] + f.attrs.get("hidden_size", 0))
+    except (IndexError, TypeError):  # a shape the graph does not carry
+        return 0.0
+    return 0.0
 
 
 def _steps(f) -> float:
@@ -104,7 +139,8 @@ def _steps(f) -> float:
 
 
 def aggregate(units: list[Unit]) -> dict[str, float]:
-    """Named whole-graph sums: the generic terms and per kind (n:K, macs:K, bytes:K)."""
+    """Named whole-graph sums: the generic terms and per kind (n:K, macs:K, bytes:K, steps:K, and
+    macs:K:kB for the reducing kinds, b the reduction-length bin)."""
     agg = {"overhead": 1.0, "units": float(len(units)), "macs": 0.0, "bytes": 0.0}
     for u in units:
         agg["macs"] += u.macs
@@ -114,6 +150,9 @@ def aggregate(units: list[Unit]) -> dict[str, float]:
             if not value and key.startswith("steps:"):
                 continue
             agg[key] = agg.get(key, 0.0) + value
+        if u.kind in REDUCING and u.reduction:
+            key = f"macs:{u.kind}:k{sum(u.reduction > edge for edge in REDUCTION_BINS)}"
+            agg[key] = agg.get(key, 0.0) + u.macs
     return agg
 
 

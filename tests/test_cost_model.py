@@ -59,6 +59,32 @@ def test_features_of_a_stored_node_table_equal_the_original_graphs():
     assert a[0].macs == 8 * 16 + 16 and a[0].weight_bytes == (16 * 8 + 16) * 4
 
 
+def test_a_reducing_units_macs_are_also_counted_in_its_reduction_length_bin():
+    from cost_model.regression import aggregate, units_of
+
+    model = small_graph()  # Gemm x [1, 8] . w[16, 8]^T: each output sums K = 8 products
+    units = units_of(graph_features(model), node_table(model), None)
+    gemm = next(u for u in units if u.kind == "matmul")
+    assert gemm.reduction == 8
+    agg = aggregate(units)
+    assert agg["macs:matmul:k0"] == agg["macs:matmul"] == 8 * 16 + 16  # K 8 <= 16: bin 0
+    assert not any(k.startswith("macs:elementwise:k") for k in agg)  # Relu reduces nothing
+
+
+def test_a_compiler_version_other_than_the_trained_one_is_flagged(monkeypatch):
+    from importlib import metadata
+
+    from cost_model import modelfile
+
+    shipped = modelfile.load(ROOT / "cost_model" / "models" / "local.json")
+    real = metadata.version
+    monkeypatch.setattr(modelfile.metadata, "version",
+                        lambda dist: "9.9.9" if dist == "ai-edge-litert" else real(dist))
+    flags = shipped.version_flags()
+    assert set(flags) == {"litert", "litert[xnnpack=False]"}
+    assert flags["litert"].endswith("installed ai-edge-litert 9.9.9")
+
+
 def test_conformal_interval_and_deadline_probability():
     cal = Calibration.of(np.log(np.linspace(0.8, 1.2, 99)))  # measured/predicted spread evenly ±20%
     lo, hi = cal.interval(100.0)
@@ -140,6 +166,10 @@ def test_predict_with_the_shipped_model_from_the_console_script_without_torch(tm
     assert f"PREDICTED (not measured) for device local ({shipped['cpu']})" in proc.stdout
     assert "onnxruntime" in proc.stdout and "torchscript" in proc.stdout and "P(p99<=100µs)" in proc.stdout
     assert proc.stdout.strip().splitlines()[-1].startswith(("Use ", "Risky"))
+    # the venv has the versions the shipped model was trained on: nothing is flagged for it
+    # (LiteRT's compound version string once flagged it "low" for every graph)
+    assert "trained on" not in proc.stdout, proc.stdout
+    assert not [line for line in proc.stdout.splitlines() if line.rstrip().endswith(" low")], proc.stdout
     probe = subprocess.run(
         [sys.executable, "-c", "import sys; from auditor.cli import main; rc = main(['predict', 'block.onnx', "
          "'--json']); print(rc, 'torch' in sys.modules, 'onnxruntime' in sys.modules)"],
