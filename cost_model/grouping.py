@@ -14,6 +14,10 @@ the fusion rules are learned from those, per compiler variant, with no compiler 
 - `group` applies the rules to a new graph, longest chain first, along producer ->
   consumer edges whose intermediate tensors have no other consumer (fusing them away
   must not lose a value another node reads).
+- `learn` also counts how many kernels the variant dispatches per ONNX node of each op
+  type (a kernel spanning n nodes counts 1/n to each): LiteRT runs a Gemm as
+  FULLY_CONNECTED + ADD, eager PyTorch a Split as split + one getitem per output, and on
+  small blocks each dispatch costs about as much as the arithmetic.
 
 Rules are plain data (JSON), never pickled.
 """
@@ -112,6 +116,14 @@ class FusionRules:
     variant: str
     counts: dict[tuple[str, ...], list[int]] = field(default_factory=dict)
     min_share: float = 0.5  # a chain is a rule when fused in at least this share of occurrences
+    kernels_per_node: dict[str, float] = field(default_factory=dict)  # op type -> kernels dispatched
+
+    def kernels(self, op_type: str) -> float:
+        """Expected kernels for one node; an op type never seen counts as the median one."""
+        if op_type in self.kernels_per_node:
+            return self.kernels_per_node[op_type]
+        known = sorted(self.kernels_per_node.values())
+        return known[len(known) // 2] if known else 1.0
 
     @property
     def rules(self) -> list[tuple[str, ...]]:
@@ -121,18 +133,21 @@ class FusionRules:
 
     def to_dict(self) -> dict[str, Any]:
         return {"variant": self.variant, "min_share": self.min_share,
-                "counts": [[list(p), fused, seen] for p, (fused, seen) in sorted(self.counts.items())]}
+                "counts": [[list(p), fused, seen] for p, (fused, seen) in sorted(self.counts.items())],
+                "kernels_per_node": {k: round(v, 4) for k, v in sorted(self.kernels_per_node.items())}}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> FusionRules:
-        return cls(d["variant"], {tuple(p): [int(f), int(s)] for p, f, s in d["counts"]}, float(d["min_share"]))
+        return cls(d["variant"], {tuple(p): [int(f), int(s)] for p, f, s in d["counts"]}, float(d["min_share"]),
+                   {k: float(v) for k, v in (d.get("kernels_per_node") or {}).items()})
 
 
 def learn(variant: str, examples: Iterable[tuple[list[Node], dict[str, list[str]]]]) -> FusionRules:
     """Rules from measured runs: (node table, kernel map) per run of this variant."""
+    raw = list(examples)
     # each run's units once (they were recomputed per pattern: fit on host-v2 took over 20 min)
-    examples = [(nodes, {tuple(u) for u in measured_units(kernel_map, nodes)}) for nodes, kernel_map in examples]
-    rules = FusionRules(variant)
+    examples = [(nodes, {tuple(u) for u in measured_units(kernel_map, nodes)}) for nodes, kernel_map in raw]
+    rules = FusionRules(variant, kernels_per_node=_kernels_per_node(raw))
     for nodes, units in examples:
         order = {n["name"]: n["op_type"] for n in nodes}
         for unit in units:
@@ -146,6 +161,21 @@ def learn(variant: str, examples: Iterable[tuple[list[Node], dict[str, list[str]
                 fused += tuple(chain) in units
         rules.counts[pattern] = [fused, max(seen, fused)]
     return rules
+
+
+def _kernels_per_node(examples: list[tuple[list[Node], dict[str, list[str]]]]) -> dict[str, float]:
+    """Op type -> kernels the runs dispatched per node of that type (kernels mapped to no
+    node, e.g. a guard, are per-inference overhead, not counted here)."""
+    share: Counter = Counter()
+    seen: Counter = Counter()
+    for nodes, kernel_map in examples:
+        op = {n["name"]: n["op_type"] for n in nodes}
+        seen.update(op.values())
+        for span in kernel_map.values():
+            span = [n for n in span if n in op]
+            for name in span:
+                share[op[name]] += 1.0 / len(span)
+    return {t: share[t] / seen[t] for t in seen}
 
 
 def group(nodes: list[Node], rules: FusionRules) -> list[list[str]]:

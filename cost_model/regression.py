@@ -91,6 +91,7 @@ class Unit:
     unknown: bool  # a node of this unit has no MAC counter
     steps: float = 0.0  # recurrent time steps (per direction and layer): each costs a loop iteration
     reduction: float = 0.0  # reduction length K of the heaviest node (0: not a reducing kind)
+    kernels: float = 0.0  # kernels the variant is expected to dispatch for these nodes (grouping.learn)
 
 
 def units_of(features: GraphFeatures, table: list[dict[str, Any]], rules: FusionRules | None) -> list[Unit]:
@@ -106,7 +107,8 @@ def units_of(features: GraphFeatures, table: list[dict[str, Any]], rules: Fusion
         units.append(Unit(names, kind_of(heaviest.op_type), float(sum(f.macs or 0.0 for f in feats)),
                           float(sum(f.bytes_in + f.bytes_out + f.weight_bytes for f in feats)),
                           any(f.macs is None for f in feats), float(sum(_steps(f) for f in feats)),
-                          _reduction(heaviest)))
+                          _reduction(heaviest),
+                          float(sum(rules.kernels(f.op_type) for f in feats)) if rules is not None else 0.0))
     return units
 
 
@@ -139,12 +141,15 @@ def _steps(f) -> float:
 
 
 def aggregate(units: list[Unit]) -> dict[str, float]:
-    """Named whole-graph sums: the generic terms and per kind (n:K, macs:K, bytes:K, steps:K, and
-    macs:K:kB for the reducing kinds, b the reduction-length bin)."""
+    """Named whole-graph sums: the generic terms, expected kernel dispatches, and per kind
+    (n:K, macs:K, bytes:K, steps:K, and macs:K:kB for the reducing kinds, b the
+    reduction-length bin)."""
     agg = {"overhead": 1.0, "units": float(len(units)), "macs": 0.0, "bytes": 0.0}
     for u in units:
         agg["macs"] += u.macs
         agg["bytes"] += u.bytes
+        if u.kernels:
+            agg["kernels"] = agg.get("kernels", 0.0) + u.kernels
         for key, value in ((f"n:{u.kind}", 1.0), (f"macs:{u.kind}", u.macs), (f"bytes:{u.kind}", u.bytes),
                            (f"steps:{u.kind}", u.steps)):
             if not value and key.startswith("steps:"):

@@ -39,6 +39,20 @@ def test_rules_apply_to_new_graphs_and_respect_other_consumers():
     assert again.rules == rules.rules and group(new, again) == group(new, rules)
 
 
+def test_kernels_dispatched_per_node_are_learned_by_op_type():
+    # LiteRT-like: each Gemm runs as FULLY_CONNECTED + ADD, the first fused with its Relu;
+    # a guard kernel covering no node is overhead, not a node's kernel
+    kmap = {"guard": [], "fc1": ["g1", "r1"], "add1": ["g1"], "tanh": ["t2"], "fc2": ["g2"], "add2": ["g2"],
+            "fc3": ["g3"], "add3": ["g3"]}
+    rules = learn("litert", [(MLP, kmap)])
+    # Gemm: (1/2 + 1 + 1 + 1 + 1 + 1) / 3 nodes; Relu: 1/2; Tanh: 1
+    assert rules.kernels_per_node == pytest.approx({"Gemm": 5.5 / 3, "Relu": 0.5, "Tanh": 1.0})
+    assert rules.kernels("Softmax") == pytest.approx(1.0)  # never seen: the median op type's
+    again = FusionRules.from_dict(json.loads(json.dumps(rules.to_dict())))
+    assert again.kernels_per_node == pytest.approx(rules.kernels_per_node, abs=1e-4)  # stored rounded
+    assert FusionRules.from_dict({"variant": "old", "min_share": 0.5, "counts": []}).kernels_per_node == {}
+
+
 def test_a_chain_seen_mostly_unfused_is_no_rule():
     unfused = {n["name"]: [n["name"]] for n in MLP}
     fused_once = {"f": ["g1", "r1"], "g2": ["g2"], "t2": ["t2"], "g3": ["g3"]}
