@@ -163,14 +163,31 @@ def learn(variant: str, examples: Iterable[tuple[list[Node], dict[str, list[str]
     return rules
 
 
+def recurrent_steps(op_type: str, input_shapes: list, attrs: dict[str, Any]) -> float:
+    """Time steps of an ONNX LSTM/GRU/RNN node (layout 0: X is [seq, batch, input]) times
+    its directions; 0 for any other node."""
+    if op_type not in ("LSTM", "GRU", "RNN") or not input_shapes or not input_shapes[0]:
+        return 0.0
+    directions = 2 if attrs.get("direction") == "bidirectional" else 1
+    return float(input_shapes[0][0] * directions)
+
+
+def node_weight(n: Node) -> float:
+    """What a node's kernel count scales with: its time steps for a recurrent node (LiteRT
+    and ExecuTorch unroll them, one set of kernels a step), else 1."""
+    return max(recurrent_steps(n["op_type"], n.get("input_shapes") or [], n.get("attrs") or {}), 1.0)
+
+
 def _kernels_per_node(examples: list[tuple[list[Node], dict[str, list[str]]]]) -> dict[str, float]:
-    """Op type -> kernels the runs dispatched per node of that type (kernels mapped to no
-    node, e.g. a guard, are per-inference overhead, not counted here)."""
+    """Op type -> kernels the runs dispatched per node of that type, per time step for a
+    recurrent one (kernels mapped to no node, e.g. a guard, are per-inference overhead, not
+    counted here)."""
     share: Counter = Counter()
     seen: Counter = Counter()
     for nodes, kernel_map in examples:
         op = {n["name"]: n["op_type"] for n in nodes}
-        seen.update(op.values())
+        for n in nodes:
+            seen[n["op_type"]] += node_weight(n)
         for span in kernel_map.values():
             span = [n for n in span if n in op]
             for name in span:

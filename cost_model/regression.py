@@ -40,7 +40,7 @@ from typing import Any
 import numpy as np
 
 from cost_model.features import GraphFeatures
-from cost_model.grouping import FusionRules, group
+from cost_model.grouping import FusionRules, group, recurrent_steps
 
 GENERIC = ("overhead", "units", "macs", "bytes")
 PRIOR_RIDGE = 0.1  # pull toward a prior's coefficients when adapting (per graph, relative units)
@@ -108,7 +108,8 @@ def units_of(features: GraphFeatures, table: list[dict[str, Any]], rules: Fusion
                           float(sum(f.bytes_in + f.bytes_out + f.weight_bytes for f in feats)),
                           any(f.macs is None for f in feats), float(sum(_steps(f) for f in feats)),
                           _reduction(heaviest),
-                          float(sum(rules.kernels(f.op_type) for f in feats)) if rules is not None else 0.0))
+                          float(sum(rules.kernels(f.op_type) * max(_steps(f), 1.0) for f in feats))
+                          if rules is not None else 0.0))
     return units
 
 
@@ -132,12 +133,7 @@ def _reduction(f) -> float:
 
 
 def _steps(f) -> float:
-    """Time steps of an ONNX LSTM/GRU/RNN node (layout 0: X is [seq, batch, input]) times
-    its directions; 0 for any other node."""
-    if f.op_type not in ("LSTM", "GRU", "RNN") or not f.input_shapes or not f.input_shapes[0]:
-        return 0.0
-    directions = 2 if f.attrs.get("direction") == "bidirectional" else 1
-    return float(f.input_shapes[0][0] * directions)
+    return recurrent_steps(f.op_type, f.input_shapes, f.attrs)
 
 
 def aggregate(units: list[Unit]) -> dict[str, float]:

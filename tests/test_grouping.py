@@ -53,6 +53,16 @@ def test_kernels_dispatched_per_node_are_learned_by_op_type():
     assert FusionRules.from_dict({"variant": "old", "min_share": 0.5, "counts": []}).kernels_per_node == {}
 
 
+def test_a_recurrent_nodes_kernels_are_counted_per_time_step():
+    # LiteRT unrolls a GRU: one set of kernels a step; X is [seq, batch, input]
+    def gru(name, seq):
+        return {**_n(name, "GRU", ["x", "w"], [name + "y"]), "input_shapes": [[seq, 1, 4], [1, 12, 4]],
+                "attrs": {"hidden_size": 4}}
+    nodes = [gru("a", 10), gru("b", 30)]
+    kmap = {f"op{i}": ["a"] for i in range(20)} | {f"op{i}": ["b"] for i in range(20, 80)}
+    assert learn("litert", [(nodes, kmap)]).kernels_per_node == pytest.approx({"GRU": 2.0})  # 80 / 40 steps
+
+
 def test_a_chain_seen_mostly_unfused_is_no_rule():
     unfused = {n["name"]: [n["name"]] for n in MLP}
     fused_once = {"f": ["g1", "r1"], "g2": ["g2"], "t2": ["t2"], "g3": ["g3"]}
