@@ -119,11 +119,12 @@ class FusionRules:
     kernels_per_node: dict[str, float] = field(default_factory=dict)  # op type -> kernels dispatched
 
     def kernels(self, op_type: str) -> float:
-        """Expected kernels for one node; an op type never seen counts as the median one."""
+        """Expected kernels for one node; an op type never seen counts as the median one
+        (0 when nothing was counted: a model file from before the counts has no such term)."""
         if op_type in self.kernels_per_node:
             return self.kernels_per_node[op_type]
         known = sorted(self.kernels_per_node.values())
-        return known[len(known) // 2] if known else 1.0
+        return known[len(known) // 2] if known else 0.0
 
     @property
     def rules(self) -> list[tuple[str, ...]]:

@@ -7,7 +7,9 @@ type of its heaviest node) and is costed as
     t(unit) = c[kind] + m[kind] * MACs + b[kind] * bytes moved
 
 on top of generic per-unit, per-MAC and per-byte terms that every kind shares (what an op
-kind never seen in training falls back on), and one per-inference overhead term. Summed
+kind never seen in training falls back on), a cost per expected kernel dispatch (the
+kernels its nodes' op types dispatch, `grouping.learn`: on host-v2 this took eager PyTorch's
+p50 within +-10% from 20% to 32%), and one per-inference overhead term. Summed
 over a graph this is linear in per-kind sums, so the coefficients are fitted on measured
 whole-graph times (non-negative least squares on relative error): the per-op profilers'
 own times are not needed, and they are 1.1-3.4x inflated on small blocks (APIS.md).
