@@ -126,6 +126,10 @@ class FusionRules:
         known = sorted(self.kernels_per_node.values())
         return known[len(known) // 2] if known else 0.0
 
+    def node_kernels(self, n: Node) -> float:
+        """Expected kernels for one node-table row: per time step for a recurrent node."""
+        return self.kernels(n["op_type"]) * node_weight(n)
+
     @property
     def rules(self) -> list[tuple[str, ...]]:
         """Chains that are rules, longest first (longer fusions win over their parts)."""

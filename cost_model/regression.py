@@ -99,6 +99,7 @@ class Unit:
 def units_of(features: GraphFeatures, table: list[dict[str, Any]], rules: FusionRules | None) -> list[Unit]:
     """The units the variant runs, with summed features (rules None: every node alone)."""
     by_name = {n.name: n for n in features.nodes}
+    rows = {n["name"]: n for n in table}
     groups = group(table, rules) if rules is not None else [[n["name"]] for n in table]
     units = []
     for names in groups:
@@ -110,8 +111,7 @@ def units_of(features: GraphFeatures, table: list[dict[str, Any]], rules: Fusion
                           float(sum(f.bytes_in + f.bytes_out + f.weight_bytes for f in feats)),
                           any(f.macs is None for f in feats), float(sum(_steps(f) for f in feats)),
                           _reduction(heaviest),
-                          float(sum(rules.kernels(f.op_type) * max(_steps(f), 1.0) for f in feats))
-                          if rules is not None else 0.0))
+                          float(sum(rules.node_kernels(rows[f.name]) for f in feats)) if rules is not None else 0.0))
     return units
 
 

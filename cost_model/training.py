@@ -50,12 +50,12 @@ KERNEL_MAPS_OF = {"torchscript": "torch-eager"}
 
 
 def learn_rules(prep: Prepared, variant: str, hashes: list[str]) -> grouping.FusionRules | None:
-    source = variant
-    if not any(prep.by_variant[variant][h].kernel_map for h in hashes if h in prep.by_variant[variant]):
-        source = KERNEL_MAPS_OF.get(variant, variant)
-    runs = prep.by_variant.get(source, {})
-    examples = [(prep.graphs[h].nodes, runs[h].kernel_map) for h in hashes if h in runs and runs[h].kernel_map]
-    return grouping.learn(variant, examples) if examples else None
+    for source in (variant, KERNEL_MAPS_OF.get(variant)):  # its own maps first
+        runs = prep.by_variant.get(source, {})
+        examples = [(prep.graphs[h].nodes, runs[h].kernel_map) for h in hashes if h in runs and runs[h].kernel_map]
+        if examples:
+            return grouping.learn(variant, examples)
+    return None
 
 
 def aggregates(prep: Prepared, hashes: list[str], rules) -> list[dict[str, float]]:
