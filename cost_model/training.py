@@ -92,6 +92,12 @@ def predict_hashes(prep: Prepared, model: VariantModel, hashes: list[str]) -> li
     return [model.predict(a) for a in aggregates(prep, hashes, model.rules)]
 
 
+# Families of single operators (the zoo's `ops`): kernel-level training data, as nn-Meter
+# measures kernels apart from models. Always in training, never held out or scored: they are
+# not blocks anyone deploys, and a held-out block family still has none of its graphs in training.
+KERNEL_FAMILIES = frozenset({"ops"})
+
+
 def graph_families(prep: Prepared) -> dict[str, list[str]]:
     fams: dict[str, list[str]] = {}
     for h, g in prep.graphs.items():

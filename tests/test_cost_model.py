@@ -135,6 +135,33 @@ def test_evaluate_reports_leave_one_family_out_figures(tmp_path, capsys):
     assert "onnxruntime" in capsys.readouterr().out
 
 
+def test_kernel_level_graphs_train_every_held_out_family_and_are_never_scored(tmp_path):
+    """The zoo's single-operator family is training data for every fold, not a family to hold
+    out: relabel the slice's mlp graphs as ops and the report scores only the other two
+    families, predicted exactly as when mlp trained their folds, and not as without them."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(SLICE)
+    column = table.schema.get_field_index("family")
+    families = table.column("family").to_pylist()
+    relabelled, dropped = tmp_path / "relabelled.parquet", tmp_path / "dropped.parquet"
+    pq.write_table(table.set_column(column, "family", pa.array(["ops" if f == "mlp" else f for f in families])),
+                   relabelled)
+    pq.write_table(table.filter(pa.array([f != "mlp" for f in families])), dropped)
+    held = {}
+    for name, path in (("slice", SLICE), ("relabelled", relabelled), ("dropped", dropped)):
+        assert main(["evaluate", "--dataset", str(path), "--export", str(tmp_path / name), "-o", str(tmp_path)]) == 0
+        report = json.loads((tmp_path / f"{name}.json").read_text())
+        held[name] = {h["model_hash"]: h["p50"] for h in report["held"]["onnxruntime"]}
+        if name == "relabelled":
+            ort = report["variants"]["onnxruntime"]
+            assert set(ort["families"]) == {"conv1d", "sensor_autoencoder"} and ort["all"]["graphs"] == 16
+            assert report["ranking"]["graphs"] == 16
+    assert held["relabelled"] == {h: p for h, p in held["slice"].items() if h in held["relabelled"]}
+    assert held["relabelled"].keys() == held["dropped"].keys() and held["relabelled"] != held["dropped"]
+
+
 def test_predict_never_runs_the_model_and_flags_an_unknown_op(tmp_path, fitted, monkeypatch, capsys):
     import onnxruntime
     from onnx.reference import ReferenceEvaluator

@@ -115,3 +115,4 @@ def test_the_activations_a_spec_may_choose_are_the_ones_the_builders_have():
     from auditor.zoo import families
 
     assert zoo.ACT == tuple(families.ACTIVATIONS)
+    assert zoo.OPS == families.OPS

@@ -98,6 +98,9 @@ def _builder(name: str) -> Callable[..., tuple]:
 
 
 BOOL = (False, True)
+# families.OPS, the ops family's operators (tests/test_zoo.py checks the two lists agree)
+OPS = ("exp", "tanh", "sigmoid", "gelu", "softmax", "reduce_sum", "transpose", "reshape", "slice", "gather",
+       "split", "layernorm", "batchnorm", "add", "mul", "sub", "concat", "matmul")
 
 FAMILIES: dict[str, Family] = {f.name: f for f in [
     Family("linear", "matrix-vector product (one linear layer), optional weight sparsity", _builder("linear"), {
@@ -175,6 +178,13 @@ FAMILIES: dict[str, Family] = {f.name: f for f in [
         "features": Param(24, "sensor features", low=2, high=256, log=True),
         "bottleneck": Param(3, "code size", low=1, high=32),
         "width": Param(32, "hidden width", low=4, high=512, log=True),
+    }),
+    Family("ops", "one operator between layers (data movement, normalisation, elementwise, attention's "
+           "batched matmul): kernel-level training data for the cost model, not a block", _builder("ops"), {
+        "op": Param("softmax", "the operator", choices=OPS),
+        "rows": Param(16, "rows (sequence steps, channels)", low=1, high=256, log=True),
+        "cols": Param(64, "columns (features)", low=4, high=1024, log=True),
+        "heads": Param(1, "matmul only: batch of (rows x cols) @ (cols x rows)", low=1, high=8),
     }),
 ]}
 

@@ -243,3 +243,48 @@ class SensorAutoencoder(nn.Module):
 
 def sensor_autoencoder(features=24, bottleneck=3, width=32):
     return SensorAutoencoder(features, bottleneck, width), (torch.randn(1, features),)
+
+
+# The operators between layers, one per graph: what blocks spend outside their matmuls and
+# convolutions (data movement, normalisation, elementwise) and the attention-shaped batched
+# matmul no other family has alone. Kernel-level training data for the cost model, sampled
+# the way nn-Meter samples kernels; not a block anyone deploys, so never scored as one.
+UNARY = {
+    "exp": torch.exp, "tanh": torch.tanh, "sigmoid": torch.sigmoid, "gelu": nn.functional.gelu,
+    "softmax": lambda x: torch.softmax(x, dim=-1), "reduce_sum": lambda x: torch.sum(x, dim=-1),
+    "transpose": lambda x: x.transpose(1, 2), "reshape": lambda x: x.reshape(1, x.shape[2], x.shape[1]),
+    "slice": lambda x: x[:, :, : max(1, x.shape[2] // 2)], "gather": lambda x: x[:, -1],
+    "split": lambda x: torch.chunk(x, 2, dim=-1),
+}
+BINARY = {"add": torch.add, "mul": torch.mul, "sub": torch.sub, "concat": lambda x, y: torch.cat([x, y], dim=-1),
+          "matmul": torch.matmul}
+OPS = tuple(UNARY) + ("layernorm", "batchnorm") + tuple(BINARY)
+
+
+class SingleOp(nn.Module):
+    def __init__(self, op, rows, cols):
+        super().__init__()
+        self.op = op
+        if op == "layernorm":
+            self.norm = nn.LayerNorm(cols)
+        elif op == "batchnorm":
+            self.norm = nn.BatchNorm1d(rows)
+            self.norm.running_mean.uniform_(-0.5, 0.5)
+            self.norm.running_var.uniform_(0.5, 2.0)
+
+    def forward(self, x, *y):
+        if self.op in ("layernorm", "batchnorm"):
+            return self.norm(x)
+        if self.op in BINARY:
+            return BINARY[self.op](x, y[0])
+        return UNARY[self.op](x)
+
+
+def ops(op="softmax", rows=16, cols=64, heads=1):
+    """x: (1, rows, cols); a binary op's second input the same shape, matmul's (heads, cols, rows)
+    against x as (heads, rows, cols): attention's scores."""
+    module = SingleOp(op, rows, cols)
+    if op == "matmul":
+        return module, (torch.randn(heads, rows, cols), torch.randn(heads, cols, rows))
+    x = torch.randn(1, rows, cols)
+    return module, ((x, torch.randn(1, rows, cols)) if op in BINARY else (x,))
