@@ -213,6 +213,28 @@ def test_shipped_host_v2_has_every_host_compiler_on_one_boot():
     assert len({r["model_hash"] for r in ok if r["repeat_quiet_p50_us"]}) >= 30
 
 
+def test_shipped_ops_dataset_is_single_operators_on_host_v2s_boot():
+    """datasets/host-v2-ops.parquet: the kernel-level training data the shipped cost model is
+    fitted with: one ONNX node per graph, every operator of the ops family, the ten variants
+    with host-v2's gated timing, measured on host-v2's boot (so the two are one device)."""
+    import pyarrow.parquet as pq
+
+    from auditor.zoo import OPS
+
+    def rows(name, columns):
+        return pq.read_table(ROOT / "datasets" / name, columns=columns).to_pylist()
+
+    ops = rows("host-v2-ops.parquet", ["family", "model_hash", "variant", "status", "host", "graph", "params",
+                                        "quiet_n", "under_load"])
+    ok = [r for r in ops if r["status"] == "ok"]
+    assert {r["family"] for r in ops} == {"ops"} and len({r["model_hash"] for r in ok}) >= 190
+    assert all(len(r["graph"]) == 1 for r in ok)
+    assert {json.loads(r["params"])["op"] for r in ok} == set(OPS)
+    assert len({r["variant"] for r in ok}) == 10 and all(r["quiet_n"] is not None for r in ok)
+    boots = {json.loads(r["host"])["boot_id"] for r in ops}
+    assert boots == {json.loads(r["host"])["boot_id"] for r in rows("host-v2.parquet", ["host"])}
+
+
 @pytest.mark.parametrize("columns", [
     {"a": [1, 2], "b": ["x", "y"]},  # a valid Parquet file of another schema
     "nested",  # the right top-level columns, per-op rows of another shape
