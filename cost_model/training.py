@@ -95,6 +95,7 @@ def predict_hashes(prep: Prepared, model: VariantModel, hashes: list[str]) -> li
 # Families of single operators (the zoo's `ops`): kernel-level training data, as nn-Meter
 # measures kernels apart from models. Always in training, never held out or scored: they are
 # not blocks anyone deploys, and a held-out block family still has none of its graphs in training.
+# host-v2 plus host-v2-ops, p50 within +-10%: ORT 40% -> 55%, TVM 21% -> 30%, eager 32% -> 40%.
 KERNEL_FAMILIES = frozenset({"ops"})
 
 
