@@ -1,9 +1,9 @@
 """Leave-one-family-out evaluation, and the out-of-family residuals that calibrate intervals.
 
 For every variant and every zoo family, the variant's model is fitted on the other
-families (fusion rules included) and predicts the held-out family's graphs. Kernel-level
-families (`training.KERNEL_FAMILIES`: single operators) train every fold and are never held out. Metrics per
-variant (and per family): share of graphs within +-10% / +-20% for p50 and p99 (also
+families (fusion rules included) and predicts the held-out family's graphs; kernel-level
+families (`training.KERNEL_FAMILIES`: single operators) train every fold and are never held
+out. Metrics per variant (and per family): share of graphs within +-10% / +-20% for p50 and p99 (also
 "within tolerance or the point's own measured spread, whichever is larger"), MAPE,
 coverage of the 90% intervals, and across variants the ranking: how often the predicted
 fastest variant is the measured fastest, and the median regret (measured time of the
