@@ -137,7 +137,8 @@ def _cell(r: dict) -> str:
 
 def main() -> int:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--models", default=",".join(f"zoo:{name}" for name in FAMILIES))
+    ap.add_argument("--models", default=",".join(f"zoo:{name}" for name in FAMILIES
+                                                 if name != "ops"))  # blocks, not the single-operator family
     ap.add_argument("--compilers", default=None,
                     help="variants, ';'-separated when one has options: 'sofie;sofie:blas=reference;tvm' "
                          "(default: every compiler's default variants)")
