@@ -30,6 +30,7 @@ from auditor.job import WorkerJob  # noqa: E402
 from auditor.pipeline import ModelRequest, prepare  # noqa: E402
 from auditor.rt_audit import audit_python  # noqa: E402
 from auditor.zoo import FAMILIES  # noqa: E402
+from cost_model.training import KERNEL_FAMILIES  # noqa: E402
 from store import Store  # noqa: E402
 from compilers import registry  # noqa: E402
 from device_runner.devices import parse_device  # noqa: E402
@@ -138,7 +139,7 @@ def _cell(r: dict) -> str:
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--models", default=",".join(f"zoo:{name}" for name in FAMILIES
-                                                 if name != "ops"))  # blocks, not the single-operator family
+                                                 if name not in KERNEL_FAMILIES))  # blocks only
     ap.add_argument("--compilers", default=None,
                     help="variants, ';'-separated when one has options: 'sofie;sofie:blas=reference;tvm' "
                          "(default: every compiler's default variants)")

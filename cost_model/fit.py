@@ -18,7 +18,7 @@ from cost_model.intervals import Calibration
 from cost_model.modelfile import CostModel, Fitted
 from cost_model.records import Measured, fingerprint
 from cost_model.regression import Additive, VariantModel
-from cost_model.training import Prepared, aggregates, fit_variant, memory_aggregate
+from cost_model.training import KERNEL_FAMILIES, Prepared, aggregates, fit_variant, memory_aggregate
 
 
 def _single(values: list[str]) -> str:
@@ -63,12 +63,16 @@ def adapt_variant(prep: Prepared, variant: str, hashes: list[str], prior: Varian
 
 
 def _folds(prep: Prepared, hashes: list[str]) -> list[list[str]]:
+    """Held-out folds for the adapted model's residuals: one per block family, else five
+    interleaved slices of the blocks; single-operator graphs train every fold (as in
+    evaluation.lofo) unless they are all there is."""
+    blocks = [h for h in hashes if prep.graphs[h].family not in KERNEL_FAMILIES] or hashes
     fams: dict[str, list[str]] = {}
-    for h in hashes:
+    for h in blocks:
         fams.setdefault(prep.graphs[h].family, []).append(h)
     if len(fams) >= 3:
         return list(fams.values())
-    return [hashes[i::5] for i in range(5) if hashes[i::5]]
+    return [blocks[i::5] for i in range(5) if blocks[i::5]]
 
 
 def adapt(prep: Prepared, measured: list[Measured], prior: CostModel, prior_name: str,

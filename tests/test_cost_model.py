@@ -162,6 +162,27 @@ def test_kernel_level_graphs_train_every_held_out_family_and_are_never_scored(tm
     assert held["relabelled"].keys() == held["dropped"].keys() and held["relabelled"] != held["dropped"]
 
 
+def test_adaptation_folds_never_hold_out_the_single_operator_graphs():
+    """An adapted model's residuals come from held-out block families (or slices of the
+    blocks); single-operator graphs measured beside them train every fold."""
+    from types import SimpleNamespace
+
+    from cost_model.fit import _folds
+
+    def prep_of(families):
+        graphs = {f"{f}{i}": SimpleNamespace(family=f) for f, n in families.items() for i in range(n)}
+        return SimpleNamespace(graphs=graphs), list(graphs)
+
+    prep, hashes = prep_of({"mlp": 3, "conv1d": 2, "linear": 2, "ops": 4})
+    assert sorted(map(sorted, _folds(prep, hashes))) == [["conv1d0", "conv1d1"], ["linear0", "linear1"],
+                                                         ["mlp0", "mlp1", "mlp2"]]
+    prep, hashes = prep_of({"mlp": 6, "ops": 4})  # too few families: slices, of the blocks only
+    folds = _folds(prep, hashes)
+    assert sorted(h for f in folds for h in f) == [f"mlp{i}" for i in range(6)] and len(folds) == 5
+    prep, hashes = prep_of({"ops": 5})  # nothing else measured: the operators are all there is
+    assert sorted(h for f in _folds(prep, hashes) for h in f) == sorted(hashes)
+
+
 def test_predict_never_runs_the_model_and_flags_an_unknown_op(tmp_path, fitted, monkeypatch, capsys):
     import onnxruntime
     from onnx.reference import ReferenceEvaluator
