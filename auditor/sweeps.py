@@ -7,11 +7,14 @@
         {"family": "linear", "random": 40, "seed": 1, "fixed": {"batch": 1}}]}
 
 A grid is the cartesian product of its lists; `random: N` draws N instances from the
-parameters' ranges (seeded, duplicates dropped); `fixed` applies to both.
+parameters' ranges (seeded, duplicates dropped), or from narrower ones given as
+`"ranges": {"rows": [1, 64]}` (a family whose parameters mean different things per op
+needs them); `fixed` applies to both.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import json
 import random
@@ -44,9 +47,18 @@ def _grid_points(fam: zoo.Family, grid: dict[str, list], fixed: dict[str, Any]) 
     return [{**fixed, **dict(zip(keys, combo))} for combo in itertools.product(*(grid[k] for k in keys))]
 
 
-def _random_points(fam: zoo.Family, count: int, seed: int, fixed: dict[str, Any]) -> list[dict]:
+def _random_points(fam: zoo.Family, count: int, seed: int, fixed: dict[str, Any],
+                   ranges: dict[str, list]) -> list[dict]:
+    params = dict(fam.params)
+    for name, bounds in ranges.items():
+        p = params.get(name)
+        if p is None or p.low is None or not (isinstance(bounds, list) and len(bounds) == 2):
+            raise AuditorError(f"sweep ranges: {fam.name}'s {name!r} is not a numeric parameter given as [low, high]")
+        if not (p.low <= bounds[0] <= bounds[1] <= p.high):
+            raise AuditorError(f"sweep ranges: {name} {bounds} is not within {fam.name}'s {p.low:g}..{p.high:g}")
+        params[name] = dataclasses.replace(p, low=bounds[0], high=bounds[1])
     rng = random.Random(seed)
-    return [{**{k: p.sample(rng) for k, p in fam.params.items() if k not in fixed}, **fixed}
+    return [{**{k: p.sample(rng) for k, p in params.items() if k not in fixed}, **fixed}
             for _ in range(count)]
 
 
@@ -74,7 +86,8 @@ def load_sweep(path: Path) -> Sweep:
         fam = zoo.family(entry.get("family", "?"))
         fixed = entry.get("fixed", {})
         raw = _grid_points(fam, entry["grid"], fixed) if "grid" in entry else \
-            _random_points(fam, int(entry.get("random", 0)), int(entry.get("seed", 0)), fixed)
+            _random_points(fam, int(entry.get("random", 0)), int(entry.get("seed", 0)), fixed,
+                           entry.get("ranges", {}))
         for params in raw:
             try:
                 resolved = fam.resolve(params)

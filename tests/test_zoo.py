@@ -116,3 +116,19 @@ def test_the_activations_a_spec_may_choose_are_the_ones_the_builders_have():
 
     assert zoo.ACT == tuple(families.ACTIVATIONS)
     assert zoo.OPS == families.OPS
+    assert zoo.LAYERS == families.LAYERS
+
+
+@pytest.mark.parametrize("op,onnx_op", [("conv", "Conv"), ("conv_transpose", "ConvTranspose"), ("lstm", "LSTM")])
+def test_each_layer_exports_as_its_one_heavy_node(op, onnx_op, tmp_path):
+    """The layer family is kernel-level data: one heavy ONNX node (gemm's is the default
+    instance above), whatever glue the exporter adds around a recurrent cell."""
+    import onnx
+
+    model = load_model(f"zoo:layer:op={op},rows=32,inputs=8,outputs=16,kernel=5,stride=2,groups=2")
+    bundle = prepare_bundle(model, build_inputs(model, []), tmp_path)
+    heavy = [n.op_type for n in onnx.load(str(bundle.path("onnx"))).graph.node
+             if n.op_type in ("Gemm", "MatMul", "Conv", "ConvTranspose", "GRU", "LSTM")]
+    assert heavy == [onnx_op]
+    with pytest.raises(AuditorError, match="groups=4 must divide inputs=6"):
+        load_model("zoo:layer:op=conv,inputs=6,outputs=16,groups=4")

@@ -101,6 +101,8 @@ BOOL = (False, True)
 # families.OPS, the ops family's operators (tests/test_zoo.py checks the two lists agree)
 OPS = ("exp", "tanh", "sigmoid", "gelu", "softmax", "reduce_sum", "transpose", "reshape", "slice", "gather",
        "split", "layernorm", "batchnorm", "add", "mul", "sub", "concat", "matmul")
+# families.LAYERS, the layer family's heavy layers (tests/test_zoo.py checks the two lists agree)
+LAYERS = ("gemm", "conv", "conv_transpose", "gru", "lstm")
 
 FAMILIES: dict[str, Family] = {f.name: f for f in [
     Family("linear", "matrix-vector product (one linear layer), optional weight sparsity", _builder("linear"), {
@@ -185,6 +187,17 @@ FAMILIES: dict[str, Family] = {f.name: f for f in [
         "rows": Param(16, "rows (sequence steps, channels)", low=1, high=256, log=True),
         "cols": Param(64, "columns (features)", low=4, high=1024, log=True),
         "heads": Param(1, "matmul only: batch of (rows x cols) @ (cols x rows)", low=1, high=8),
+    }),
+    Family("layer", "one heavy layer alone (Gemm, 1D convolution, transposed convolution, GRU, LSTM): "
+           "kernel-level training data for the cost model, not a block", _builder("layer"), {
+        "op": Param("gemm", "the layer", choices=LAYERS),
+        "rows": Param(1, "gemm: rows (batch); conv: samples; gru/lstm: steps", low=1, high=1024, log=True),
+        "inputs": Param(64, "input features / channels", low=1, high=2048, log=True),
+        "outputs": Param(64, "output features / channels / hidden size", low=1, high=2048, log=True),
+        "kernel": Param(3, "conv only: kernel size", low=1, high=15),
+        "stride": Param(1, "conv only: stride (transposed: upsampling factor)", low=1, high=4),
+        "dilation": Param(1, "conv only: dilation", low=1, high=8),
+        "groups": Param(1, "conv only: groups (must divide inputs and outputs)", choices=(1, 2, 4, 8, 16)),
     }),
 ]}
 

@@ -288,3 +288,39 @@ def ops(op="softmax", rows=16, cols=64, heads=1):
         return module, (torch.randn(heads, rows, cols), torch.randn(heads, cols, rows))
     x = torch.randn(1, rows, cols)
     return module, ((x, torch.randn(1, rows, cols)) if op in BINARY else (x,))
+
+
+# One heavy layer alone (Gemm, Conv, ConvTranspose, GRU, LSTM) over shapes: the heavy
+# kernels' kernel-level training data, as the ops family is for the operators between them.
+# Without it a held-out single-layer family takes every example of its kernel out of
+# training (leave linear out: no Gemm alone is left).
+LAYERS = ("gemm", "conv", "conv_transpose", "gru", "lstm")
+
+
+class SingleLayer(nn.Module):
+    def __init__(self, op, inputs, outputs, kernel, stride, dilation, groups):
+        super().__init__()
+        if op in ("conv", "conv_transpose") and (inputs % groups or outputs % groups):
+            raise ValueError(f"groups={groups} must divide inputs={inputs} and outputs={outputs}")
+        if op == "gemm":
+            self.layer = nn.Linear(inputs, outputs)
+        elif op == "conv":  # the conv1d family's non-causal padding
+            self.layer = nn.Conv1d(inputs, outputs, kernel, stride=stride, dilation=dilation, groups=groups,
+                                   padding=(kernel - 1) * dilation // 2)
+        elif op == "conv_transpose":  # and its transposed padding
+            self.layer = nn.ConvTranspose1d(inputs, outputs, kernel, stride=stride, groups=groups,
+                                            padding=(kernel - stride + 1) // 2 if kernel >= stride else 0)
+        else:
+            self.layer = {"gru": nn.GRU, "lstm": nn.LSTM}[op](inputs, outputs, batch_first=True)
+        self.recurrent = op in ("gru", "lstm")
+
+    def forward(self, x):
+        return self.layer(x)[0] if self.recurrent else self.layer(x)
+
+
+def layer(op="gemm", rows=1, inputs=64, outputs=64, kernel=3, stride=1, dilation=1, groups=1):
+    """gemm: x (rows, inputs); conv, conv_transpose: x (1, inputs, rows samples); gru, lstm:
+    x (1, rows steps, inputs), hidden size = outputs."""
+    module = SingleLayer(op, inputs, outputs, kernel, stride, dilation, groups)
+    shape = {"gemm": (rows, inputs), "gru": (1, rows, inputs), "lstm": (1, rows, inputs)}.get(op, (1, inputs, rows))
+    return module, (torch.randn(*shape),)
