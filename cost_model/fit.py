@@ -18,7 +18,8 @@ from cost_model.intervals import Calibration
 from cost_model.modelfile import CostModel, Fitted
 from cost_model.records import Measured, fingerprint
 from cost_model.regression import Additive, VariantModel
-from cost_model.training import KERNEL_FAMILIES, Prepared, aggregates, fit_variant, memory_aggregate
+from cost_model.training import (
+    KERNEL_FAMILIES, Prepared, aggregates, fit_variant, memory_aggregate, training_set)
 
 
 def _single(values: list[str]) -> str:
@@ -86,7 +87,7 @@ def adapt(prep: Prepared, measured: list[Measured], prior: CostModel, prior_name
         base = prior.variants[v].model
         residuals: dict[str, list[float]] = {"p50": [], "p99": []}
         for fold in _folds(prep, hashes):
-            rest = [h for h in hashes if h not in fold]
+            rest = training_set(prep, hashes, fold)
             if not rest:
                 continue
             m = adapt_variant(prep, v, rest, base)

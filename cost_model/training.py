@@ -7,6 +7,7 @@ leave-one-family-out evaluation fits on the other families alone (rules included
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from typing import Any
 
@@ -92,11 +93,35 @@ def predict_hashes(prep: Prepared, model: VariantModel, hashes: list[str]) -> li
     return [model.predict(a) for a in aggregates(prep, hashes, model.rules)]
 
 
-# Families of single operators (the zoo's `ops`): kernel-level training data, as nn-Meter
-# measures kernels apart from models. Always in training, never held out or scored: they are
-# not blocks anyone deploys, and a held-out block family still has none of its graphs in training.
+# Families of single operators and single layers (the zoo's `ops` and `layer`): kernel-level
+# training data, as nn-Meter measures kernels apart from models. Always in training, never
+# held out or scored: they are not blocks anyone deploys. A held-out block family has none of
+# its graphs in training, nor any kernel graph that is one of its own nodes (`training_set`).
 # host-v2 plus host-v2-ops, p50 within +-10%: ORT 40% -> 55%, TVM 21% -> 30%, eager 32% -> 40%.
-KERNEL_FAMILIES = frozenset({"ops"})
+KERNEL_FAMILIES = frozenset({"ops", "layer"})
+
+
+def _signature(node) -> tuple:
+    """What makes two nodes the same kernel: op type, input shapes, shape attributes."""
+    return (node.op_type, json.dumps(node.input_shapes), json.dumps(node.attrs, sort_keys=True, default=str))
+
+
+def training_set(prep: Prepared, hashes: list[str], held: list[str]) -> list[str]:
+    """`hashes` without the held-out graphs and without the kernel graphs whose heaviest node
+    is one of the held-out graphs' nodes: a held-out linear layer must not train its own fold
+    as a layer graph of the same shape."""
+    out = set(held)
+    seen = {_signature(n) for h in held for n in prep.features[h].nodes}
+    kept = []
+    for h in hashes:
+        if h in out:
+            continue
+        if prep.graphs[h].family in KERNEL_FAMILIES and prep.features[h].nodes:
+            heaviest = max(prep.features[h].nodes, key=lambda n: (n.macs or 0.0, -n.index))
+            if _signature(heaviest) in seen:
+                continue
+        kept.append(h)
+    return kept
 
 
 def graph_families(prep: Prepared) -> dict[str, list[str]]:

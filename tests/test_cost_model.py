@@ -183,6 +183,29 @@ def test_adaptation_folds_never_hold_out_the_single_operator_graphs():
     assert sorted(h for f in _folds(prep, hashes) for h in f) == sorted(hashes)
 
 
+def test_a_held_out_family_never_trains_on_a_kernel_graph_of_its_own_nodes():
+    """Kernel-level graphs train every fold, except one whose heaviest node is one of the
+    held-out graphs' nodes (same op, shapes and attributes): the layer graph of a held-out
+    linear layer's own shape would be that graph under another name."""
+    from types import SimpleNamespace as NS
+
+    from cost_model.training import training_set
+
+    def node(op, shape, macs, index=0, **attrs):
+        return NS(op_type=op, input_shapes=[shape, [shape[-1], 64]], attrs=attrs, macs=macs, index=index)
+
+    graphs = {"lin": ("linear", [node("Gemm", [1, 32], 2048.0, transB=1)]),
+              "mlp": ("mlp", [node("Gemm", [1, 16], 1024.0, transB=1), node("Relu", [1, 64], 64.0, 1)]),
+              "same": ("layer", [node("Gemm", [1, 32], 2048.0, transB=1)]),  # lin's own Gemm
+              "other_attr": ("layer", [node("Gemm", [1, 32], 2048.0, transB=0)]),
+              "relu": ("ops", [node("Relu", [1, 64], 64.0)])}  # an mlp node, not its heaviest
+    prep = NS(graphs={h: NS(family=f) for h, (f, _) in graphs.items()},
+              features={h: NS(nodes=n) for h, (_, n) in graphs.items()})
+    everything = list(graphs)
+    assert training_set(prep, everything, ["lin"]) == ["mlp", "other_attr", "relu"]
+    assert training_set(prep, everything, ["mlp"]) == ["lin", "same", "other_attr"]  # its Relu alone is out too
+
+
 def test_predict_never_runs_the_model_and_flags_an_unknown_op(tmp_path, fitted, monkeypatch, capsys):
     import onnxruntime
     from onnx.reference import ReferenceEvaluator
