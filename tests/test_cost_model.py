@@ -233,7 +233,7 @@ def test_predict_with_the_shipped_model_from_the_console_script_without_torch(tm
                           cwd=tmp_path, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     shipped = json.loads((ROOT / "cost_model" / "models" / "local.json").read_text())
-    assert shipped["sources"] == ["host-v2.parquet", "host-v2-ops.parquet"] and shipped["cpu"] == "AMD EPYC"
+    assert shipped["sources"] == ["host-v2.parquet", "host-v2-ops.parquet", "host-v2-layers.parquet"] and shipped["cpu"] == "AMD EPYC"
     # TorchScript records no kernel map: its dispatch counts are eager PyTorch's (same aten ops)
     ts, eager = (shipped["variants"][v]["rules"] for v in ("torchscript", "torch-eager"))
     assert ts["kernels_per_node"] == eager["kernels_per_node"] and ts["kernels_per_node"]["Gemm"] > 0.5

@@ -235,6 +235,26 @@ def test_shipped_ops_dataset_is_single_operators_on_host_v2s_boot():
     assert boots == {json.loads(r["host"])["boot_id"] for r in rows("host-v2.parquet", ["host"])}
 
 
+def test_shipped_layer_dataset_is_one_heavy_node_per_graph_on_host_v2s_boot():
+    """datasets/host-v2-layers.parquet: the heavy kernels' training data: one Gemm, Conv,
+    ConvTranspose, GRU or LSTM per graph, every layer op, the ten variants, host-v2's boot."""
+    import pyarrow.parquet as pq
+
+    from auditor.zoo import LAYERS
+
+    heavy_ops = {"Gemm", "MatMul", "Conv", "ConvTranspose", "GRU", "LSTM"}
+    rows = pq.read_table(ROOT / "datasets" / "host-v2-layers.parquet",
+                         columns=["family", "model_hash", "variant", "status", "host", "graph", "params"]).to_pylist()
+    ok = [r for r in rows if r["status"] == "ok"]
+    assert {r["family"] for r in rows} == {"layer"} and len({r["model_hash"] for r in ok}) >= 230
+    assert all(sum(n["op_type"] in heavy_ops for n in r["graph"]) == 1 for r in ok)
+    assert {json.loads(r["params"])["op"] for r in ok} == set(LAYERS)
+    assert len({r["variant"] for r in ok}) == 10
+    boot = {json.loads(r["host"])["boot_id"] for r in pq.read_table(ROOT / "datasets" / "host-v2.parquet",
+                                                                    columns=["host"]).to_pylist()}
+    assert {json.loads(r["host"])["boot_id"] for r in rows} == boot
+
+
 @pytest.mark.parametrize("columns", [
     {"a": [1, 2], "b": ["x", "y"]},  # a valid Parquet file of another schema
     "nested",  # the right top-level columns, per-op rows of another shape
