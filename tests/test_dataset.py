@@ -80,6 +80,25 @@ def test_bad_spec_is_one_clear_error(tmp_path):
         load_sweep(bad)
 
 
+def test_random_entries_sample_within_their_narrower_ranges(tmp_path):
+    """A random entry's `ranges` narrow a parameter's sampled range (the layer family's rows
+    mean samples for a convolution, rows for a Gemm); a range outside the family's is an error."""
+    from auditor import zoo
+
+    path = tmp_path / "ranges.json"
+    entry = {"family": "layer", "random": 30, "seed": 3, "fixed": {"op": "gemm"}, "ranges": {"rows": [2, 8]}}
+    path.write_text(json.dumps({"families": [entry]}))
+    points = [zoo.parse_spec(p)[1] for p in load_sweep(path).points]
+    rows = [p["rows"] for p in points]
+    assert len(points) == 30 and min(rows) >= 2 and max(rows) <= 8 and len(set(rows)) > 3
+    assert max(p["inputs"] for p in points) > 8  # the other parameters keep the family's range
+    for ranges, message in (({"rows": [0, 8]}, "not within layer's 1..1024"),
+                            ({"op": [1, 2]}, "'op' is not a numeric parameter")):
+        path.write_text(json.dumps({"families": [{**entry, "ranges": ranges}]}))
+        with pytest.raises(AuditorError, match=message):
+            load_sweep(path)
+
+
 def test_sigkill_then_resume_matches_uninterrupted_build(tmp_path, spec_path):
     clean = tmp_path / "clean"
     proc = _build(clean, spec_path)
