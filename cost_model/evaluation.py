@@ -3,9 +3,9 @@
 For every variant and every zoo family, the variant's model is fitted on the other
 families (fusion rules included) and predicts the held-out family's graphs; kernel-level
 families (`training.KERNEL_FAMILIES`: single operators and layers) train every fold, less any
-that is one of the held-out family's own nodes, and are never held out. Metrics per variant (and per family): share of graphs within +-10% / +-20% for p50
-and p99 (also "within tolerance or the point's own measured spread, whichever is larger"),
-MAPE, coverage of the 90% intervals, and across variants the ranking: how often the
+that is one of the held-out family's own nodes, and are never held out. Metrics per variant
+(and per family): share of graphs within +-10% / +-20% for p50 and p99 (also "within
+tolerance or the point's own measured spread, whichever is larger"), MAPE, coverage of the 90% intervals, and across variants the ranking: how often the
 predicted fastest variant is the measured fastest, and the median regret (measured time of
 the predicted pick / measured best).
 

@@ -65,7 +65,7 @@ def adapt_variant(prep: Prepared, variant: str, hashes: list[str], prior: Varian
 
 def _folds(prep: Prepared, hashes: list[str]) -> list[list[str]]:
     """Held-out folds for the adapted model's residuals: one per block family, else five
-    interleaved slices of the blocks; single-operator graphs train every fold (as in
+    interleaved slices of the blocks; kernel-level graphs train every fold (as in
     evaluation.lofo) unless they are all there is."""
     blocks = [h for h in hashes if prep.graphs[h].family not in KERNEL_FAMILIES] or hashes
     fams: dict[str, list[str]] = {}

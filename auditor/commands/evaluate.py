@@ -23,8 +23,8 @@ def _pct(x: float | None) -> str:
 
 def evaluate(
     datasets: list[Path] = typer.Option([], "--dataset", help="dataset file (Parquet), repeatable; "
-                                        "default: every dataset in the results store; single-operator "
-                                        "graphs (zoo ops family) train every fold, never scored"),
+                                        "default: every dataset in the results store; single-operator and "
+                                        "single-layer graphs (zoo ops, layer) train every fold, never scored"),
     compilers: list[str] = COMPILERS,
     families: bool = typer.Option(False, "--families", help="print every family's row too"),
     export: Path = typer.Option(None, "--export", callback=absolute,
