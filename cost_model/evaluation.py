@@ -5,9 +5,10 @@ families (fusion rules included) and predicts the held-out family's graphs; kern
 families (`training.KERNEL_FAMILIES`: single operators and layers) train every fold, less any
 that is one of the held-out family's own nodes, and are never held out. Metrics per variant
 (and per family): share of graphs within +-10% / +-20% for p50 and p99 (also "within
-tolerance or the point's own measured spread, whichever is larger"), MAPE, coverage of the 90% intervals, and across variants the ranking: how often the
-predicted fastest variant is the measured fastest, and the median regret (measured time of
-the predicted pick / measured best).
+tolerance or the point's own measured spread, whichever is larger"), MAPE, coverage of the
+90% intervals, and across variants the ranking: how often the predicted fastest variant is
+the measured fastest, and the median regret (measured time of the predicted pick / measured
+best).
 
 Intervals for a held-out family are calibrated on the residuals of the other families'
 out-of-family predictions only (CV+), so the coverage figure is honest.
