@@ -80,6 +80,11 @@ def kind_of(op_type: str) -> str:
     return "other"
 
 
+def heaviest(nodes):
+    """The node that names a unit's kind: most MACs, the earliest on a tie."""
+    return max(nodes, key=lambda f: (f.macs or 0.0, -f.index))
+
+
 REDUCTION_BINS = (16, 64, 256, 1024)  # K edges: bin b holds K in (edge[b-1], edge[b]]
 REDUCING = ("matmul", "conv", "recurrent")
 
@@ -106,11 +111,11 @@ def units_of(features: GraphFeatures, table: list[dict[str, Any]], rules: Fusion
         feats = [by_name[n] for n in names if n in by_name]
         if not feats:
             continue
-        heaviest = max(feats, key=lambda f: (f.macs or 0.0, -f.index))
-        units.append(Unit(names, kind_of(heaviest.op_type), float(sum(f.macs or 0.0 for f in feats)),
+        top = heaviest(feats)
+        units.append(Unit(names, kind_of(top.op_type), float(sum(f.macs or 0.0 for f in feats)),
                           float(sum(f.bytes_in + f.bytes_out + f.weight_bytes for f in feats)),
                           any(f.macs is None for f in feats), float(sum(_steps(f) for f in feats)),
-                          _reduction(heaviest),
+                          _reduction(top),
                           float(sum(rules.node_kernels(rows[f.name]) for f in feats)) if rules is not None else 0.0))
     return units
 

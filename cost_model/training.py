@@ -17,7 +17,7 @@ from cost_model import grouping
 from cost_model.features import GraphFeatures, graph_features
 from cost_model.records import Graph, Measured
 from cost_model.regression import (
-    GENERIC, Additive, VariantModel, aggregate, fit_additive, units_of)
+    GENERIC, Additive, VariantModel, aggregate, fit_additive, heaviest, units_of)
 from cost_model.table import model_from_table
 
 
@@ -118,8 +118,7 @@ def training_set(prep: Prepared, hashes: list[str], held: list[str]) -> list[str
         if h in out:
             continue
         if prep.graphs[h].family in KERNEL_FAMILIES and prep.features[h].nodes:
-            heaviest = max(prep.features[h].nodes, key=lambda n: (n.macs or 0.0, -n.index))
-            if _signature(heaviest) in seen:
+            if _signature(heaviest(prep.features[h].nodes)) in seen:
                 continue
         kept.append(h)
     return kept
