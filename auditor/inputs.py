@@ -53,6 +53,11 @@ class InputSet:
     def timing_inputs(self) -> list[np.ndarray]:
         return self.examples[0]
 
+    @property
+    def numbers(self) -> dict[str, np.ndarray]:
+        """The number inputs (0-d: a sample rate, a flag) by name: what an If may branch on."""
+        return {s.name: a for s, a in zip(self.specs, self.timing_inputs) if tuple(s.shape) == ()}
+
     def digest(self) -> str:
         h = hashlib.sha256(self.source.encode())
         for example in self.examples:

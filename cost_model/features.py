@@ -163,7 +163,10 @@ def _onnx_tool_macs(model: onnx.ModelProto) -> dict[str, float]:
                 macs = node.profile(ins, outs)
             except Exception:  # noqa: BLE001 - a counter that cannot take these shapes
                 continue
-            counted[name] = float(macs[0] if isinstance(macs, (list, tuple)) else macs)
+            try:  # a dimension onnx-tool could not resolve leaves a symbol ('unk__0...'), not a count
+                counted[name] = float(macs[0] if isinstance(macs, (list, tuple)) else macs)
+            except (TypeError, ValueError):
+                continue
     return counted
 
 

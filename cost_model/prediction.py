@@ -16,6 +16,7 @@ from typing import Any
 
 import onnx
 
+from cost_model.control_flow import flatten_ifs
 from cost_model.features import graph_features
 from cost_model.graph import node_table
 from cost_model.modelfile import CostModel
@@ -50,7 +51,11 @@ class VariantPrediction:
 
 
 def predict_graph(model: onnx.ModelProto, cost: CostModel, deadline_us: float | None,
-                  variants: list[str] | None = None, top: int = 3) -> list[VariantPrediction]:
+                  variants: list[str] | None = None, numbers: dict | None = None,
+                  top: int = 3) -> list[VariantPrediction]:
+    """`numbers`: values of the graph's number inputs (sample rate...), which decide If branches."""
+    flat = flatten_ifs(model, numbers or {}, lambda m: graph_features(m).total_macs)
+    model = flat.model
     features = graph_features(model)
     table = node_table(model)
     unknown = features.unknown_ops
@@ -66,6 +71,8 @@ def predict_graph(model: onnx.ModelProto, cost: CostModel, deadline_us: float | 
         flags = []
         if unknown:
             flags.append(f"ops with no cost counter: {', '.join(unknown)}")
+        if flat.flag():
+            flags.append(flat.flag())
         new_kinds = sorted({u.kind for u in units} - set(vm.kinds))
         if new_kinds:
             flags.append(f"kernel kinds never measured for this compiler: {', '.join(new_kinds)}")

@@ -111,7 +111,8 @@ def compile_all(
             console.print(f"{s['variant']}: stored run {s['run_id']} reused ({s['status']}; timed with "
                           f"runs={t.get('runs')} warmup={t.get('warmup')} max_seconds={t.get('max_seconds')})")
     # the cost model's forecast beside each measurement, stored with the run (every audit checks it)
-    predicted = beside_measurement(prepared.bundle, summaries, device, settings.budget_us, results_dir, store)
+    predicted = beside_measurement(prepared.bundle, summaries, device, settings.budget_us, results_dir, store,
+                                   prepared.data_dir)
     pages = [write_run_page(store, r) for r in run_ids]
     verdict = choose(summaries)
     if as_json:

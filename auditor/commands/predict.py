@@ -21,28 +21,35 @@ def _absolute(path: Path | None) -> Path | None:
     return None if path is None else Path(path).expanduser().absolute()
 
 
-def _onnx_graph(path: Path):
-    """A user's ONNX file, checked, shape-inferred and uniquely named; never run."""
+def _onnx_graph(spec: str, input_shapes: list[str], arg_specs: list[str]):
+    """A user's ONNX file, checked, its dynamic dimensions and number inputs given as
+    compile-all takes them (--input-shape, --arg), shape-inferred and uniquely named; never
+    run. Returns the graph and the number inputs' values (what If conditions may read)."""
     import onnx
 
+    from auditor.inputs import build_inputs
+    from auditor.loaders import load_model
     from cost_model.graph import ensure_unique_node_names
 
-    try:
-        model = onnx.load(str(path))
-        onnx.checker.check_model(model)
-    except Exception as e:  # noqa: BLE001 - protobuf and checker raise many kinds
-        raise AuditorError(f"{path}: not a valid ONNX model ({first_line(e)})")
-    model = onnx.shape_inference.infer_shapes(model, strict_mode=False)
+    loaded = load_model(spec)
+    inputs = build_inputs(loaded, input_shapes, None, None, arg_specs)
+    model = loaded.onnx_model
+    given = {s.name: s.shape for s in inputs.specs}
+    for vi in model.graph.input:  # pin what the user (or the file) fixed
+        shape = given.get(vi.name)
+        if shape is None or not vi.type.tensor_type.HasField("shape"):
+            continue
+        for dim, value in zip(vi.type.tensor_type.shape.dim, shape):
+            dim.dim_value = int(value)
+    model = onnx.shape_inference.infer_shapes(model, strict_mode=False, data_prop=True)
     ensure_unique_node_names(model)
-    return model
+    return model, inputs.numbers
 
 
-def _graph(spec: str, input_shapes: list[str], results_dir: Path, trust_pickle: bool):
+def _graph(spec: str, input_shapes: list[str], arg_specs: list[str], results_dir: Path, trust_pickle: bool):
     path = Path(spec)
     if path.suffix.lower() == ".onnx" and not spec.startswith("zoo:"):
-        if not path.is_file():
-            raise AuditorError(f"{path}: no such file")
-        return _onnx_graph(path)
+        return _onnx_graph(spec, input_shapes, arg_specs)
     # other forms: load and export to the canonical ONNX graph exactly as compile-all does
     # (torch.export traces the module; no compiler runtime runs it)
     from auditor.export import canonical_graph
@@ -50,8 +57,8 @@ def _graph(spec: str, input_shapes: list[str], results_dir: Path, trust_pickle: 
     from auditor.loaders import load_model
 
     model = load_model(spec, trust_pickle=trust_pickle)
-    inputs = build_inputs(model, input_shapes, None, None, [])
-    return canonical_graph(model, inputs, results_dir)
+    inputs = build_inputs(model, input_shapes, None, None, arg_specs)
+    return canonical_graph(model, inputs, results_dir), inputs.numbers
 
 
 def predict(
@@ -67,7 +74,9 @@ def predict(
     deadline_us: float = typer.Option(None, "--deadline-us", min=0.0,
                                       help="the deadline in µs (instead of block size / sample rate)"),
     input_shapes: list[str] = typer.Option([], "--input-shape", help="[name=]d0,d1,... for inputs of "
-                                           "unknown shape (non-ONNX models)"),
+                                           "unknown or dynamic shape"),
+    arg_specs: list[str] = typer.Option([], "--arg", help="name=value of a number input (e.g. sr=16000): "
+                                        "decides the If branches it selects"),
     trust_pickle: bool = typer.Option(False, "--trust-pickle", help="allow unpickling a plain torch.save'd module"),
     as_json: bool = typer.Option(False, "--json", help="print the result as JSON"),
     results_dir: Path = typer.Option(DEFAULT_RESULTS, "--results-dir", "-o", callback=_absolute,
@@ -99,8 +108,8 @@ def predict(
                                    f"(it has: {', '.join(sorted(cost.variants))})")
             variants.append(label)
     deadline = deadline_us if deadline_us is not None else block_size / sample_rate * 1e6
-    graph = _graph(model, input_shapes, results_dir, trust_pickle)
-    preds = predict_graph(graph, cost, deadline, variants)
+    graph, numbers = _graph(model, input_shapes, arg_specs, results_dir, trust_pickle)
+    preds = predict_graph(graph, cost, deadline, variants, numbers)
     advice = recommend(preds, deadline)
     about = {"device": cost.device, "cpu": cost.cpu, "cost_model": str(path), "trained_on": cost.sources,
              "prior": cost.prior, "deadline_us": deadline, "nodes": len(graph.graph.node)}
@@ -129,7 +138,7 @@ def predict(
 
 
 def beside_measurement(bundle, summaries: list[dict], device: str, budget_us: float, results_dir: Path,
-                       store=None) -> list[str]:
+                       store=None, data_dir: Path | None = None) -> list[str]:
     """compile-all's check of the cost model: predicted vs measured p50/p99 per variant that
     both have (lines to print; none when no cost model describes this device); with a store,
     each prediction is kept with its run (summaries, reports)."""
@@ -146,7 +155,12 @@ def beside_measurement(bundle, summaries: list[dict], device: str, budget_us: fl
         graph = onnx.load(str(bundle.path("onnx")))
         wanted = [s["variant"] for s in summaries if s["variant"] in cost.variants and s["status"] == "ok"
                   and not s["emulated"]]
-        preds = {p.variant: p for p in predict_graph(graph, cost, budget_us, wanted)} if wanted else {}
+        numbers = {}
+        if data_dir is not None and (data_dir / "inputs.npz").is_file():  # the audit's own inputs
+            from auditor.inputs import InputSet
+
+            numbers = InputSet.load(data_dir / "inputs.npz", bundle.inputs, "audit").numbers
+        preds = {p.variant: p for p in predict_graph(graph, cost, budget_us, wanted, numbers)} if wanted else {}
     except AuditorError as e:
         return [f"cost model {path.name} not used: {e}"]
     rows, gated = [], False
