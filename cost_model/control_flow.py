@@ -5,7 +5,7 @@ top-level graph alone would predict a few Identities.
 
 The branch that runs is known without running anything when the condition folds from
 constants, the given scalar inputs (--arg sr=16000) and static shapes (Shape, Size, Gather,
-Equal, ...): `_fold` evaluates only those ops, on those values. Otherwise the heavier
+Equal, ...): `_value` evaluates only those ops, on those values. Otherwise the heavier
 branch (more MACs) is costed, which a deadline wants, and the caller says so. Loop and Scan
 stay as they are (one unknown op each: their trip counts are data).
 """
@@ -125,35 +125,27 @@ def _evaluate(op: str, args: list, attrs: dict):
     return None
 
 
-def _fold(name: str, producers: dict, values: dict, shapes: dict, depth: int = 0):
-    """The value of tensor `name` from constants, known inputs and static shapes, or None:
-    what a condition or a shape operand evaluates to, never anything of the model's data."""
-    if name in values:
-        return values[name]
-    node = producers.get(name)
-    if node is None or depth > 64 or len(node.output) != 1:
-        return None
+def _value(node, values: dict, shapes: dict):
+    """The node's one output from known values (constants, number inputs, what earlier
+    nodes folded to) and static shapes, or None: a condition or a shape operand, never
+    anything computed from the model's data."""
     attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
-    result = None
     if node.op_type == "Constant":
-        result = _constant(attrs)
-    elif node.op_type in ("Shape", "Size"):
+        return _constant(attrs)
+    if node.op_type in ("Shape", "Size"):
         shape = shapes.get(node.input[0])
-        if shape is not None:
-            result = np.array(shape if node.op_type == "Shape" else int(np.prod(shape)), dtype=np.int64)
-            if node.op_type == "Shape":
-                result = result[attrs.get("start", 0):attrs.get("end", len(shape))]
-    else:
-        args = [_fold(i, producers, values, shapes, depth + 1) if i else None for i in node.input]
-        if not any(a is None for a in args):
-            try:
-                result = _evaluate(node.op_type, args, attrs)
-            except (ValueError, IndexError, TypeError, KeyError, ZeroDivisionError):
-                result = None
-    if result is None or np.asarray(result).size > FOLD_LIMIT:
+        if shape is None:
+            return None
+        if node.op_type == "Size":
+            return np.array(int(np.prod(shape)), dtype=np.int64)
+        return np.array(shape, dtype=np.int64)[attrs.get("start", 0):attrs.get("end", len(shape))]
+    if any(i and i not in values for i in node.input):
         return None
-    values[name] = np.asarray(result)
-    return values[name]
+    try:
+        result = _evaluate(node.op_type, [values[i] if i else None for i in node.input], attrs)
+    except (ValueError, IndexError, TypeError, KeyError, ZeroDivisionError):
+        return None
+    return None if result is None or np.asarray(result).size > FOLD_LIMIT else np.asarray(result)
 
 
 def fold_shape_arithmetic(model: onnx.ModelProto, numbers: dict[str, np.ndarray]) -> onnx.ModelProto:
@@ -161,23 +153,20 @@ def fold_shape_arithmetic(model: onnx.ModelProto, numbers: dict[str, np.ndarray]
     computed Pad or Reshape operand) become initializers, so shape inference reaches the
     kernels after them, and Constant nodes become initializers: what onnxsim does for
     compile-all's graphs (the training data has no Constant node), without running anything."""
-    for _ in range(16):
-        model = _infer(model)
+    for _ in range(16):  # the caller's graph is shape-inferred already: infer again only after a fold
         graph = model.graph
-        producers = {o: n for n in graph.node for o in n.output}
         values, shapes = _known(model, numbers), _static_shapes(model)
         keep, folded = [], []
         for node in graph.node:
             if node.op_type in ("If", "Loop", "Scan") or len(node.output) != 1:
                 keep.append(node)
                 continue
-            if node.op_type == "Constant":  # an initializer in compile-all's (onnxsim's) graphs, whatever its size
-                value = _constant({a.name: helper.get_attribute_value(a) for a in node.attribute})
-            else:
-                value = _fold(node.output[0], producers, values, shapes)
+            # a Constant is an initializer in compile-all's (onnxsim's) graphs, whatever its size
+            value = _value(node, values, shapes)
             if value is None:
                 keep.append(node)
-            else:
+            else:  # in node order, so a chain of shape arithmetic folds in one pass
+                values[node.output[0]] = value
                 folded.append(numpy_helper.from_array(value, node.output[0]))
         if not folded:
             return model
@@ -188,6 +177,7 @@ def fold_shape_arithmetic(model: onnx.ModelProto, numbers: dict[str, np.ndarray]
         kept_values = [vi for vi in graph.value_info if vi.name not in done]
         del graph.value_info[:]
         graph.value_info.extend(kept_values)
+        model = _infer(model)
     return model
 
 
@@ -241,14 +231,13 @@ def flatten_ifs(model: onnx.ModelProto, args: dict[str, np.ndarray], total_macs:
         current = result.model
         node = current.graph.node[index]
         branches = {a.name: a.g for a in node.attribute if a.type == onnx.AttributeProto.GRAPH}
-        producers = {o: n for n in current.graph.node[:index] for o in n.output}
-        condition = _fold(node.input[0], producers, _known(current, args), _static_shapes(current))
+        condition = _known(current, args).get(node.input[0])  # folded already, if it can be
         if condition is not None and condition.size == 1:
             result.decided += 1
             chosen = "then_branch" if bool(condition.reshape(())) else "else_branch"
-            result.model = fold_shape_arithmetic(_with_branch(current, index, branches[chosen]), args)
+            result.model = fold_shape_arithmetic(_infer(_with_branch(current, index, branches[chosen])), args)
             continue
-        candidates = [fold_shape_arithmetic(_with_branch(current, index, branches[b]), args)
+        candidates = [fold_shape_arithmetic(_infer(_with_branch(current, index, branches[b])), args)
                       for b in ("then_branch", "else_branch")]
         weights = [total_macs(m) for m in candidates]
         result.guessed.append(node.name)
