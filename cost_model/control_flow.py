@@ -152,7 +152,11 @@ def fold_shape_arithmetic(model: onnx.ModelProto, numbers: dict[str, np.ndarray]
     """Nodes whose small output follows from constants, number inputs and static shapes (a
     computed Pad or Reshape operand) become initializers, so shape inference reaches the
     kernels after them, and Constant nodes become initializers: what onnxsim does for
-    compile-all's graphs (the training data has no Constant node), without running anything."""
+    compile-all's graphs (the training data has no Constant node), without running anything.
+    The caller's model is left as it was."""
+    copy = onnx.ModelProto()
+    copy.CopyFrom(model)
+    model = copy
     for _ in range(16):  # the caller's graph is shape-inferred already: infer again only after a fold
         graph = model.graph
         values, shapes = _known(model, numbers), _static_shapes(model)

@@ -84,6 +84,7 @@ def test_shape_arithmetic_and_constants_fold_so_the_kernel_after_them_has_shapes
     model = onnx.shape_inference.infer_shapes(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]))
     assert graph_features(model).unknown_ops == ["Gemm"]
     folded = fold_shape_arithmetic(model, {})
+    assert len(model.graph.node) == 7  # the caller's graph is not changed
     assert [n.op_type for n in folded.graph.node] == ["Reshape", "Gemm"]
     assert numpy_helper.to_array(next(t for t in folded.graph.initializer if t.name == "target")).tolist() == [2, -1]
     gemm = next(n for n in graph_features(folded).nodes if n.op_type == "Gemm")
