@@ -19,6 +19,8 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
+from cost_model.features import graph_features, tensor_info
+
 MAX_IFS = 256  # a bound on the flattening, far above any published audio model's Ifs
 FOLD_LIMIT = 4096  # elements: shape operands and conditions, never a tensor of data
 
@@ -34,17 +36,6 @@ class Flattened:
             return None
         return (f"control flow: {len(self.guessed)} If node(s) costed by their heavier branch (the condition "
                 f"depends on data; {self.decided} more were decided from shapes and --arg values)")
-
-
-def _static_shapes(model: onnx.ModelProto) -> dict[str, tuple[int, ...]]:
-    out = {}
-    for vi in list(model.graph.input) + list(model.graph.value_info) + list(model.graph.output):
-        tt = vi.type.tensor_type
-        if tt.HasField("shape") and all(d.HasField("dim_value") for d in tt.shape.dim):
-            out[vi.name] = tuple(d.dim_value for d in tt.shape.dim)
-    for init in model.graph.initializer:
-        out[init.name] = tuple(init.dims)
-    return out
 
 
 _FOLD: dict[str, Callable] = {
@@ -159,7 +150,8 @@ def fold_shape_arithmetic(model: onnx.ModelProto, numbers: dict[str, np.ndarray]
     model = copy
     for _ in range(16):  # the caller's graph is shape-inferred already: infer again only after a fold
         graph = model.graph
-        values, shapes = _known(model, numbers), _static_shapes(model)
+        values = _known(model, numbers)
+        shapes = {name: tuple(shape) for name, (shape, _) in tensor_info(model).items() if shape is not None}
         keep, folded = [], []
         for node in graph.node:
             if node.op_type in ("If", "Loop", "Scan") or len(node.output) != 1:
@@ -224,9 +216,9 @@ def _with_branch(model: onnx.ModelProto, index: int, branch: onnx.GraphProto) ->
     return out
 
 
-def flatten_ifs(model: onnx.ModelProto, args: dict[str, np.ndarray], total_macs: Callable) -> Flattened:
-    """Replace every If (nested ones too) by the branch that runs, or the heavier one.
-    `args`: values of scalar inputs; `total_macs(model)`: the graph's MACs, to weigh branches."""
+def flatten_ifs(model: onnx.ModelProto, args: dict[str, np.ndarray]) -> Flattened:
+    """Replace every If (nested ones too) by the branch that runs, or the heavier one (more
+    MACs). `args`: values of scalar inputs."""
     result = Flattened(fold_shape_arithmetic(model, args))
     for _ in range(MAX_IFS):
         index = next((k for k, n in enumerate(result.model.graph.node) if n.op_type == "If"), None)
@@ -243,7 +235,7 @@ def flatten_ifs(model: onnx.ModelProto, args: dict[str, np.ndarray], total_macs:
             continue
         candidates = [fold_shape_arithmetic(_infer(_with_branch(current, index, branches[b])), args)
                       for b in ("then_branch", "else_branch")]
-        weights = [total_macs(m) for m in candidates]
+        weights = [graph_features(m).total_macs for m in candidates]
         result.guessed.append(node.name)
         result.model = candidates[0] if weights[0] >= weights[1] else candidates[1]
     return result

@@ -106,7 +106,7 @@ def counter_version() -> str:
         return "onnx-tool missing"
 
 
-def _tensor_info(model: onnx.ModelProto) -> dict[str, tuple[list[int] | None, int]]:
+def tensor_info(model: onnx.ModelProto) -> dict[str, tuple[list[int] | None, int]]:
     """Tensor name -> (static shape or None when any dimension is unknown, bytes per element)."""
     info: dict[str, tuple[list[int] | None, int]] = {}
     graph = model.graph
@@ -211,7 +211,7 @@ def _positions(model: onnx.ModelProto) -> dict[str, tuple[int, int, int]]:
 
 def graph_features(model: onnx.ModelProto) -> GraphFeatures:
     """Features of every node of a shape-inferred ONNX graph, in graph order."""
-    info = _tensor_info(model)
+    info = tensor_info(model)
     weights = {i.name for i in model.graph.initializer} | {
         n.output[0] for n in model.graph.node if n.op_type == "Constant"}
     counted = _onnx_tool_macs(model)

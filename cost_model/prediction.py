@@ -54,7 +54,7 @@ def predict_graph(model: onnx.ModelProto, cost: CostModel, deadline_us: float | 
                   variants: list[str] | None = None, numbers: dict | None = None,
                   top: int = 3) -> list[VariantPrediction]:
     """`numbers`: values of the graph's number inputs (sample rate...), which decide If branches."""
-    flat = flatten_ifs(model, numbers or {}, lambda m: graph_features(m).total_macs)
+    flat = flatten_ifs(model, numbers or {})
     model = flat.model
     features = graph_features(model)
     table = node_table(model)

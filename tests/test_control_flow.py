@@ -49,20 +49,16 @@ def _if_graph(condition: str) -> onnx.ModelProto:
     return onnx.shape_inference.infer_shapes(model, strict_mode=False, data_prop=True)
 
 
-def _macs(model):
-    return graph_features(model).total_macs
-
-
 def test_a_number_input_decides_the_branch_and_nothing_is_flagged():
     for rate, gemm, width in ((16000, "big_gemm", 512), (8000, "small_gemm", 8)):
-        flat = flatten_ifs(_if_graph("sr"), {"sr": np.array(rate, np.int64)}, _macs)
+        flat = flatten_ifs(_if_graph("sr"), {"sr": np.array(rate, np.int64)})
         ops = {n.name: n.op_type for n in flat.model.graph.node}
         assert "If" not in ops.values() and gemm in ops and flat.decided == 1 and flat.flag() is None
         assert graph_features(flat.model).nodes[0].macs >= 64 * width  # the Gemm's shapes reached it
 
 
 def test_a_data_dependent_condition_costs_the_heavier_branch_and_says_so():
-    flat = flatten_ifs(_if_graph("data"), {}, _macs)
+    flat = flatten_ifs(_if_graph("data"), {})
     names = {n.name for n in flat.model.graph.node}
     assert "big_gemm" in names and "small_gemm" not in names and flat.guessed == ["choose"]
     assert "1 If node(s) costed by their heavier branch" in flat.flag()
